@@ -1,0 +1,72 @@
+//! `guest-get-vcpus`, `guest-set-vcpus`, `guest-get-cpustats` and `guest-get-load`.
+
+use super::{Emitter, FromArg, List, Result};
+use crate::schema::Command;
+
+crate::json_struct! {
+    /// `GuestLogicalProcessor`: returned by `guest-get-vcpus` and taken by `guest-set-vcpus`.
+    pub struct GuestLogicalProcessor {
+        pub logical_id: i64 = "logical-id",
+        pub online: bool = "online",
+        pub can_offline: Option<bool> = "can-offline",
+    }
+}
+
+impl<'t> FromArg<'t> for GuestLogicalProcessor {
+    fn from_arg(v: crate::json::Value<'t>) -> Option<Self> {
+        Some(GuestLogicalProcessor {
+            logical_id: v.member("logical-id")?.as_i64()?,
+            online: v.member("online")?.as_bool()?,
+            can_offline: v.member("can-offline").and_then(|m| m.as_bool()),
+        })
+    }
+}
+
+crate::json_struct! {
+    /// `GuestLinuxCpuStats`, written flat with `"type": "linux"` as upstream's flat union
+    /// `GuestCpuStats` is. Values are milliseconds.
+    pub struct GuestLinuxCpuStats {
+        pub r#type: &'static str = "type",
+        pub cpu: i64 = "cpu",
+        pub user: u64 = "user",
+        pub nice: u64 = "nice",
+        pub system: u64 = "system",
+        pub idle: u64 = "idle",
+        pub iowait: Option<u64> = "iowait",
+        pub irq: Option<u64> = "irq",
+        pub softirq: Option<u64> = "softirq",
+        pub steal: Option<u64> = "steal",
+        pub guest: Option<u64> = "guest",
+        pub guestnice: Option<u64> = "guestnice",
+    }
+}
+
+crate::json_struct! {
+    /// `GuestLoadAverage`.
+    pub struct GuestLoadAverage {
+        pub load1m: f64 = "load1m",
+        pub load5m: f64 = "load5m",
+        pub load15m: f64 = "load15m",
+    }
+}
+
+/// Virtual CPUs and their statistics.
+pub trait Cpus {
+    /// Whether `cmd` (one of this family's) works here.
+    fn supports(&self, _cmd: Command) -> bool {
+        true
+    }
+
+    /// `guest-get-vcpus`.
+    fn vcpus(&mut self, out: &mut Emitter<'_, GuestLogicalProcessor>) -> Result<()>;
+
+    /// `guest-set-vcpus`: apply in order, stop at the first failure; the number processed, or
+    /// the error if the first one failed.
+    fn set_vcpus(&mut self, vcpus: List<'_, GuestLogicalProcessor>) -> Result<i64>;
+
+    /// `guest-get-cpustats` (set `type` to `"linux"`).
+    fn cpustats(&mut self, out: &mut Emitter<'_, GuestLinuxCpuStats>) -> Result<()>;
+
+    /// `guest-get-load`.
+    fn load(&mut self) -> Result<GuestLoadAverage>;
+}

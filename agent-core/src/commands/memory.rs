@@ -1,0 +1,76 @@
+//! `guest-get-memory-blocks`, `guest-set-memory-blocks` and `guest-get-memory-block-info`.
+
+use super::{Emitter, FromArg, List, Result};
+use crate::schema::Command;
+
+crate::json_struct! {
+    /// `GuestMemoryBlock`: returned by `guest-get-memory-blocks`, taken by the setter.
+    pub struct GuestMemoryBlock {
+        pub phys_index: u64 = "phys-index",
+        pub online: bool = "online",
+        pub can_offline: Option<bool> = "can-offline",
+    }
+}
+
+impl<'t> FromArg<'t> for GuestMemoryBlock {
+    fn from_arg(v: crate::json::Value<'t>) -> Option<Self> {
+        Some(GuestMemoryBlock {
+            phys_index: v.member("phys-index")?.as_u64()?,
+            online: v.member("online")?.as_bool()?,
+            can_offline: v.member("can-offline").and_then(|m| m.as_bool()),
+        })
+    }
+}
+
+crate::json_enum! {
+    /// `GuestMemoryBlockResponseType`.
+    pub enum GuestMemoryBlockResponseType {
+        Success = "success",
+        NotFound = "not-found",
+        OperationNotSupported = "operation-not-supported",
+        OperationFailed = "operation-failed",
+    }
+}
+
+impl Default for GuestMemoryBlockResponseType {
+    fn default() -> Self {
+        GuestMemoryBlockResponseType::Success
+    }
+}
+
+crate::json_struct! {
+    /// `GuestMemoryBlockResponse`.
+    pub struct GuestMemoryBlockResponse {
+        pub phys_index: u64 = "phys-index",
+        pub response: GuestMemoryBlockResponseType = "response",
+        pub error_code: Option<i64> = "error-code",
+    }
+}
+
+crate::json_struct! {
+    /// `GuestMemoryBlockInfo`.
+    pub struct GuestMemoryBlockInfo {
+        pub size: u64 = "size",
+    }
+}
+
+/// Hot-pluggable memory blocks.
+pub trait Memory {
+    /// Whether `cmd` (one of this family's) works here.
+    fn supports(&self, _cmd: Command) -> bool {
+        true
+    }
+
+    /// `guest-get-memory-blocks`.
+    fn blocks(&mut self, out: &mut Emitter<'_, GuestMemoryBlock>) -> Result<()>;
+
+    /// `guest-set-memory-blocks`: one response per requested block.
+    fn set_blocks(
+        &mut self,
+        blocks: List<'_, GuestMemoryBlock>,
+        out: &mut Emitter<'_, GuestMemoryBlockResponse>,
+    ) -> Result<()>;
+
+    /// `guest-get-memory-block-info`.
+    fn block_info(&mut self) -> Result<GuestMemoryBlockInfo>;
+}

@@ -1,0 +1,297 @@
+//! Command families: for each, the argument and return types of its commands and the backend
+//! trait a platform implements to serve them.
+//!
+//! Families are grouped by what a platform can provide (a clock, power control, files, ...)
+//! rather than one trait per command, so a bare-metal image implements four small traits and a
+//! Linux host all of them. A platform that lacks a family returns `None` from the matching
+//! [`Platform`] method; a family that serves only some of its commands says so in `supports`.
+//! Either way the engine answers upstream's unsupported error and `guest-info` shows
+//! `"enabled": false`.
+//!
+//! Return values are written straight into the response: single results are returned as
+//! borrowed structs, and lists are handed element by element to an [`Emitter`], so the engine
+//! never collects a list and a list's length is not bounded by memory.
+//!
+//! Each file here is named after its family, as are the platform files that implement it
+//! (`platform-linux/src/commands/file.rs`, `platform-x86/src/commands/file.rs`).
+
+use core::marker::PhantomData;
+
+use crate::out::{ListWriter, ObjectWriter, Out, ToJson};
+
+pub mod cpu;
+pub mod disk;
+pub mod exec;
+pub mod file;
+pub mod fs;
+pub mod memory;
+pub mod network;
+pub mod power;
+pub mod ssh;
+pub mod system;
+pub mod time;
+pub mod user;
+
+pub use crate::error::{Error, Result};
+
+/// What a platform provides. Every method has a default of "not provided".
+pub trait Platform {
+    /// The version `guest-info` reports.
+    fn version(&self) -> &str {
+        env!("CARGO_PKG_VERSION")
+    }
+    /// `guest-get-time`, `guest-set-time`.
+    fn clock(&mut self) -> Option<&mut dyn time::Clock> {
+        None
+    }
+    /// `guest-shutdown`, `guest-suspend-*`.
+    fn power(&mut self) -> Option<&mut dyn power::Power> {
+        None
+    }
+    /// `guest-file-*`.
+    fn files(&mut self) -> Option<&mut dyn file::Files> {
+        None
+    }
+    /// `guest-fsfreeze-*`, `guest-fstrim`.
+    fn filesystems(&mut self) -> Option<&mut dyn fs::Filesystems> {
+        None
+    }
+    /// `guest-get-fsinfo`, `guest-get-disks`, `guest-get-diskstats`.
+    fn disks(&mut self) -> Option<&mut dyn disk::Disks> {
+        None
+    }
+    /// `guest-network-get-interfaces`, `guest-network-get-route`.
+    fn network(&mut self) -> Option<&mut dyn network::Network> {
+        None
+    }
+    /// `guest-get-vcpus`, `guest-set-vcpus`, `guest-get-cpustats`, `guest-get-load`.
+    fn cpus(&mut self) -> Option<&mut dyn cpu::Cpus> {
+        None
+    }
+    /// `guest-get-memory-blocks`, `guest-set-memory-blocks`, `guest-get-memory-block-info`.
+    fn memory(&mut self) -> Option<&mut dyn memory::Memory> {
+        None
+    }
+    /// `guest-get-users`, `guest-set-user-password`.
+    fn users(&mut self) -> Option<&mut dyn user::Users> {
+        None
+    }
+    /// `guest-ssh-*-authorized-keys`.
+    fn ssh_keys(&mut self) -> Option<&mut dyn ssh::SshKeys> {
+        None
+    }
+    /// `guest-exec`, `guest-exec-status`.
+    fn exec(&mut self) -> Option<&mut dyn exec::Exec> {
+        None
+    }
+    /// `guest-get-host-name`, `guest-get-timezone`, `guest-get-osinfo`, `guest-get-devices`.
+    fn system(&mut self) -> Option<&mut dyn system::System> {
+        None
+    }
+}
+
+/// A list in a request's arguments, already validated: iterating cannot fail.
+pub struct List<'t, T> {
+    items: crate::json::Array<'t>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'t, T: FromArg<'t> + 't> List<'t, T> {
+    pub(crate) fn new(items: crate::json::Array<'t>) -> Self {
+        List { items, _t: PhantomData }
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements, in request order.
+    pub fn iter(&self) -> impl Iterator<Item = T> + 't {
+        self.items.iter().filter_map(T::from_arg)
+    }
+}
+
+impl<T> Clone for List<'_, T> {
+    fn clone(&self) -> Self {
+        List { items: self.items.clone(), _t: PhantomData }
+    }
+}
+
+/// A list of strings in a request's arguments.
+pub type StrList<'t> = List<'t, &'t str>;
+
+/// A type a validated argument value converts to. Conversion only fails if validation was
+/// skipped, in which case the element is left out.
+pub trait FromArg<'t>: Sized {
+    /// Convert a validated value.
+    fn from_arg(v: crate::json::Value<'t>) -> Option<Self>;
+}
+
+impl<'t> FromArg<'t> for &'t str {
+    fn from_arg(v: crate::json::Value<'t>) -> Option<Self> {
+        v.as_str()
+    }
+}
+
+/// A list element type, named by its `'static` form: `Emitter<'_, GuestUser<'static>>` takes
+/// `GuestUser<'x>` for any `'x`, so a backend can emit elements that borrow its local data.
+pub trait Element {
+    /// The element type with borrowed data of lifetime `'x`.
+    type Of<'x>: ToJson;
+}
+
+impl Element for &'static str {
+    type Of<'x> = &'x str;
+}
+
+/// Hands the elements of a list result to the response as they are produced.
+pub struct Emitter<'e, T: ?Sized> {
+    sink: &'e mut dyn ItemSink,
+    count: usize,
+    _t: PhantomData<fn(&T)>,
+}
+
+/// Where an [`Emitter`] puts elements; hides the writer's lifetimes.
+pub(crate) trait ItemSink {
+    fn item(&mut self, v: &dyn ToJson);
+}
+
+impl ItemSink for ListWriter<'_, '_> {
+    fn item(&mut self, v: &dyn ToJson) {
+        self.next().value(v);
+    }
+}
+
+impl<'e, T: Element + ?Sized> Emitter<'e, T> {
+    pub(crate) fn new(sink: &'e mut dyn ItemSink) -> Self {
+        Emitter { sink, count: 0, _t: PhantomData }
+    }
+
+    /// Write one element.
+    pub fn emit(&mut self, item: &T::Of<'_>) {
+        self.sink.item(&item);
+        self.count += 1;
+    }
+
+    /// How many elements were written.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// Writes one object member, omitting an absent optional one. Used by [`json_struct!`].
+pub trait Member {
+    /// Write `self` as the member `name`, unless it is an absent option.
+    fn write_member(&self, w: &mut ObjectWriter<'_, '_>, name: &str);
+}
+
+impl<T: ToJson> Member for T {
+    fn write_member(&self, w: &mut ObjectWriter<'_, '_>, name: &str) {
+        w.member(name, self);
+    }
+}
+
+impl<T: ToJson> Member for Option<T> {
+    fn write_member(&self, w: &mut ObjectWriter<'_, '_>, name: &str) {
+        w.optional(name, self);
+    }
+}
+
+/// A return struct: Rust fields with their QAPI member names, written in declaration order.
+/// `Option` fields are QAPI optional members and are omitted when `None`.
+#[macro_export]
+macro_rules! json_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident $(<$lt:lifetime>)? {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $json:literal ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, PartialEq)]
+        pub struct $name $(<$lt>)? {
+            $( $(#[$fmeta])* #[doc = concat!("`", $json, "`")] pub $field: $ty, )*
+        }
+
+        impl $(<$lt>)? $crate::out::ToJson for $name $(<$lt>)? {
+            fn write_json(&self, out: &mut $crate::out::Out<'_>) {
+                out.object(|_w| {
+                    $( $crate::commands::Member::write_member(&self.$field, _w, $json); )*
+                });
+            }
+        }
+
+        $crate::json_struct!(@element $name $(<$lt>)?);
+    };
+    (@element $name:ident <$lt:lifetime>) => {
+        impl $crate::commands::Element for $name<'static> {
+            type Of<'x> = $name<'x>;
+        }
+    };
+    (@element $name:ident) => {
+        impl $crate::commands::Element for $name {
+            type Of<'x> = $name;
+        }
+    };
+}
+
+/// A QAPI enum: Rust variants with their wire names, written as strings.
+#[macro_export]
+macro_rules! json_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $json:literal ),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[doc = concat!("`", $json, "`")] $variant, )*
+        }
+
+        impl $name {
+            /// Every value, in schema order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $json,)* }
+            }
+
+            /// The value with this wire name.
+            pub fn from_name(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl $crate::out::ToJson for $name {
+            fn write_json(&self, out: &mut $crate::out::Out<'_>) {
+                out.str(self.as_str());
+            }
+        }
+    };
+}
+
+/// A value written by a closure: for results a backend prefers to stream itself.
+pub struct WriteWith<F: Fn(&mut Out<'_>)>(pub F);
+
+impl<F: Fn(&mut Out<'_>)> ToJson for WriteWith<F> {
+    fn write_json(&self, out: &mut Out<'_>) {
+        (self.0)(out);
+    }
+}
+
+/// Bytes written as a base64 JSON string (standard alphabet, padded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Base64<'a>(pub &'a [u8]);
+
+impl ToJson for Base64<'_> {
+    fn write_json(&self, out: &mut Out<'_>) {
+        out.base64(|b| b.push(self.0));
+    }
+}

@@ -1,0 +1,69 @@
+//! `guest-get-host-name`, `guest-get-timezone`, `guest-get-osinfo` and `guest-get-devices`.
+
+use super::{Emitter, Result};
+use crate::schema::Command;
+
+crate::json_struct! {
+    /// `GuestTimezone`.
+    pub struct GuestTimezone<'a> {
+        pub zone: Option<&'a str> = "zone",
+        pub offset: i64 = "offset",
+    }
+}
+
+crate::json_struct! {
+    /// `GuestOSInfo`.
+    pub struct GuestOsInfo<'a> {
+        pub kernel_release: Option<&'a str> = "kernel-release",
+        pub kernel_version: Option<&'a str> = "kernel-version",
+        pub machine: Option<&'a str> = "machine",
+        pub id: Option<&'a str> = "id",
+        pub name: Option<&'a str> = "name",
+        pub pretty_name: Option<&'a str> = "pretty-name",
+        pub version: Option<&'a str> = "version",
+        pub version_id: Option<&'a str> = "version-id",
+        pub variant: Option<&'a str> = "variant",
+        pub variant_id: Option<&'a str> = "variant-id",
+    }
+}
+
+crate::json_struct! {
+    /// `GuestDeviceIdPCI` with its flat-union tag `"type": "pci"`.
+    pub struct GuestDeviceIdPci {
+        pub r#type: &'static str = "type",
+        pub vendor_id: u64 = "vendor-id",
+        pub device_id: u64 = "device-id",
+    }
+}
+
+crate::json_struct! {
+    /// `GuestDeviceInfo` (upstream serves it on Windows only).
+    pub struct GuestDeviceInfo<'a> {
+        pub driver_name: &'a str = "driver-name",
+        pub driver_date: Option<i64> = "driver-date",
+        pub driver_version: Option<&'a str> = "driver-version",
+        pub id: Option<GuestDeviceIdPci> = "id",
+    }
+}
+
+/// Facts about the system.
+pub trait System {
+    /// Whether `cmd` (one of this family's) works here.
+    fn supports(&self, cmd: Command) -> bool {
+        cmd != Command::GuestGetDevices
+    }
+
+    /// `guest-get-host-name`.
+    fn host_name(&mut self) -> Result<&str>;
+
+    /// `guest-get-timezone`.
+    fn timezone(&mut self) -> Result<GuestTimezone<'_>>;
+
+    /// `guest-get-osinfo`.
+    fn osinfo(&mut self) -> Result<GuestOsInfo<'_>>;
+
+    /// `guest-get-devices`; unsupported unless overridden (with [`System::supports`]).
+    fn devices(&mut self, _out: &mut Emitter<'_, GuestDeviceInfo<'static>>) -> Result<()> {
+        Err(super::Error::Unsupported)
+    }
+}

@@ -1,0 +1,40 @@
+//! `guest-get-time` and `guest-set-time`.
+
+use super::Result;
+use crate::schema::Command;
+
+/// The guest's clock.
+pub trait Clock {
+    /// Whether `cmd` (one of this family's) works here.
+    fn supports(&self, _cmd: Command) -> bool {
+        true
+    }
+
+    /// `guest-get-time`: nanoseconds since the Unix epoch.
+    fn get_time(&mut self) -> Result<i64>;
+
+    /// `guest-set-time`: with `Some(ns)`, set the system clock (and the hardware clock from it);
+    /// with `None`, set the system clock from the hardware clock. The engine has already
+    /// applied [`check_time`].
+    fn set_time(&mut self, time: Option<i64>) -> Result<()>;
+}
+
+/// Upstream's validation of a `guest-set-time` value: seconds (truncated toward zero) must
+/// fall in a year from 1970 up to, not including, 2070. Returns upstream's text if not.
+pub fn check_time(ns: i64) -> core::result::Result<(), &'static str> {
+    // 2070-01-01T00:00:00Z is 3155760000 s after the epoch.
+    let secs = ns / 1_000_000_000;
+    if (0..3_155_760_000).contains(&secs) { Ok(()) } else { Err("Invalid time") }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn years() {
+        assert!(super::check_time(0).is_ok());
+        assert!(super::check_time(-1).is_ok(), "truncates toward zero as upstream");
+        assert!(super::check_time(-1_000_000_000).is_err());
+        assert!(super::check_time(3_155_759_999_000_000_000).is_ok());
+        assert!(super::check_time(3_155_760_000_000_000_000).is_err());
+    }
+}

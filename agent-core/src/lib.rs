@@ -1,0 +1,45 @@
+//! The QEMU guest agent protocol, with no I/O, no clock and no memory of its own.
+//!
+//! One engine serves a Linux binary, a bare-metal image and any firmware that embeds it, so it
+//! is written the way smoltcp or quinn-proto are: the caller feeds received bytes to
+//! [`Agent::feed`], and every response is written to a caller-supplied [`Transmit`] sink. All
+//! storage (the request frame, the file I/O chunk, the transmit buffer) is a slice the platform
+//! owns; nothing is sized by input, and nothing allocates.
+//!
+//! Command families are capability traits ([`commands`]). A platform implements the families it
+//! can serve and returns them from [`Platform`]; a command whose family is missing answers
+//! upstream's unsupported error and shows `"enabled": false` in `guest-info`, so `guest-info`
+//! never lies.
+//!
+//! Layout: [`json`] frames and parses the byte stream exactly as upstream's lexer, streamer and
+//! parser do, [`out`] writes responses as upstream's JSON writer does, [`schema`] is the one
+//! table of the 44 commands, [`commands`] holds each family's argument types, return types and
+//! backend trait, and [`engine`] dispatches.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+#![warn(missing_docs)]
+
+pub mod commands;
+pub mod engine;
+pub mod error;
+pub mod json;
+pub mod out;
+pub mod schema;
+
+pub use commands::Platform;
+pub use engine::{Agent, Buffers, Policy, StaticBuffers};
+pub use error::Error;
+pub use out::{Transmit, TxError};
+pub use schema::Command;

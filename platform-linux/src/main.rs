@@ -1,0 +1,2 @@
+//! `qga`: the Linux guest agent (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Host-side client and integration tests (work in progress).

@@ -1,0 +1,2 @@
+//! `cargo xtask`: the project's commands (work in progress).
+fn main() {}
