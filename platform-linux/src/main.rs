@@ -1,2 +1,7 @@
-//! `qga`: the Linux guest agent (work in progress).
-fn main() {}
+//! `qga`: the Linux guest agent, a drop-in for `qemu-ga` (being written).
+
+mod commands;
+
+fn main() {
+    let _ = commands::LinuxPlatform::default();
+}

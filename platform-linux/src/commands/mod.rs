@@ -1,0 +1,64 @@
+//! The Linux implementations of the command families, one file per family, named as in
+//! `agent_core::commands` (`file.rs` serves `guest-file-*`, and so on).
+//!
+//! [`LinuxPlatform`] owns one backend per family and hands them to the engine; a family that is
+//! not wired answers upstream's unsupported error and shows `"enabled": false`.
+
+use agent_core::commands as core;
+use agent_core::Platform;
+
+pub mod cpu;
+pub mod disk;
+pub mod exec;
+pub mod file;
+pub mod fs;
+pub mod memory;
+pub mod network;
+pub mod power;
+pub mod ssh;
+pub mod system;
+pub mod time;
+pub mod user;
+
+/// Every Linux backend.
+#[derive(Default)]
+pub struct LinuxPlatform {}
+
+impl Platform for LinuxPlatform {
+    fn clock(&mut self) -> Option<&mut dyn core::time::Clock> {
+        None
+    }
+    fn power(&mut self) -> Option<&mut dyn core::power::Power> {
+        None
+    }
+    fn files(&mut self) -> Option<&mut dyn core::file::Files> {
+        None
+    }
+    fn filesystems(&mut self) -> Option<&mut dyn core::fs::Filesystems> {
+        None
+    }
+    fn exec(&mut self) -> Option<&mut dyn core::exec::Exec> {
+        None
+    }
+    fn disks(&mut self) -> Option<&mut dyn core::disk::Disks> {
+        None
+    }
+    fn network(&mut self) -> Option<&mut dyn core::network::Network> {
+        None
+    }
+    fn cpus(&mut self) -> Option<&mut dyn core::cpu::Cpus> {
+        None
+    }
+    fn memory(&mut self) -> Option<&mut dyn core::memory::Memory> {
+        None
+    }
+    fn users(&mut self) -> Option<&mut dyn core::user::Users> {
+        None
+    }
+    fn ssh_keys(&mut self) -> Option<&mut dyn core::ssh::SshKeys> {
+        None
+    }
+    fn system(&mut self) -> Option<&mut dyn core::system::System> {
+        None
+    }
+}

@@ -1,0 +1,1 @@
+//! The Linux backend of agent_core::commands::system (being written).
