@@ -157,8 +157,10 @@ pub struct Emitter<'e, T: ?Sized> {
     _t: PhantomData<fn(&T)>,
 }
 
-/// Where an [`Emitter`] puts elements; hides the writer's lifetimes.
-pub(crate) trait ItemSink {
+/// Where an [`Emitter`] puts elements; hides the writer's lifetimes. Implemented by
+/// [`ListWriter`], so a platform's tests can render what a backend emits.
+pub trait ItemSink {
+    /// Write one element.
     fn item(&mut self, v: &dyn ToJson);
 }
 
@@ -169,7 +171,8 @@ impl ItemSink for ListWriter<'_, '_> {
 }
 
 impl<'e, T: Element + ?Sized> Emitter<'e, T> {
-    pub(crate) fn new(sink: &'e mut dyn ItemSink) -> Self {
+    /// An emitter writing into `sink`.
+    pub fn new(sink: &'e mut dyn ItemSink) -> Self {
         Emitter { sink, count: 0, _t: PhantomData }
     }
 
