@@ -22,7 +22,9 @@ pub mod user;
 
 /// Every Linux backend.
 #[derive(Default)]
-pub struct LinuxPlatform {}
+pub struct LinuxPlatform {
+    system: system::LinuxSystem,
+}
 
 impl Platform for LinuxPlatform {
     fn clock(&mut self) -> Option<&mut dyn core::time::Clock> {
@@ -59,6 +61,6 @@ impl Platform for LinuxPlatform {
         None
     }
     fn system(&mut self) -> Option<&mut dyn core::system::System> {
-        None
+        Some(&mut self.system)
     }
 }
