@@ -1,0 +1,657 @@
+//! A host-side client for the guest agent protocol.
+//!
+//! Tests, the differential suite, the benchmarks and `cargo xtask qga|push|pull` all talk to an
+//! agent the same way a hypervisor does: over a byte stream with no framing of its own. That
+//! stream may hold stale bytes from an earlier client (upstream keeps its parser across
+//! reconnects) or a half-written request, so the client always re-synchronises first, either with
+//! `guest-sync` (skip responses until the one echoing our id) or with the 0xFF handshake of
+//! `guest-sync-delimited` (skip raw bytes up to the 0xFF the agent puts in front of that answer,
+//! tolerating the parse error that a 0xFF provokes). Reads are bounded by a deadline so that a
+//! silent agent fails a test instead of hanging it.
+//!
+//! Values are `serde_json` values: the client checks the wire rules it needs (one line per
+//! response, the optional 0xFF prefix) and leaves everything else to the caller.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+/// The default time a request may take before the client gives up.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest chunk `guest-file-read` accepts upstream (48 MiB).
+pub const FILE_READ_MAX: usize = 48 * 1024 * 1024;
+
+/// Why a client call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The socket failed.
+    Io(io::Error),
+    /// Nothing (or not enough) arrived before the deadline; the text says what was awaited.
+    Timeout(String),
+    /// The peer closed the stream; the text says what was awaited.
+    Closed(String),
+    /// The agent sent something that breaks the wire rules (not JSON, not an object, …).
+    Protocol(String),
+    /// The agent answered with an error response.
+    Agent {
+        /// `error.class`, e.g. `GenericError` or `CommandNotFound`.
+        class: String,
+        /// `error.desc`.
+        desc: String,
+    },
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "socket error: {e}"),
+            ClientError::Timeout(what) => write!(f, "timed out waiting for {what}"),
+            ClientError::Closed(what) => write!(f, "connection closed while waiting for {what}"),
+            ClientError::Protocol(what) => write!(f, "protocol violation: {what}"),
+            ClientError::Agent { class, desc } => write!(f, "agent error {class}: {desc}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// Result of a client call.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// The outcome of a finished `guest-exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// `exitcode`, when the child exited normally.
+    pub exitcode: Option<i64>,
+    /// `signal`, when the child was killed by a signal.
+    pub signal: Option<i64>,
+    /// Decoded `out-data` (empty when not captured).
+    pub stdout: Vec<u8>,
+    /// Decoded `err-data` (empty when not captured).
+    pub stderr: Vec<u8>,
+    /// `out-truncated`.
+    pub stdout_truncated: bool,
+    /// `err-truncated`.
+    pub stderr_truncated: bool,
+}
+
+/// A chunk read by `guest-file-read`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChunk {
+    /// The decoded bytes.
+    pub data: Vec<u8>,
+    /// The `eof` flag.
+    pub eof: bool,
+}
+
+static NEXT_SYNC_ID: AtomicI64 = AtomicI64::new(0);
+
+/// A sync id unlikely to collide with a stale answer from another client or process.
+fn fresh_sync_id() -> i64 {
+    let n = NEXT_SYNC_ID.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let pid = std::process::id();
+    let v = (u64::from(pid) << 32) ^ u64::from(nanos) ^ (n as u64).rotate_left(48);
+    (v & 0x3fff_ffff_ffff_ffff) as i64
+}
+
+/// A connection to one agent.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    /// Bytes received but not yet consumed.
+    pending: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects to a unix socket (a host agent's `unix-listen` path or a QEMU chardev server).
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self> {
+        let stream = UnixStream::connect(path.as_ref())?;
+        Ok(Self::from_stream(stream))
+    }
+
+    /// Connects, retrying while the socket does not exist yet or refuses, for at most `within`.
+    pub fn connect_retry(path: impl AsRef<Path>, within: Duration) -> Result<Self> {
+        let path = path.as_ref();
+        let deadline = Instant::now() + within;
+        loop {
+            match UnixStream::connect(path) {
+                Ok(s) => return Ok(Self::from_stream(s)),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ClientError::Timeout(format!(
+                        "a connection to {} (last error: {e})",
+                        path.display()
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Wraps an already connected stream.
+    pub fn from_stream(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            pending: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the time any single call may wait for the agent.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The time any single call may wait for the agent.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The underlying stream (e.g. to shut down its write half).
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Sends bytes exactly as given: for malformed-input tests and pipelining.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Sends one request without waiting for its answer.
+    pub fn send(&mut self, request: &Value) -> Result<()> {
+        let text = serde_json::to_vec(request)
+            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+        self.send_raw(&text)
+    }
+
+    /// Reads more bytes into `pending`, waiting at most until `deadline`.
+    fn fill(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(ClientError::Timeout(what.to_string()));
+        }
+        let left = (deadline - now).max(Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(left))?;
+        let mut buf = [0u8; 64 * 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) => Err(ClientError::Closed(what.to_string())),
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(ClientError::Timeout(what.to_string()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(ClientError::Io(e)),
+        }
+    }
+
+    /// Reads one raw line, including a leading 0xFF if the agent sent one and without the `\n`.
+    pub fn read_line(&mut self) -> Result<Vec<u8>> {
+        self.read_line_within(self.timeout)
+    }
+
+    /// Reads one raw line, waiting at most `within`.
+    pub fn read_line_within(&mut self, within: Duration) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + within;
+        let mut scanned = 0;
+        loop {
+            if let Some(pos) = self.pending[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + pos;
+                let line = self.pending[..end].to_vec();
+                self.pending.drain(..=end);
+                return Ok(line);
+            }
+            scanned = self.pending.len();
+            self.fill(deadline, "a response line")?;
+        }
+    }
+
+    /// Reads one response and parses it; a leading 0xFF sentinel is stripped.
+    pub fn read_value(&mut self) -> Result<Value> {
+        let line = self.read_line()?;
+        parse_line(&line)
+    }
+
+    /// Waits `quiet` and fails if any byte arrives meanwhile (for commands that must not answer).
+    pub fn expect_silence(&mut self, quiet: Duration) -> Result<()> {
+        if !self.pending.is_empty() {
+            return Err(ClientError::Protocol(format!(
+                "unexpected bytes: {}",
+                String::from_utf8_lossy(&self.pending)
+            )));
+        }
+        match self.fill(Instant::now() + quiet, "silence") {
+            Err(ClientError::Timeout(_)) => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => Err(ClientError::Protocol(format!(
+                "unexpected bytes: {}",
+                String::from_utf8_lossy(&self.pending)
+            ))),
+        }
+    }
+
+    /// Re-synchronises with `guest-sync`: answers until the one echoing a fresh id are dropped.
+    pub fn sync(&mut self) -> Result<()> {
+        let id = fresh_sync_id();
+        self.send(&json!({"execute": "guest-sync", "arguments": {"id": id}}))?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.read_line_within(left)?;
+            if let Ok(v) = parse_line(&line)
+                && v.get("return") == Some(&json!(id))
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Re-synchronises with the 0xFF handshake: sends 0xFF (which flushes any partial request
+    /// in the agent's parser) and `guest-sync-delimited`, then skips raw bytes up to the agent's
+    /// 0xFF sentinel and checks that the answer after it echoes the id. The parse error the agent
+    /// may send for our 0xFF is skipped with the other stale bytes.
+    pub fn sync_delimited(&mut self) -> Result<()> {
+        let id = fresh_sync_id();
+        let mut req = vec![0xFF];
+        req.extend_from_slice(
+            json!({"execute": "guest-sync-delimited", "arguments": {"id": id}})
+                .to_string()
+                .as_bytes(),
+        );
+        self.send_raw(&req)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            // Skip to the sentinel.
+            loop {
+                if let Some(pos) = self.pending.iter().position(|&b| b == 0xFF) {
+                    self.pending.drain(..=pos);
+                    break;
+                }
+                self.pending.clear();
+                self.fill(deadline, "the 0xFF sentinel of guest-sync-delimited")?;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.read_line_within(left)?;
+            if let Ok(v) = parse_line(&line)
+                && v.get("return") == Some(&json!(id))
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends one request and returns the whole response object (success or error).
+    pub fn request(&mut self, request: &Value) -> Result<Value> {
+        self.send(request)?;
+        self.read_value()
+    }
+
+    /// Runs a command and returns its `return` value, or the agent's error as [`ClientError::Agent`].
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
+        let mut req = json!({"execute": command});
+        if let Some(args) = arguments {
+            req["arguments"] = args;
+        }
+        let rsp = self.request(&req)?;
+        into_return(rsp)
+    }
+
+    /// `guest-ping`.
+    pub fn ping(&mut self) -> Result<()> {
+        self.execute("guest-ping", None).map(|_| ())
+    }
+
+    /// `guest-info`.
+    pub fn info(&mut self) -> Result<Value> {
+        self.execute("guest-info", None)
+    }
+
+    /// The names of the commands `guest-info` reports as enabled.
+    pub fn enabled_commands(&mut self) -> Result<Vec<String>> {
+        let info = self.info()?;
+        let list = info
+            .get("supported_commands")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ClientError::Protocol("guest-info without supported_commands".into()))?;
+        Ok(list
+            .iter()
+            .filter(|c| c.get("enabled") == Some(&Value::Bool(true)))
+            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect())
+    }
+
+    /// `guest-get-time`, in nanoseconds since the epoch.
+    pub fn get_time(&mut self) -> Result<i64> {
+        let v = self.execute("guest-get-time", None)?;
+        v.as_i64()
+            .ok_or_else(|| ClientError::Protocol(format!("guest-get-time returned {v}")))
+    }
+
+    /// `guest-exec`; returns the pid.
+    pub fn exec(
+        &mut self,
+        path: &str,
+        args: &[&str],
+        input: Option<&[u8]>,
+        capture: bool,
+    ) -> Result<i64> {
+        let mut a = json!({"path": path, "arg": args, "capture-output": capture});
+        if let Some(input) = input {
+            a["input-data"] = json!(B64.encode(input));
+        }
+        let v = self.execute("guest-exec", Some(a))?;
+        v.get("pid")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ClientError::Protocol(format!("guest-exec returned {v}")))
+    }
+
+    /// `guest-exec-status`, raw.
+    pub fn exec_status(&mut self, pid: i64) -> Result<Value> {
+        self.execute("guest-exec-status", Some(json!({"pid": pid})))
+    }
+
+    /// Polls `guest-exec-status` until the child has exited, for at most `within`.
+    pub fn exec_wait(&mut self, pid: i64, within: Duration) -> Result<ExecOutput> {
+        let deadline = Instant::now() + within;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let st = self.exec_status(pid)?;
+            if st.get("exited") == Some(&Value::Bool(true)) {
+                return decode_exec_status(&st);
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout(format!(
+                    "guest-exec pid {pid} to exit"
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs a program to completion with output captured.
+    pub fn run(&mut self, path: &str, args: &[&str], within: Duration) -> Result<ExecOutput> {
+        let pid = self.exec(path, args, None, true)?;
+        self.exec_wait(pid, within)
+    }
+
+    /// `guest-file-open`; returns the handle.
+    pub fn file_open(&mut self, path: &str, mode: &str) -> Result<i64> {
+        let v = self.execute("guest-file-open", Some(json!({"path": path, "mode": mode})))?;
+        v.as_i64()
+            .ok_or_else(|| ClientError::Protocol(format!("guest-file-open returned {v}")))
+    }
+
+    /// `guest-file-read` of at most `count` bytes.
+    pub fn file_read(&mut self, handle: i64, count: usize) -> Result<FileChunk> {
+        let v = self.execute(
+            "guest-file-read",
+            Some(json!({"handle": handle, "count": count})),
+        )?;
+        let b64 = v
+            .get("buf-b64")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ClientError::Protocol(format!("guest-file-read returned {v}")))?;
+        let data = B64
+            .decode(b64)
+            .map_err(|e| ClientError::Protocol(format!("guest-file-read: bad base64: {e}")))?;
+        let n = v.get("count").and_then(Value::as_u64);
+        if n != Some(data.len() as u64) {
+            return Err(ClientError::Protocol(format!(
+                "guest-file-read: count {n:?} but {} bytes decoded",
+                data.len()
+            )));
+        }
+        let eof = v.get("eof").and_then(Value::as_bool).unwrap_or(false);
+        Ok(FileChunk { data, eof })
+    }
+
+    /// `guest-file-write` of all of `data`; returns the count written.
+    pub fn file_write(&mut self, handle: i64, data: &[u8]) -> Result<usize> {
+        let v = self.execute(
+            "guest-file-write",
+            Some(json!({"handle": handle, "buf-b64": B64.encode(data)})),
+        )?;
+        v.get("count")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .ok_or_else(|| ClientError::Protocol(format!("guest-file-write returned {v}")))
+    }
+
+    /// `guest-file-seek`; returns the new position.
+    pub fn file_seek(&mut self, handle: i64, offset: i64, whence: &str) -> Result<i64> {
+        let v = self.execute(
+            "guest-file-seek",
+            Some(json!({"handle": handle, "offset": offset, "whence": whence})),
+        )?;
+        v.get("position")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ClientError::Protocol(format!("guest-file-seek returned {v}")))
+    }
+
+    /// `guest-file-flush`.
+    pub fn file_flush(&mut self, handle: i64) -> Result<()> {
+        self.execute("guest-file-flush", Some(json!({"handle": handle})))
+            .map(|_| ())
+    }
+
+    /// `guest-file-close`.
+    pub fn file_close(&mut self, handle: i64) -> Result<()> {
+        self.execute("guest-file-close", Some(json!({"handle": handle})))
+            .map(|_| ())
+    }
+
+    /// Writes `data` to `remote` (created or truncated) in chunks of `chunk` bytes.
+    pub fn push(&mut self, data: &[u8], remote: &str, chunk: usize) -> Result<()> {
+        let chunk = chunk.max(1);
+        let h = self.file_open(remote, "w")?;
+        let res = (|| {
+            for part in data.chunks(chunk) {
+                let n = self.file_write(h, part)?;
+                if n != part.len() {
+                    return Err(ClientError::Protocol(format!(
+                        "guest-file-write wrote {n} of {} bytes",
+                        part.len()
+                    )));
+                }
+            }
+            Ok(())
+        })();
+        let closed = self.file_close(h);
+        res.and(closed)
+    }
+
+    /// Reads the whole of `remote` in chunks of `chunk` bytes.
+    pub fn pull(&mut self, remote: &str, chunk: usize) -> Result<Vec<u8>> {
+        let chunk = chunk.clamp(1, FILE_READ_MAX);
+        let h = self.file_open(remote, "r")?;
+        let res = (|| {
+            let mut out = Vec::new();
+            loop {
+                let c = self.file_read(h, chunk)?;
+                let got = c.data.len();
+                out.extend_from_slice(&c.data);
+                if c.eof || got == 0 {
+                    return Ok(out);
+                }
+            }
+        })();
+        let closed = self.file_close(h);
+        match (res, closed) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Parses one response line (without its `\n`), stripping a leading 0xFF sentinel.
+pub fn parse_line(line: &[u8]) -> Result<Value> {
+    let body = line.strip_prefix(&[0xFF]).unwrap_or(line);
+    if let Some(b) = body.iter().find(|&&b| b >= 0x80) {
+        return Err(ClientError::Protocol(format!(
+            "non-ASCII byte {b:#04x} in response {}",
+            String::from_utf8_lossy(line)
+        )));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ClientError::Protocol(format!(
+            "response is not JSON ({e}): {}",
+            String::from_utf8_lossy(line)
+        ))
+    })?;
+    if !v.is_object() {
+        return Err(ClientError::Protocol(format!(
+            "response is not an object: {v}"
+        )));
+    }
+    Ok(v)
+}
+
+/// Turns a response object into its `return` value or a [`ClientError::Agent`].
+pub fn into_return(rsp: Value) -> Result<Value> {
+    if let Some(err) = rsp.get("error") {
+        let s = |k: &str| {
+            err.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        return Err(ClientError::Agent {
+            class: s("class"),
+            desc: s("desc"),
+        });
+    }
+    match rsp {
+        Value::Object(mut m) => m
+            .remove("return")
+            .ok_or_else(|| ClientError::Protocol(format!("response without return: {m:?}"))),
+        other => Err(ClientError::Protocol(format!(
+            "response is not an object: {other}"
+        ))),
+    }
+}
+
+/// Decodes a `guest-exec-status` value of an exited child.
+pub fn decode_exec_status(st: &Value) -> Result<ExecOutput> {
+    let data = |k: &str| -> Result<Vec<u8>> {
+        match st.get(k).and_then(Value::as_str) {
+            None => Ok(Vec::new()),
+            Some(s) => B64
+                .decode(s)
+                .map_err(|e| ClientError::Protocol(format!("{k}: bad base64: {e}"))),
+        }
+    };
+    let flag = |k: &str| st.get(k).and_then(Value::as_bool).unwrap_or(false);
+    Ok(ExecOutput {
+        exitcode: st.get("exitcode").and_then(Value::as_i64),
+        signal: st.get("signal").and_then(Value::as_i64),
+        stdout: data("out-data")?,
+        stderr: data("err-data")?,
+        stdout_truncated: flag("out-truncated"),
+        stderr_truncated: flag("err-truncated"),
+    })
+}
+
+/// Base64 as the agent speaks it (standard alphabet, padded).
+pub fn b64_encode(data: &[u8]) -> String {
+    B64.encode(data)
+}
+
+/// Decodes the agent's base64.
+pub fn b64_decode(text: &str) -> Result<Vec<u8>> {
+    B64.decode(text)
+        .map_err(|e| ClientError::Protocol(format!("bad base64: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_line_strips_the_sentinel_and_rejects_non_ascii() {
+        let v = parse_line(b"\xff{\"return\": 5}").unwrap();
+        assert_eq!(v, json!({"return": 5}));
+        assert!(parse_line(b"{\"return\": \"\xc3\xa9\"}").is_err());
+        assert!(parse_line(b"[1]").is_err());
+        assert!(parse_line(b"{\"return\"").is_err());
+    }
+
+    #[test]
+    fn into_return_maps_errors() {
+        let e = into_return(json!({"error": {"class": "CommandNotFound", "desc": "x"}, "id": 1}))
+            .unwrap_err();
+        assert!(
+            matches!(e, ClientError::Agent { ref class, ref desc } if class == "CommandNotFound" && desc == "x")
+        );
+        assert_eq!(into_return(json!({"return": {}})).unwrap(), json!({}));
+        assert!(into_return(json!({"id": 1})).is_err());
+    }
+
+    /// The client against a scripted peer on a real socket pair: stale bytes, the agent's error
+    /// for our 0xFF, a stale sync answer, then the sentinel and our answer.
+    #[test]
+    fn sync_delimited_skips_stale_bytes_and_the_ff_error() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while got.len() < 2 || serde_json::from_slice::<Value>(&got[1..]).is_err() {
+                let n = b.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got[0], 0xFF);
+            let req: Value = serde_json::from_slice(&got[1..]).unwrap();
+            let id = req["arguments"]["id"].clone();
+            let mut out = Vec::new();
+            out.extend_from_slice(b"{\"return\": {}}\n{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, stray '\\uFFFD'\"}}\n");
+            out.extend_from_slice(b"\xff{\"return\": 1}\n");
+            out.push(0xFF);
+            out.extend_from_slice(format!("{{\"return\": {id}}}\n").as_bytes());
+            out.extend_from_slice(b"{\"return\": {}, \"id\": 9}\n");
+            b.write_all(&out).unwrap();
+            b
+        });
+        let mut c = Client::from_stream(a);
+        c.set_timeout(Duration::from_secs(5));
+        c.sync_delimited().unwrap();
+        // The byte after the synced answer is the next response, intact.
+        assert_eq!(c.read_value().unwrap(), json!({"return": {}, "id": 9}));
+        drop(peer.join().unwrap());
+    }
+
+    #[test]
+    fn reads_time_out_and_report_closure() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut c = Client::from_stream(a);
+        c.set_timeout(Duration::from_millis(50));
+        assert!(matches!(c.read_line(), Err(ClientError::Timeout(_))));
+        drop(b);
+        assert!(matches!(c.read_line(), Err(ClientError::Closed(_))));
+    }
+}

@@ -1,0 +1,276 @@
+//! Guards for the processes tests start: QEMU, host agents, helpers.
+//!
+//! A test that fails (or panics) half-way must still not leave a VM or an agent running on a
+//! shared 2-core machine, and its failure message must say what the process printed. So every
+//! child is spawned through [`ProcessGuard`]: its stdout and stderr go to a log file in the test's
+//! own directory, its PID is kept, and dropping the guard kills that PID and reaps it. Waits are
+//! always bounded.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A spawned child that is killed and reaped when dropped.
+#[derive(Debug)]
+pub struct ProcessGuard {
+    name: String,
+    child: Option<Child>,
+    pid: u32,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl ProcessGuard {
+    /// Spawns `cmd` with stdin from /dev/null and stdout+stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: impl Into<PathBuf>) -> Result<Self, String> {
+        let log = log.into();
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("{name}: cannot open log {}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{name}: cannot dup log fd: {e}"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("{name}: cannot start {:?}: {e}", cmd.get_program()))?;
+        Ok(Self {
+            name: name.to_string(),
+            pid: child.id(),
+            child: Some(child),
+            log,
+            status: None,
+        })
+    }
+
+    /// The child's PID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The name given at spawn time.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the child's output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `max` bytes of the log, for failure messages.
+    pub fn log_tail(&self, max: usize) -> String {
+        log_tail(&self.log, max)
+    }
+
+    /// The exit status, if the child has exited (non-blocking).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none()
+            && let Some(child) = self.child.as_mut()
+            && let Ok(Some(st)) = child.try_wait()
+        {
+            self.status = Some(st);
+        }
+        self.status
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    /// Waits at most `within` for the child to exit.
+    pub fn wait_timeout(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.try_status() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal to the child's PID (not to a process group, never by name).
+    pub fn signal(&mut self, sig: i32) -> io::Result<()> {
+        if self.try_status().is_some() {
+            return Ok(());
+        }
+        let pid =
+            libc::pid_t::try_from(self.pid).map_err(|_| io::Error::other("pid out of range"))?;
+        // SAFETY: kill(2) with a PID we spawned and have not reaped yet (try_status above says it
+        // is still our child), so the PID cannot have been recycled for another process.
+        let rc = unsafe { libc::kill(pid, sig) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if the child has not exited within `grace`; returns how it ended.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let _ = self.signal(libc::SIGTERM);
+        if let Some(st) = self.wait_timeout(grace) {
+            return Some(st);
+        }
+        self.kill()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if let Some(st) = self.try_status() {
+            return Some(st);
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            if let Ok(st) = child.wait() {
+                self.status = Some(st);
+            }
+        }
+        self.status
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `max` bytes of a file, lossily decoded ("" if unreadable).
+pub fn log_tail(path: &Path, max: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max as u64);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Waits at most `within` until `path` exists, failing early if `guard`'s process exits.
+pub fn wait_for_path(
+    path: &Path,
+    guard: &mut ProcessGuard,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        if path.exists() {
+            return Ok(());
+        }
+        if let Some(st) = guard.try_status() {
+            return Err(format!(
+                "{} exited ({st}) before {} appeared; its log:\n{}",
+                guard.name(),
+                path.display(),
+                guard.log_tail(4000)
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not appear within {within:?}; {} log:\n{}",
+                path.display(),
+                guard.name(),
+                guard.log_tail(4000)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The QEMU system emulator for x86_64, if installed.
+pub fn qemu_binary() -> Option<PathBuf> {
+    [
+        "/usr/bin/qemu-system-x86_64",
+        "/usr/local/bin/qemu-system-x86_64",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// A QEMU command line with the settings every VM in this project needs: TCG (KVM hangs on
+/// these machines), no display, no reboot loop, no default devices to surprise a test.
+pub fn qemu_base_command() -> Result<Command, String> {
+    let bin = qemu_binary().ok_or(
+        "qemu-system-x86_64 is not installed (run `cargo xtask setup` or apt-get install qemu-system-x86)",
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nodefaults",
+    ]);
+    Ok(cmd)
+}
+
+/// Options for a QEMU `socket` chardev serving the agent on a host unix socket, named `id`.
+/// QEMU listens (`server=on`) and does not wait for a client (`wait=off`), as libvirt does.
+pub fn agent_chardev(id: &str, socket: &Path) -> String {
+    format!(
+        "socket,id={id},path={},server=on,wait=off",
+        socket.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_kills_and_reaps_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600");
+        let g = ProcessGuard::spawn("sleep", cmd, dir.path().join("log")).unwrap();
+        let pid = g.pid();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(g);
+        // Reaped, so the PID is gone (a zombie would still have a /proc entry).
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn guard_captures_output_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let mut g = ProcessGuard::spawn("sh", cmd, dir.path().join("log")).unwrap();
+        let st = g.wait_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(st.code(), Some(3));
+        let log = g.log_tail(100);
+        assert!(log.contains("out") && log.contains("err"), "{log}");
+    }
+
+    #[test]
+    fn terminate_escalates_to_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "trap '' TERM; echo ready; exec sleep 600"]);
+        let mut g = ProcessGuard::spawn("sh", cmd, dir.path().join("log")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !g.log_tail(100).contains("ready") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let st = g.terminate(Duration::from_millis(200)).unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGKILL));
+    }
+}
