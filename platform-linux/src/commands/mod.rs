@@ -24,6 +24,8 @@ pub mod user;
 #[derive(Default)]
 pub struct LinuxPlatform {
     system: system::LinuxSystem,
+    memory: memory::LinuxMemory,
+    cpus: cpu::LinuxCpus,
 }
 
 impl Platform for LinuxPlatform {
@@ -49,10 +51,10 @@ impl Platform for LinuxPlatform {
         None
     }
     fn cpus(&mut self) -> Option<&mut dyn core::cpu::Cpus> {
-        None
+        Some(&mut self.cpus)
     }
     fn memory(&mut self) -> Option<&mut dyn core::memory::Memory> {
-        None
+        Some(&mut self.memory)
     }
     fn users(&mut self) -> Option<&mut dyn core::user::Users> {
         None
