@@ -24,6 +24,7 @@ pub mod user;
 #[derive(Default)]
 pub struct LinuxPlatform {
     system: system::LinuxSystem,
+    network: network::LinuxNetwork,
     memory: memory::LinuxMemory,
     cpus: cpu::LinuxCpus,
 }
@@ -48,7 +49,7 @@ impl Platform for LinuxPlatform {
         None
     }
     fn network(&mut self) -> Option<&mut dyn core::network::Network> {
-        None
+        Some(&mut self.network)
     }
     fn cpus(&mut self) -> Option<&mut dyn core::cpu::Cpus> {
         Some(&mut self.cpus)
