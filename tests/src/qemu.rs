@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub use rustix::process::Signal;
+use rustix::process::{Pid, kill_process};
+
 /// A spawned child that is killed and reaped when dropped.
 #[derive(Debug)]
 pub struct ProcessGuard {
@@ -100,25 +103,21 @@ impl ProcessGuard {
     }
 
     /// Sends a signal to the child's PID (not to a process group, never by name).
-    pub fn signal(&mut self, sig: i32) -> io::Result<()> {
+    pub fn signal(&mut self, sig: Signal) -> io::Result<()> {
+        // Only while unreaped: then the PID is still our child and cannot have been recycled.
         if self.try_status().is_some() {
             return Ok(());
         }
-        let pid =
-            libc::pid_t::try_from(self.pid).map_err(|_| io::Error::other("pid out of range"))?;
-        // SAFETY: kill(2) with a PID we spawned and have not reaped yet (try_status above says it
-        // is still our child), so the PID cannot have been recycled for another process.
-        let rc = unsafe { libc::kill(pid, sig) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        let pid = i32::try_from(self.pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| io::Error::other("pid out of range"))?;
+        kill_process(pid, sig).map_err(io::Error::from)
     }
 
     /// SIGTERM, then SIGKILL if the child has not exited within `grace`; returns how it ended.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
-        let _ = self.signal(libc::SIGTERM);
+        let _ = self.signal(Signal::TERM);
         if let Some(st) = self.wait_timeout(grace) {
             return Some(st);
         }

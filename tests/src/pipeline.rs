@@ -1,0 +1,521 @@
+//! `cargo xtask setup`, `cargo xtask test` and `cargo xtask fuzz`: the project's whole check, as
+//! one command that works the same on a developer's machine and on a fresh CI machine.
+//!
+//! The check is a list of stages, each one an ordinary cargo (or cargo-fuzz) command run in the
+//! workspace, with its own time limit, so that a hung VM or test costs one stage, not the whole
+//! CI budget. Every stage runs even when an earlier one failed (a CI log then shows every problem
+//! at once); the summary lists each stage with its time, and the exit status is non-zero if any
+//! stage failed. Stages are run in their own process group so that a time-out or a Ctrl-C kills
+//! everything they started (cargo, test binaries, and the VMs and agents those started).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+use crate::host_agent::workspace_root;
+
+/// Debian packages the suites need on the host.
+pub const APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-guest-agent",
+    "linux-image-amd64",
+    "busybox-static",
+    "cpio",
+    "e2fsprogs",
+    "kmod",
+];
+
+/// Test binaries of the `tests` crate that boot QEMU guests: they form their own stage.
+pub const QEMU_SUITES: &[&str] = &["linux_guest", "baremetal"];
+
+/// How a stage ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ran and passed.
+    Passed,
+    /// It ran and failed; the text says how.
+    Failed(String),
+    /// It could not run here; the text says why.
+    Skipped(String),
+}
+
+/// One stage's record for the summary.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    /// The stage's name.
+    pub name: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+/// Set once Ctrl-C (SIGINT) or SIGTERM arrived; stages then stop.
+pub fn interrupted_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
+        }
+        flag
+    })
+    .clone()
+}
+
+/// Runs `cmd` with inherited stdio in its own process group, killing the group after `limit`
+/// or on Ctrl-C.
+pub fn run_limited(mut cmd: Command, limit: Duration) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let flag = interrupted_flag();
+    let shown = format!("{cmd:?}");
+    cmd.process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {shown}: {e}"))?;
+    let start = Instant::now();
+    let group = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+    let kill_group = |child: &mut std::process::Child| {
+        if let Some(g) = group {
+            let _ = kill_process_group(g, Signal::KILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                // Anything the stage left behind in its group goes too.
+                if let Some(g) = group {
+                    let _ = kill_process_group(g, Signal::KILL);
+                }
+                return if st.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{shown} failed: {st}"))
+                };
+            }
+            Ok(None) => {}
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(format!("waiting for {shown}: {e}"));
+            }
+        }
+        if flag.load(Ordering::Relaxed) {
+            kill_group(&mut child);
+            return Err("interrupted".to_string());
+        }
+        if start.elapsed() > limit {
+            kill_group(&mut child);
+            return Err(format!(
+                "{shown} exceeded its limit of {}s",
+                limit.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `cargo` command in the workspace root.
+pub fn cargo() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut c = Command::new(cargo);
+    c.current_dir(workspace_root());
+    c
+}
+
+/// Whether `cmd` runs and exits 0 (output discarded).
+pub fn succeeds(mut cmd: Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn command(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+/// Whether a Debian package is installed.
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Whether the nightly toolchain is installed (cargo-fuzz needs it).
+pub fn have_nightly() -> bool {
+    succeeds(command("rustup", &["run", "nightly", "rustc", "--version"]))
+}
+
+/// Whether `cargo fuzz` is installed.
+pub fn have_cargo_fuzz() -> bool {
+    succeeds(command("cargo", &["fuzz", "--version"]))
+}
+
+/// Whether `cargo nextest` is installed.
+pub fn have_nextest() -> bool {
+    succeeds(command("cargo", &["nextest", "--version"]))
+}
+
+/// `cargo xtask setup`: installs what the project needs; does nothing that is already done.
+pub fn setup() -> Result<(), String> {
+    // The bare-metal target.
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is missing: {e}"))?;
+    if !String::from_utf8_lossy(&targets.stdout).contains("x86_64-unknown-none") {
+        println!("setup: rustup target add x86_64-unknown-none");
+        run_limited(
+            command("rustup", &["target", "add", "x86_64-unknown-none"]),
+            Duration::from_secs(600),
+        )
+        .map_err(|e| {
+            format!("{e}\nthe bare-metal image needs the x86_64-unknown-none target (rustup target add x86_64-unknown-none)")
+        })?;
+    }
+    let components = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for comp in ["rustfmt", "clippy"] {
+        if !components.contains(comp) {
+            println!("setup: rustup component add {comp}");
+            run_limited(
+                command("rustup", &["component", "add", comp]),
+                Duration::from_secs(600),
+            )?;
+        }
+    }
+    // Debian packages.
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "setup: Debian packages present ({})",
+            APT_PACKAGES.join(" ")
+        );
+    } else if !is_root() {
+        return Err(format!(
+            "missing Debian packages: {}; run as root: apt-get update && apt-get install -y {}",
+            missing.join(" "),
+            APT_PACKAGES.join(" ")
+        ));
+    } else {
+        println!("setup: apt-get install {}", missing.join(" "));
+        let mut up = command("apt-get", &["update"]);
+        up.env("DEBIAN_FRONTEND", "noninteractive");
+        run_limited(up, Duration::from_secs(900))?;
+        let mut inst = command("apt-get", &["install", "-y", "--no-install-recommends"]);
+        inst.args(APT_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_limited(inst, Duration::from_secs(1800))?;
+    }
+    // cargo-fuzz, built from crates.io (it runs on the nightly toolchain).
+    if !have_cargo_fuzz() {
+        println!("setup: cargo install cargo-fuzz --locked");
+        run_limited(
+            command("cargo", &["install", "cargo-fuzz", "--locked"]),
+            Duration::from_secs(1800),
+        )?;
+    }
+    if !have_nightly() {
+        println!(
+            "setup: note: no nightly toolchain, so the fuzz stage will be skipped (rustup toolchain install nightly)"
+        );
+    }
+    Ok(())
+}
+
+/// The fuzz targets under `fuzz/` (from `cargo fuzz list`).
+pub fn fuzz_targets() -> Result<Vec<String>, String> {
+    let root = workspace_root();
+    if !root.join("fuzz").join("Cargo.toml").is_file() {
+        return Err("there is no fuzz/ crate".to_string());
+    }
+    let out = Command::new("cargo")
+        .args(["+nightly", "fuzz", "list"])
+        .current_dir(&root)
+        .output()
+        .map_err(|e| format!("cannot run cargo fuzz list: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo fuzz list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Runs every fuzz target for `seconds` each.
+pub fn fuzz(seconds: u64) -> Result<(), String> {
+    if !have_nightly() {
+        return Err("the fuzz targets need the nightly toolchain".into());
+    }
+    if !have_cargo_fuzz() {
+        return Err("cargo-fuzz is missing (cargo xtask setup)".into());
+    }
+    let targets = fuzz_targets()?;
+    if targets.is_empty() {
+        return Err("cargo fuzz list printed no targets".into());
+    }
+    let fuzz_target_dir = fuzz_target_dir();
+    let mut failed = Vec::new();
+    for t in &targets {
+        println!("fuzz: {t} for {seconds}s");
+        let mut c = command("cargo", &["+nightly", "fuzz", "run", t]);
+        c.current_dir(workspace_root())
+            .env("CARGO_TARGET_DIR", &fuzz_target_dir)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"));
+        // Building may take minutes the first time; the run itself is bounded by libFuzzer.
+        if let Err(e) = run_limited(c, Duration::from_secs(seconds + 1200)) {
+            failed.push(format!("{t}: {e}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
+}
+
+/// Where fuzz builds go: next to the workspace's target dir, so that the sanitizer build never
+/// invalidates the ordinary one.
+fn fuzz_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d).join("fuzz"),
+        None => workspace_root().join("fuzz").join("target"),
+    }
+}
+
+/// The test files of the `tests` crate, by name, split into (host, QEMU) suites.
+pub fn test_files() -> (Vec<String>, Vec<String>) {
+    let dir = workspace_root().join("tests").join("tests");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let p = e.path();
+                    (p.extension()? == "rs")
+                        .then(|| p.file_stem()?.to_str().map(str::to_string))
+                        .flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+        .into_iter()
+        .partition(|n| !QEMU_SUITES.contains(&n.as_str()))
+}
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Clone, Default)]
+pub struct TestOptions {
+    /// Seconds per fuzz target.
+    pub fuzz_seconds: u64,
+    /// Skip `setup`.
+    pub no_setup: bool,
+}
+
+/// `cargo xtask test`: every check; returns whether all passed.
+pub fn test(opts: &TestOptions) -> bool {
+    let mut results: Vec<StageResult> = Vec::new();
+    let total = Instant::now();
+    let nextest = have_nextest();
+    let mins = |m: u64| Duration::from_secs(m * 60);
+
+    let mut stage = |name: &str, f: &mut dyn FnMut() -> Outcome| {
+        println!("\n==> {name}");
+        let start = Instant::now();
+        let outcome = if interrupted_flag().load(Ordering::Relaxed) {
+            Outcome::Skipped("interrupted".into())
+        } else {
+            f()
+        };
+        let elapsed = start.elapsed();
+        let word = match &outcome {
+            Outcome::Passed => "ok".to_string(),
+            Outcome::Failed(e) => format!("FAILED: {e}"),
+            Outcome::Skipped(why) => format!("skipped: {why}"),
+        };
+        println!("<== {name}: {word} ({:.1}s)", elapsed.as_secs_f64());
+        results.push(StageResult {
+            name: name.to_string(),
+            outcome,
+            elapsed,
+        });
+    };
+    let from = |r: Result<(), String>| match r {
+        Ok(()) => Outcome::Passed,
+        Err(e) => Outcome::Failed(e),
+    };
+
+    if opts.no_setup {
+        stage("setup", &mut || Outcome::Skipped("--no-setup".into()));
+    } else {
+        stage("setup", &mut || from(setup()));
+    }
+    stage("fmt", &mut || {
+        let mut c = cargo();
+        c.args(["fmt", "--all", "--check"]);
+        from(run_limited(c, mins(5)))
+    });
+    stage("clippy (host)", &mut || {
+        let mut c = cargo();
+        c.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        from(run_limited(c, mins(30)))
+    });
+    stage("clippy (x86_64-unknown-none)", &mut || {
+        let mut c = cargo();
+        c.args([
+            "clippy",
+            "-p",
+            "agent-core",
+            "-p",
+            "platform-x86",
+            "--target",
+            "x86_64-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        from(run_limited(c, mins(20)))
+    });
+    stage("doc", &mut || {
+        let mut c = cargo();
+        c.args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-Dwarnings");
+        from(run_limited(c, mins(20)))
+    });
+    let (host_files, qemu_files) = test_files();
+    stage("tests (workspace, host)", &mut || {
+        if nextest {
+            let mut c = cargo();
+            c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+            if !qemu_files.is_empty() {
+                let filter = qemu_files
+                    .iter()
+                    .map(|n| format!("binary({n})"))
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                c.args(["-E", &format!("not ({filter})")]);
+            }
+            let r = run_limited(c, mins(40));
+            // nextest does not run doctests.
+            let mut d = cargo();
+            d.args(["test", "--workspace", "--doc"]);
+            from(r.and(run_limited(d, mins(20))))
+        } else {
+            let mut c = cargo();
+            c.args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "tests",
+                "--no-fail-fast",
+            ]);
+            let r = run_limited(c, mins(40));
+            let mut t = cargo();
+            t.args(["test", "-p", "tests", "--no-fail-fast", "--lib"]);
+            for f in &host_files {
+                t.args(["--test", f]);
+            }
+            from(r.and(run_limited(t, mins(30))))
+        }
+    });
+    stage("fuzz", &mut || {
+        if !have_nightly() {
+            return Outcome::Skipped("no nightly toolchain on this machine".into());
+        }
+        match fuzz_targets() {
+            Err(e) => Outcome::Skipped(e),
+            Ok(t) if t.is_empty() => Outcome::Skipped("no fuzz targets".into()),
+            Ok(_) => from(fuzz(opts.fuzz_seconds)),
+        }
+    });
+    stage("QEMU suites", &mut || {
+        if qemu_files.is_empty() {
+            return Outcome::Skipped("no QEMU suite in tests/tests".into());
+        }
+        let mut c = cargo();
+        c.args(["test", "-p", "tests", "--no-fail-fast"]);
+        for f in &qemu_files {
+            c.args(["--test", f]);
+        }
+        // VMs under TCG on two cores: one test at a time.
+        c.args(["--", "--test-threads=1"]);
+        from(run_limited(c, mins(45)))
+    });
+
+    println!(
+        "\n==== summary ({:.1}s) ====",
+        total.elapsed().as_secs_f64()
+    );
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for r in &results {
+        let word = match &r.outcome {
+            Outcome::Passed => {
+                passed += 1;
+                "passed".to_string()
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                format!("FAILED ({})", first_line(e))
+            }
+            Outcome::Skipped(why) => {
+                skipped += 1;
+                format!("skipped ({why})")
+            }
+        };
+        println!("{:>8.1}s  {:<32} {word}", r.elapsed.as_secs_f64(), r.name);
+    }
+    println!("stages: {passed} passed, {failed} failed, {skipped} skipped");
+    failed == 0
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Whether `path` is an executable file.
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
