@@ -24,6 +24,7 @@ pub mod user;
 #[derive(Default)]
 pub struct LinuxPlatform {
     system: system::LinuxSystem,
+    disks: disk::LinuxDisks,
     network: network::LinuxNetwork,
     memory: memory::LinuxMemory,
     cpus: cpu::LinuxCpus,
@@ -46,7 +47,7 @@ impl Platform for LinuxPlatform {
         None
     }
     fn disks(&mut self) -> Option<&mut dyn core::disk::Disks> {
-        None
+        Some(&mut self.disks)
     }
     fn network(&mut self) -> Option<&mut dyn core::network::Network> {
         Some(&mut self.network)
