@@ -24,6 +24,8 @@ pub mod user;
 #[derive(Default)]
 pub struct LinuxPlatform {
     system: system::LinuxSystem,
+    ssh_keys: ssh::LinuxSshKeys,
+    users: user::LinuxUsers,
     disks: disk::LinuxDisks,
     network: network::LinuxNetwork,
     memory: memory::LinuxMemory,
@@ -59,10 +61,10 @@ impl Platform for LinuxPlatform {
         Some(&mut self.memory)
     }
     fn users(&mut self) -> Option<&mut dyn core::user::Users> {
-        None
+        Some(&mut self.users)
     }
     fn ssh_keys(&mut self) -> Option<&mut dyn core::ssh::SshKeys> {
-        None
+        Some(&mut self.ssh_keys)
     }
     fn system(&mut self) -> Option<&mut dyn core::system::System> {
         Some(&mut self.system)

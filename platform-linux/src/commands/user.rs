@@ -1,1 +1,252 @@
-//! The Linux backend of agent_core::commands::user (being written).
+//! `guest-get-users` and `guest-set-user-password` on Linux.
+//!
+//! Sessions come from the utmp file (`/var/run/utmp`), which is what glibc's `getutxent`
+//! reads; reading the records directly (with the C library's own `struct utmpx` layout) keeps
+//! the backend free of libc's global utmp cursor and lets tests use a fixture file. As
+//! upstream: one entry per user name among `USER_PROCESS` records, in first-seen order, with
+//! the earliest login time.
+//!
+//! Passwords are set by running `chpasswd` (`-e` for a crypted password) with
+//! `user:password\n` on its standard input, in a new session, its standard output and error
+//! captured together for upstream's error text.
+
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use agent_core::commands::user::{GuestUser, Users};
+use agent_core::commands::{Emitter, Result};
+use agent_core::Error;
+
+use super::system::{errno_of, strerror};
+
+/// The Linux users backend.
+#[derive(Debug)]
+pub struct LinuxUsers {
+    /// The utmp file (`/var/run/utmp`).
+    pub utmp: PathBuf,
+    /// The program that sets passwords (`chpasswd`, searched in `PATH`).
+    pub chpasswd: PathBuf,
+}
+
+impl Default for LinuxUsers {
+    fn default() -> Self {
+        LinuxUsers { utmp: "/var/run/utmp".into(), chpasswd: "chpasswd".into() }
+    }
+}
+
+impl Users for LinuxUsers {
+    fn users(&mut self, out: &mut Emitter<'_, GuestUser<'static>>) -> Result<()> {
+        // A missing utmp file means no sessions, as getutxent reports none.
+        let data = std::fs::read(&self.utmp).unwrap_or_default();
+        for (user, login_time) in sessions(&data) {
+            out.emit(&GuestUser { user: &user, login_time, domain: None });
+        }
+        Ok(())
+    }
+
+    fn set_password(&mut self, username: &str, password: &[u8], crypted: bool) -> Result<()> {
+        // Upstream builds the input with "%s:%s\n": both end at a NUL byte.
+        let user = username.split('\0').next().unwrap_or("");
+        let pw = password.split(|&b| b == 0).next().unwrap_or(&[]);
+        let mut input = Vec::with_capacity(user.len() + pw.len() + 2);
+        input.extend_from_slice(user.as_bytes());
+        input.push(b':');
+        input.extend_from_slice(pw);
+        input.push(b'\n');
+        let mut cmd = Command::new(&self.chpasswd);
+        if crypted {
+            cmd.arg("-e");
+        }
+        run_command(cmd, &input, "set user password")
+    }
+}
+
+/// Upstream's `ga_run_command`: run `cmd` in a new session with `input` on its standard input
+/// and its standard output and error in one pipe; a failure is reported with the output.
+pub(crate) fn run_command(mut cmd: Command, input: &[u8], action: &str) -> Result<()> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let (mut reader, writer) = std::io::pipe()
+        .map_err(|_| Error::msg(format_args!("cannot create pipe FDs")))?;
+    let writer2 = writer
+        .try_clone()
+        .map_err(|_| Error::msg(format_args!("cannot create pipe FDs")))?;
+    cmd.stdin(Stdio::piped()).stdout(writer).stderr(writer2);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            // Upstream's child reports a failed exec on the pipe ("failed to exec '<cmd>':
+            // <strerror>\n" from perror) and exits 1.
+            return Err(Error::msg(format_args!(
+                "child process has failed to {action}: failed to exec '{program}': {}\n",
+                strerror(errno_of(&e))
+            )));
+        }
+    };
+    // The Command holds the parent's copies of the pipe's write end: drop them so that the
+    // read below ends when the child exits.
+    drop(cmd);
+    if let Some(mut stdin) = child.stdin.take()
+        && stdin.write_all(input).is_err()
+    {
+        let e = std::io::Error::last_os_error();
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::msg(format_args!(
+            "{action}: cannot write to stdin pipe: {}",
+            strerror(errno_of(&e))
+        )));
+    }
+    let mut output = Vec::new();
+    let read = reader.read_to_end(&mut output);
+    let status = child
+        .wait()
+        .map_err(|e| Error::msg(format_args!("failed to wait for child process: {}", strerror(errno_of(&e)))))?;
+    if read.is_err() {
+        return Err(Error::msg(format_args!("{action}: cannot read from stdout/stderr pipe")));
+    }
+    let text = String::from_utf8_lossy(&output);
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) if text.is_empty() => Err(Error::msg(format_args!(
+            "child process has failed to {action}: exit status {code}"
+        ))),
+        Some(_) => Err(Error::msg(format_args!("child process has failed to {action}: {text}"))),
+        None if text.is_empty() => {
+            let _ = status.signal();
+            Err(Error::msg(format_args!("child process has terminated abnormally")))
+        }
+        None => Err(Error::msg(format_args!("child process has terminated abnormally: {text}"))),
+    }
+}
+
+/// The user sessions in utmp data: `(user, earliest login time)` per user, first-seen order.
+pub(crate) fn sessions(data: &[u8]) -> Vec<(String, f64)> {
+    let mut list: Vec<(String, f64)> = Vec::new();
+    for chunk in data.chunks_exact(size_of::<libc::utmpx>()) {
+        // SAFETY: `chunk` has exactly the size of a utmpx, which is plain data (integers and
+        // byte arrays) valid for any bit pattern; read_unaligned copes with any alignment.
+        let u: libc::utmpx = unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
+        if u.ut_type != libc::USER_PROCESS {
+            continue;
+        }
+        let name: Vec<u8> = u.ut_user.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let t = u.ut_tv.tv_sec as f64 + u.ut_tv.tv_usec as f64 / 1_000_000.0;
+        match list.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, first)) => {
+                if t < *first {
+                    *first = t;
+                }
+            }
+            None => list.push((name, t)),
+        }
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::system::tempdir;
+    use crate::commands::system::testing::emitted;
+
+    fn record(kind: libc::c_short, user: &str, sec: i64, usec: i64) -> Vec<u8> {
+        // SAFETY: utmpx is plain data for which all-zero is valid.
+        let mut u: libc::utmpx = unsafe { std::mem::zeroed() };
+        u.ut_type = kind;
+        for (d, s) in u.ut_user.iter_mut().zip(user.bytes()) {
+            *d = s as libc::c_char;
+        }
+        u.ut_tv.tv_sec = sec as _;
+        u.ut_tv.tv_usec = usec as _;
+        // SAFETY: viewing a plain-data struct as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&u as *const libc::utmpx).cast::<u8>(), size_of::<libc::utmpx>())
+        };
+        bytes.to_vec()
+    }
+
+    #[test]
+    fn sessions_first_seen_earliest_login() {
+        let mut data = Vec::new();
+        data.extend(record(libc::BOOT_TIME, "reboot", 10, 0));
+        data.extend(record(libc::USER_PROCESS, "bob", 1700000100, 500000));
+        data.extend(record(libc::USER_PROCESS, "alice", 1700000200, 0));
+        data.extend(record(libc::DEAD_PROCESS, "carol", 1, 0));
+        data.extend(record(libc::USER_PROCESS, "bob", 1700000050, 250000));
+        data.extend(record(libc::USER_PROCESS, "bob", 1700000300, 0));
+        data.extend_from_slice(&[1, 2, 3]); // a torn record at the end is ignored
+        assert_eq!(
+            sessions(&data),
+            vec![("bob".to_string(), 1700000050.25), ("alice".to_string(), 1700000200.0)]
+        );
+        let dir = tempdir();
+        std::fs::write(dir.join("utmp"), &data).unwrap();
+        let mut u = LinuxUsers { utmp: dir.join("utmp"), chpasswd: "chpasswd".into() };
+        let got = emitted(|o| u.users(o)).unwrap();
+        assert_eq!(got, [r#"{"user": "bob", "login-time": 1700000050.25}"#, r#"{"user": "alice", "login-time": 1700000200}"#]);
+        u.utmp = dir.join("absent");
+        assert_eq!(emitted(|o| u.users(o)).unwrap(), Vec::<String>::new());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A stand-in `chpasswd` that records its arguments and input, and fails on request.
+    fn fake_chpasswd(dir: &std::path::Path) -> PathBuf {
+        let p = dir.join("chpasswd");
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho \"$@\" > {d}/args\ncat > {d}/input\n\
+                 if grep -q '^fail:' {d}/input; then echo 'chpasswd: bad user' >&2; exit 1; fi\n\
+                 if grep -q '^quiet:' {d}/input; then exit 3; fi\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn set_password_runs_chpasswd_with_upstreams_input() {
+        let dir = tempdir();
+        let mut u = LinuxUsers { utmp: dir.join("utmp"), chpasswd: fake_chpasswd(&dir) };
+        u.set_password("alice", b"s3cret", false).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("input")).unwrap(), "alice:s3cret\n");
+        assert_eq!(std::fs::read_to_string(dir.join("args")).unwrap(), "\n");
+        u.set_password("alice", b"$6$abc$def\0ignored", true).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("input")).unwrap(), "alice:$6$abc$def\n");
+        assert_eq!(std::fs::read_to_string(dir.join("args")).unwrap(), "-e\n");
+        let e = u.set_password("fail", b"x", false).unwrap_err();
+        assert_eq!(e.to_string(), "child process has failed to set user password: chpasswd: bad user\n");
+        let e = u.set_password("quiet", b"x", false).unwrap_err();
+        assert_eq!(e.to_string(), "child process has failed to set user password: exit status 3");
+        u.chpasswd = dir.join("no-such-program");
+        let e = u.set_password("alice", b"x", false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "child process has failed to set user password: failed to exec '{}': No such file or directory\n",
+                dir.join("no-such-program").display()
+            )
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn real_utmp_is_read_without_error() {
+        let got = emitted(|o| LinuxUsers::default().users(o)).unwrap();
+        if !std::path::Path::new("/var/run/utmp").exists() {
+            assert!(got.is_empty());
+        }
+    }
+}
