@@ -8,4 +8,6 @@
 
 pub mod client;
 pub mod host_agent;
+pub mod initramfs;
+pub mod linux_guest;
 pub mod qemu;

@@ -1,0 +1,584 @@
+//! A Linux guest under QEMU with our agent inside: the only place where the commands that change
+//! a system (fsfreeze, fstrim, set-time, passwords, vCPUs, memory blocks, shutdown) may run.
+//!
+//! Why this shape:
+//! - The guest is Debian's kernel with the initramfs of [`crate::initramfs`], booted with
+//!   `-kernel/-initrd` under TCG, so a test needs no disk image and no network access, and the
+//!   same image serves `cargo xtask run --linux`.
+//! - Every channel is a host unix socket in a private temporary directory: the virtio-serial
+//!   agent (`qga.sock`), the ISA-serial agent on the guest's ttyS1 (`isa.sock`) and QMP
+//!   (`qmp.sock`), all QEMU servers with `wait=off`, as libvirt sets them up. The guest console
+//!   (ttyS0) goes to `console.log`, which failure messages quote.
+//! - The test disk is a sparse raw file formatted with `mkfs.ext4` on the host and attached as
+//!   virtio-blk at a fixed PCI slot ([`DATA_DISK_PCI_SLOT`]) with `discard=unmap`, so fsinfo and
+//!   fstrim have known, real answers. The network card is virtio-net at a fixed slot with a fixed
+//!   MAC on a `restrict=on` user network: the guest has interfaces and routes to report and no
+//!   way out, and nothing listens on the host.
+//! - QEMU runs under a [`ProcessGuard`] (killed by PID on drop). A guest that a test keeps in a
+//!   `static` is never dropped, so each guest also has a watchdog: a `sh` that blocks reading a
+//!   pipe only this process holds and, when the pipe closes (this process exited, however it
+//!   died), kills QEMU by its PID and removes the guest's directory. Dropping the guest stops the
+//!   watchdog first, so it can never signal a recycled PID.
+//! - Shutdown is observed through QMP: a `SHUTDOWN` event with `reason` `guest-shutdown`
+//!   (powerdown) or `guest-reset` (reboot, which `-no-reboot` turns into an exit), followed by
+//!   QEMU's exit. A halted machine does not exit: its CPUs stop, so halt is observed as the
+//!   kernel's `reboot: System halted` on the console.
+//!
+//! Use:
+//! ```no_run
+//! use tests::linux_guest::{GuestImages, LinuxGuest, GuestOptions};
+//! let images = GuestImages::build(std::path::Path::new("target/linux-guest"))?;
+//! let mut guest = LinuxGuest::boot(&GuestOptions::new(&images, true))?;
+//! let mut agent = guest.agent()?;             // virtio-serial, synced
+//! agent.ping().map_err(|e| e.to_string())?;
+//! let mut isa = guest.isa_agent()?;           // ISA serial, synced
+//! let event = guest.qmp()?.wait_event("SHUTDOWN", std::time::Duration::from_secs(60))?;
+//! # Ok::<(), String>(())
+//! ```
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::initramfs::{self, InitramfsSpec, Kernel};
+use crate::qemu::{ProcessGuard, agent_chardev, log_tail, qemu_base_command};
+
+/// PCI slot of the virtio-net card.
+pub const NET_PCI_SLOT: u32 = 3;
+/// PCI slot of the virtio-serial controller.
+pub const SERIAL_PCI_SLOT: u32 = 4;
+/// PCI slot of the virtio-blk test disk.
+pub const DATA_DISK_PCI_SLOT: u32 = 5;
+/// The test disk's serial number.
+pub const DATA_DISK_SERIAL: &str = "qga-data-disk";
+/// The guest NIC's MAC address.
+pub const GUEST_MAC: &str = "52:54:00:12:34:56";
+
+/// The kernel and the two initramfs variants the tests boot.
+#[derive(Debug, Clone)]
+pub struct GuestImages {
+    /// The kernel (and its modules' release).
+    pub kernel: Kernel,
+    /// The image with `/sbin/poweroff`, `/sbin/halt` and `/sbin/reboot`.
+    pub initramfs: PathBuf,
+    /// The image without them (the agent must use `reboot(2)`).
+    pub initramfs_no_helpers: PathBuf,
+    /// The static agent inside both.
+    pub qga: PathBuf,
+}
+
+impl GuestImages {
+    /// Builds the static agent (see [`initramfs::build_static_qga`]) and both images into `dir`.
+    pub fn build(dir: &Path) -> Result<Self, String> {
+        let qga = initramfs::build_static_qga()?;
+        Self::build_with(&qga, dir)
+    }
+
+    /// Builds both images around an existing static agent binary.
+    pub fn build_with(qga: &Path, dir: &Path) -> Result<Self, String> {
+        let mut spec = InitramfsSpec::new(qga, dir.join("initramfs.cpio"))?;
+        let initramfs = initramfs::build_initramfs(&spec)?;
+        spec.shutdown_helpers = false;
+        spec.output = dir.join("initramfs-no-helpers.cpio");
+        let initramfs_no_helpers = initramfs::build_initramfs(&spec)?;
+        Ok(GuestImages {
+            kernel: spec.kernel,
+            initramfs,
+            initramfs_no_helpers,
+            qga: qga.to_path_buf(),
+        })
+    }
+}
+
+/// How to boot a guest.
+#[derive(Debug, Clone)]
+pub struct GuestOptions {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+    /// Guest RAM (MiB).
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Size of the ext4 test disk (MiB).
+    pub disk_mib: u64,
+    /// How long the guest may take from QEMU's start to both agents answering.
+    pub boot_timeout: Duration,
+    /// Extra kernel command-line words.
+    pub append: String,
+}
+
+impl GuestOptions {
+    /// The suite's defaults: 512 MiB, 2 vCPUs, a 64 MiB disk, 180 s to boot (TCG on a busy
+    /// 2-core machine), with or without the shutdown helpers.
+    pub fn new(images: &GuestImages, shutdown_helpers: bool) -> Self {
+        GuestOptions {
+            kernel: images.kernel.image.clone(),
+            initrd: if shutdown_helpers {
+                images.initramfs.clone()
+            } else {
+                images.initramfs_no_helpers.clone()
+            },
+            memory_mib: 512,
+            cpus: 2,
+            disk_mib: 64,
+            boot_timeout: Duration::from_secs(180),
+            append: String::new(),
+        }
+    }
+}
+
+/// A booted guest. Dropping it kills QEMU (by PID) and removes its directory.
+#[derive(Debug)]
+pub struct LinuxGuest {
+    // Field order is drop order: the watchdog must go before QEMU is reaped.
+    _watchdog: Watchdog,
+    qemu: ProcessGuard,
+    qmp: Option<Qmp>,
+    dir: tempfile::TempDir,
+    /// The virtio-serial agent's socket.
+    pub virtio_socket: PathBuf,
+    /// The ISA-serial agent's socket.
+    pub isa_socket: PathBuf,
+    /// QMP.
+    pub qmp_socket: PathBuf,
+    /// ttyS0 output.
+    pub console_log: PathBuf,
+    /// The ext4 disk image.
+    pub disk_image: PathBuf,
+    /// From QEMU's start to both agents answering.
+    pub boot_time: Duration,
+}
+
+impl LinuxGuest {
+    /// Starts QEMU and waits until the guest prints its ready line and both agents answer a
+    /// `guest-sync-delimited`; a QMP connection is opened before the guest runs far, so no
+    /// event is missed.
+    pub fn boot(opts: &GuestOptions) -> Result<Self, String> {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("qga-linux-guest-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let p = |n: &str| dir.path().join(n);
+        let (virtio_socket, isa_socket, qmp_socket, console_log, disk_image) = (
+            p("qga.sock"),
+            p("isa.sock"),
+            p("qmp.sock"),
+            p("console.log"),
+            p("data.img"),
+        );
+        make_ext4(&disk_image, opts.disk_mib)?;
+
+        let mut cmd = qemu_base_command()?;
+        let append = format!(
+            "console=ttyS0 panic=-1 loglevel=4 mitigations=off {}",
+            opts.append
+        );
+        cmd.args(["-machine", "pc", "-cpu", "max"]);
+        cmd.args([
+            "-m",
+            &opts.memory_mib.to_string(),
+            "-smp",
+            &opts.cpus.to_string(),
+        ]);
+        cmd.arg("-kernel")
+            .arg(&opts.kernel)
+            .arg("-initrd")
+            .arg(&opts.initrd);
+        cmd.args(["-append", append.trim()]);
+        cmd.args([
+            "-chardev",
+            &format!("file,id=con0,path={}", console_log.display()),
+            "-serial",
+            "chardev:con0",
+        ]);
+        cmd.args([
+            "-chardev",
+            &agent_chardev("qga1", &isa_socket),
+            "-serial",
+            "chardev:qga1",
+        ]);
+        cmd.args([
+            "-device",
+            &format!("virtio-serial-pci,id=vser0,addr={SERIAL_PCI_SLOT:#x}"),
+        ]);
+        cmd.args(["-chardev", &agent_chardev("qga0", &virtio_socket)]);
+        cmd.args([
+            "-device",
+            "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+        ]);
+        cmd.args([
+            "-drive",
+            &format!(
+                "file={},format=raw,if=none,id=data,discard=unmap,cache=unsafe",
+                disk_image.display()
+            ),
+            "-device",
+            &format!(
+                "virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL},addr={DATA_DISK_PCI_SLOT:#x}"
+            ),
+        ]);
+        cmd.args([
+            "-netdev",
+            "user,id=n0,restrict=on",
+            "-device",
+            &format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC},addr={NET_PCI_SLOT:#x}"),
+        ]);
+        cmd.args([
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", qmp_socket.display()),
+        ]);
+        let qemu = ProcessGuard::spawn("qemu", cmd, p("qemu.log"))?;
+        let watchdog = Watchdog::start(qemu.pid(), dir.path())?;
+        let mut guest = LinuxGuest {
+            _watchdog: watchdog,
+            qemu,
+            qmp: None,
+            dir,
+            virtio_socket,
+            isa_socket,
+            qmp_socket,
+            console_log,
+            disk_image,
+            boot_time: Duration::ZERO,
+        };
+
+        let deadline = started + opts.boot_timeout;
+        crate::qemu::wait_for_path(&guest.qmp_socket, &mut guest.qemu, Duration::from_secs(30))?;
+        guest.qmp = Some(
+            Qmp::connect(&guest.qmp_socket, Duration::from_secs(10))
+                .map_err(|e| guest.failure(&e))?,
+        );
+        guest.wait_console(initramfs::READY_MARKER, deadline)?;
+        guest
+            .agent_until(deadline)
+            .map_err(|e| guest.failure(&format!("virtio-serial agent: {e}")))?;
+        guest
+            .isa_agent_until(deadline)
+            .map_err(|e| guest.failure(&format!("ISA-serial agent: {e}")))?;
+        guest.boot_time = started.elapsed();
+        Ok(guest)
+    }
+
+    /// A new synced client on the virtio-serial agent.
+    pub fn agent(&self) -> Result<Client, String> {
+        self.agent_until(Instant::now() + Duration::from_secs(60))
+    }
+
+    /// A new synced client on the ISA-serial agent.
+    pub fn isa_agent(&self) -> Result<Client, String> {
+        self.isa_agent_until(Instant::now() + Duration::from_secs(60))
+    }
+
+    fn agent_until(&self, deadline: Instant) -> Result<Client, String> {
+        connect_synced(&self.virtio_socket, deadline)
+    }
+
+    fn isa_agent_until(&self, deadline: Instant) -> Result<Client, String> {
+        connect_synced(&self.isa_socket, deadline)
+    }
+
+    /// The QMP connection opened at boot.
+    pub fn qmp(&mut self) -> Result<&mut Qmp, String> {
+        self.qmp
+            .as_mut()
+            .ok_or_else(|| "QMP is not connected".to_string())
+    }
+
+    /// Everything the guest printed on ttyS0 so far.
+    pub fn console(&self) -> String {
+        std::fs::read(&self.console_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The guest's directory (sockets, console log, disk image).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// QEMU's PID.
+    pub fn pid(&self) -> u32 {
+        self.qemu.pid()
+    }
+
+    /// QEMU's exit status, if it has exited.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.qemu.try_status()
+    }
+
+    /// Waits at most `within` for QEMU to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.qemu.wait_timeout(within)
+    }
+
+    /// Waits until the console contains `needle`, failing early if QEMU exits or the kernel
+    /// panics.
+    pub fn wait_console(&mut self, needle: &str, deadline: Instant) -> Result<(), String> {
+        loop {
+            let console = self.console();
+            if console.contains(needle) {
+                return Ok(());
+            }
+            if console.contains("Kernel panic") {
+                return Err(self.failure(&format!("kernel panic while waiting for {needle:?}")));
+            }
+            if let Some(st) = self.qemu.try_status() {
+                return Err(
+                    self.failure(&format!("QEMU exited ({st}) while waiting for {needle:?}"))
+                );
+            }
+            if Instant::now() >= deadline {
+                return Err(
+                    self.failure(&format!("timed out waiting for {needle:?} on the console"))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `what`, followed by the tails of the console and of QEMU's own output: the text a failed
+    /// test should show.
+    pub fn failure(&self, what: &str) -> String {
+        format!(
+            "{what}\n--- guest console (tail) ---\n{}\n--- qemu output (tail) ---\n{}",
+            tail(&self.console(), 6000),
+            log_tail(self.qemu.log_path(), 2000)
+        )
+    }
+}
+
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Connects and syncs with the 0xFF handshake, retrying (new connection each time) until the
+/// agent answers or `deadline` passes: before the guest opens its end, bytes sent to the port
+/// may be lost.
+fn connect_synced(socket: &Path, deadline: Instant) -> Result<Client, String> {
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match Client::connect_retry(socket, left) {
+            Ok(mut c) => {
+                c.set_timeout(Duration::from_secs(3).min(left.max(Duration::from_millis(100))));
+                match c.sync_delimited() {
+                    Ok(()) => {
+                        c.set_timeout(Duration::from_secs(60));
+                        return Ok(c);
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!("no answer on {} ({last})", socket.display()))
+}
+
+/// Creates a sparse file of `mib` MiB and formats it ext4 (inode tables and journal initialised
+/// now, so the guest does no lazy background writes that would race a freeze).
+fn make_ext4(path: &Path, mib: u64) -> Result<(), String> {
+    let f = std::fs::File::create(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.set_len(mib * 1024 * 1024)
+        .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+    drop(f);
+    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("mkfs.ext4 is not installed (apt-get install e2fsprogs)")?;
+    let out = Command::new(mkfs)
+        .args([
+            "-q",
+            "-F",
+            "-L",
+            "qgadata",
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+        ])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run {mkfs}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{mkfs} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Kills QEMU by PID and removes the guest directory if this process dies without dropping the
+/// guest (see the module docs).
+#[derive(Debug)]
+struct Watchdog {
+    child: Child,
+    // Held only to keep the pipe open; closing it arms the watchdog.
+    _stdin: ChildStdin,
+}
+
+impl Watchdog {
+    fn start(qemu_pid: u32, dir: &Path) -> Result<Self, String> {
+        let script = "read -r _ignored; kill -KILL \"$1\" 2>/dev/null; rm -rf -- \"$2\"";
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", script, "qga-guest-watchdog"])
+            .arg(qemu_pid.to_string())
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the QEMU watchdog: {e}"))?;
+        let stdin = child.stdin.take().ok_or("watchdog has no stdin")?;
+        Ok(Watchdog {
+            child,
+            _stdin: stdin,
+        })
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // SIGKILL by PID (our unreaped child, so the PID is still ours), then reap: it must not
+        // get to run its kill after QEMU has been reaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A QMP connection: commands, and the events that arrive meanwhile.
+#[derive(Debug)]
+pub struct Qmp {
+    stream: UnixStream,
+    pending: Vec<u8>,
+    events: Vec<Value>,
+}
+
+impl Qmp {
+    /// Connects, reads the greeting and negotiates capabilities.
+    pub fn connect(path: &Path, within: Duration) -> Result<Self, String> {
+        let deadline = Instant::now() + within;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!("QMP connect {}: {e}", path.display()));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let mut q = Qmp {
+            stream,
+            pending: Vec::new(),
+            events: Vec::new(),
+        };
+        let greeting = q.read_message(deadline)?;
+        if greeting.get("QMP").is_none() {
+            return Err(format!("unexpected QMP greeting {greeting}"));
+        }
+        q.execute("qmp_capabilities", None)?;
+        Ok(q)
+    }
+
+    fn read_message(&mut self, deadline: Instant) -> Result<Value, String> {
+        loop {
+            if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                return serde_json::from_str(text.trim())
+                    .map_err(|e| format!("bad QMP message {text:?}: {e}"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out waiting for QMP".into());
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 8192];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("QMP connection closed".into()),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err("timed out waiting for QMP".into());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("QMP read: {e}")),
+            }
+        }
+    }
+
+    /// Runs a QMP command and returns its `return` value; events read meanwhile are kept.
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, String> {
+        let mut req = json!({"execute": command});
+        if let Some(a) = arguments {
+            req["arguments"] = a;
+        }
+        let mut text = req.to_string();
+        text.push('\n');
+        self.stream
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("QMP write: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let msg = self.read_message(deadline)?;
+            if msg.get("event").is_some() {
+                self.events.push(msg);
+            } else if let Some(r) = msg.get("return") {
+                return Ok(r.clone());
+            } else if let Some(e) = msg.get("error") {
+                return Err(format!("QMP {command}: {e}"));
+            }
+        }
+    }
+
+    /// Returns (and forgets) the first event named `name`, waiting at most `within`.
+    pub fn wait_event(&mut self, name: &str, within: Duration) -> Result<Value, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(i) = self
+                .events
+                .iter()
+                .position(|e| e.get("event").and_then(Value::as_str) == Some(name))
+            {
+                return Ok(self.events.remove(i));
+            }
+            let msg = self.read_message(deadline).map_err(|e| {
+                format!(
+                    "waiting for QMP event {name}: {e}; events seen: {:?}",
+                    self.events
+                )
+            })?;
+            if msg.get("event").is_some() {
+                self.events.push(msg);
+            }
+        }
+    }
+
+    /// The events received and not yet consumed.
+    pub fn events(&self) -> &[Value] {
+        &self.events
+    }
+}
