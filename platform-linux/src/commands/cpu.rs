@@ -6,14 +6,20 @@
 //! `/proc/stat` path are fields, so tests run the same code against temporary trees instead of
 //! the host's real CPUs.
 
+// agent_core::Error carries its message inline (no allocation in the core), so every
+// Result in these backends is as large as that message, by design.
+#![allow(clippy::result_large_err)]
+
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
-use agent_core::commands::cpu::{Cpus, GuestLinuxCpuStats, GuestLoadAverage, GuestLogicalProcessor};
-use agent_core::commands::{Emitter, List, Result};
 use agent_core::Error;
+use agent_core::commands::cpu::{
+    Cpus, GuestLinuxCpuStats, GuestLoadAverage, GuestLogicalProcessor,
+};
+use agent_core::commands::{Emitter, List, Result};
 
 use super::system::{errno_msg, errno_of, strerror};
 
@@ -48,9 +54,8 @@ impl Cpus for LinuxCpus {
     }
 
     fn cpustats(&mut self, out: &mut Emitter<'_, GuestLinuxCpuStats>) -> Result<()> {
-        let text = std::fs::read(&self.stat_path).map_err(|e| {
-            errno_msg(format_args!("open(\"{}\")", self.stat_path.display()), &e)
-        })?;
+        let text = std::fs::read(&self.stat_path)
+            .map_err(|e| errno_msg(format_args!("open(\"{}\")", self.stat_path.display()), &e))?;
         for s in parse_cpustats(&String::from_utf8_lossy(&text), clk_tck()) {
             out.emit(&s);
         }
@@ -68,7 +73,11 @@ impl Cpus for LinuxCpus {
                 strerror(errno_of(&e))
             )));
         }
-        Ok(GuestLoadAverage { load1m: avg[0], load5m: avg[1], load15m: avg[2] })
+        Ok(GuestLoadAverage {
+            load1m: avg[0],
+            load5m: avg[1],
+            load15m: avg[2],
+        })
     }
 }
 
@@ -76,19 +85,32 @@ impl LinuxCpus {
     /// Every `cpuN` entry in readdir order with its state; any failure fails the whole list.
     pub fn get_vcpus(&self) -> Result<Vec<GuestLogicalProcessor>> {
         let dir = std::fs::read_dir(&self.cpu_dir).map_err(|e| {
-            errno_msg(format_args!("failed to list entries: {}", self.cpu_dir.display()), &e)
+            errno_msg(
+                format_args!("failed to list entries: {}", self.cpu_dir.display()),
+                &e,
+            )
         })?;
         let mut list = Vec::new();
         for entry in dir {
             let entry = entry.map_err(|e| {
-                errno_msg(format_args!("failed to list entries: {}", self.cpu_dir.display()), &e)
+                errno_msg(
+                    format_args!("failed to list entries: {}", self.cpu_dir.display()),
+                    &e,
+                )
             })?;
             let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_prefix("cpu")).and_then(scan_i64)
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("cpu"))
+                .and_then(scan_i64)
             else {
                 continue;
             };
-            let mut v = GuestLogicalProcessor { logical_id: id, online: false, can_offline: None };
+            let mut v = GuestLogicalProcessor {
+                logical_id: id,
+                online: false,
+                can_offline: None,
+            };
             self.transfer(&mut v, true)?;
             list.push(v);
         }
@@ -97,7 +119,10 @@ impl LinuxCpus {
 
     /// Apply `vcpus` in order; stop at the first failure. The number applied, or the first
     /// element's error.
-    pub fn set_vcpus_from(&self, vcpus: impl Iterator<Item = GuestLogicalProcessor>) -> Result<i64> {
+    pub fn set_vcpus_from(
+        &self,
+        vcpus: impl Iterator<Item = GuestLogicalProcessor>,
+    ) -> Result<i64> {
         let mut processed = 0i64;
         for mut v in vcpus {
             if let Err(e) = self.transfer(&mut v, false) {
@@ -122,7 +147,10 @@ impl LinuxCpus {
             .map_err(|e| errno_msg(format_args!("open(\"{dirpath}\")"), &e))?;
         drop(dir);
         let online_path = format!("{dirpath}/online");
-        let file = std::fs::OpenOptions::new().read(true).write(!sys2vcpu).open(&online_path);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!sys2vcpu)
+            .open(&online_path);
         let file: File = match file {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -144,7 +172,9 @@ impl LinuxCpus {
             .read_at(&mut status, 0)
             .map_err(|e| errno_msg(format_args!("pread(\"{online_path}\")"), &e))?;
         if n == 0 {
-            return Err(Error::msg(format_args!("pread(\"{online_path}\"): unexpected EOF")));
+            return Err(Error::msg(format_args!(
+                "pread(\"{online_path}\"): unexpected EOF"
+            )));
         }
         let is_online = status[0] != b'0';
         if sys2vcpu {
@@ -175,7 +205,10 @@ fn scan_i64(s: &str) -> Option<i64> {
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
-    let end = digits.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
     if end == 0 {
         return None;
     }
@@ -194,7 +227,10 @@ fn scan_u64_token(tok: &str) -> Option<(u64, bool)> {
         Some(b'+') => (false, &tok[1..]),
         _ => (false, tok),
     };
-    let end = digits.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
     if end == 0 {
         return None;
     }
@@ -215,7 +251,9 @@ pub(crate) fn parse_cpustats(text: &str, clk_tck: u64) -> Vec<GuestLinuxCpuStats
     for line in text.lines() {
         let mut toks = line.split_ascii_whitespace();
         let Some(name) = toks.next() else { continue };
-        let Some(num) = name.strip_prefix("cpu") else { continue };
+        let Some(num) = name.strip_prefix("cpu") else {
+            continue;
+        };
         if num.is_empty() {
             continue;
         }
@@ -223,7 +261,9 @@ pub(crate) fn parse_cpustats(text: &str, clk_tck: u64) -> Vec<GuestLinuxCpuStats
         let mut i = 1;
         for slot in vals.iter_mut() {
             let Some(tok) = toks.next() else { break };
-            let Some((v, whole)) = scan_u64_token(tok) else { break };
+            let Some((v, whole)) = scan_u64_token(tok) else {
+                break;
+            };
             *slot = v;
             i += 1;
             if !whole {
@@ -233,7 +273,18 @@ pub(crate) fn parse_cpustats(text: &str, clk_tck: u64) -> Vec<GuestLinuxCpuStats
         if i < 5 {
             break;
         }
-        let [user, nice, system, idle, iowait, irq, softirq, steal, guest, guestnice] = vals;
+        let [
+            user,
+            nice,
+            system,
+            idle,
+            iowait,
+            irq,
+            softirq,
+            steal,
+            guest,
+            guestnice,
+        ] = vals;
         list.push(GuestLinuxCpuStats {
             r#type: "linux",
             cpu: scan_i64(num).unwrap_or(0),
@@ -269,7 +320,10 @@ mod tests {
         }
         std::fs::create_dir_all(root.join("cpufreq")).unwrap();
         std::fs::write(root.join("online"), "0-3\n").unwrap();
-        let c = LinuxCpus { cpu_dir: root.clone(), stat_path: root.join("stat") };
+        let c = LinuxCpus {
+            cpu_dir: root.clone(),
+            stat_path: root.join("stat"),
+        };
         (root, c)
     }
 
@@ -281,9 +335,21 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                GuestLogicalProcessor { logical_id: 0, online: true, can_offline: Some(false) },
-                GuestLogicalProcessor { logical_id: 1, online: true, can_offline: Some(true) },
-                GuestLogicalProcessor { logical_id: 2, online: false, can_offline: Some(true) },
+                GuestLogicalProcessor {
+                    logical_id: 0,
+                    online: true,
+                    can_offline: Some(false)
+                },
+                GuestLogicalProcessor {
+                    logical_id: 1,
+                    online: true,
+                    can_offline: Some(true)
+                },
+                GuestLogicalProcessor {
+                    logical_id: 2,
+                    online: false,
+                    can_offline: Some(true)
+                },
             ]
         );
         std::fs::remove_dir_all(root).unwrap();
@@ -292,20 +358,44 @@ mod tests {
     #[test]
     fn set_vcpus_writes_only_changes_and_stops_at_errors() {
         let (root, c) = fake_sysfs(&[(0, None), (1, Some("1\n")), (2, Some("0\n"))]);
-        let v = |id, online| GuestLogicalProcessor { logical_id: id, online, can_offline: None };
-        assert_eq!(c.set_vcpus_from([v(1, false), v(2, true), v(0, true)].into_iter()).unwrap(), 3);
-        assert_eq!(std::fs::read_to_string(root.join("cpu1/online")).unwrap(), "0\n");
-        assert_eq!(std::fs::read_to_string(root.join("cpu2/online")).unwrap(), "1\n");
+        let v = |id, online| GuestLogicalProcessor {
+            logical_id: id,
+            online,
+            can_offline: None,
+        };
+        assert_eq!(
+            c.set_vcpus_from([v(1, false), v(2, true), v(0, true)].into_iter())
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("cpu1/online")).unwrap(),
+            "0\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("cpu2/online")).unwrap(),
+            "1\n"
+        );
         // cpu0 has no online file: offlining it fails; as the first element it is an error.
         let e = c.set_vcpus_from([v(0, false)].into_iter()).unwrap_err();
         assert_eq!(e.to_string(), "logical processor #0 can't be offlined");
         // Later failures just end the count.
-        assert_eq!(c.set_vcpus_from([v(1, true), v(0, false), v(2, false)].into_iter()).unwrap(), 1);
-        assert_eq!(std::fs::read_to_string(root.join("cpu2/online")).unwrap(), "1\n");
+        assert_eq!(
+            c.set_vcpus_from([v(1, true), v(0, false), v(2, false)].into_iter())
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("cpu2/online")).unwrap(),
+            "1\n"
+        );
         let e = c.set_vcpus_from([v(9, true)].into_iter()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("open(\"{}/cpu9/\"): No such file or directory", root.display())
+            format!(
+                "open(\"{}/cpu9/\"): No such file or directory",
+                root.display()
+            )
         );
         assert_eq!(c.set_vcpus_from([].into_iter()).unwrap(), 0);
         std::fs::remove_dir_all(root).unwrap();
@@ -337,7 +427,10 @@ mod tests {
         assert_eq!((s[0].user, s[0].idle), (1000, 4000));
         assert_eq!(s[0].guestnice, Some(10000));
         assert_eq!(s[1].iowait, None);
-        assert_eq!((s[2].iowait, s[2].irq, s[2].softirq, s[2].steal), (Some(50), Some(60), Some(0), None));
+        assert_eq!(
+            (s[2].iowait, s[2].irq, s[2].softirq, s[2].steal),
+            (Some(50), Some(60), Some(0), None)
+        );
         let json = crate::commands::system::testing::json(&s[1]);
         assert_eq!(
             json,
@@ -354,7 +447,8 @@ mod tests {
             .filter_map(|e| e.ok())
             .filter(|e| {
                 let n = e.file_name().into_string().unwrap();
-                n.strip_prefix("cpu").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                n.strip_prefix("cpu")
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
             })
             .count();
         assert_eq!(got.len(), dirs);
@@ -366,10 +460,20 @@ mod tests {
     fn real_cpustats_have_one_entry_per_cpu_line() {
         let got = emitted(|o| LinuxCpus::default().cpustats(o)).unwrap();
         let stat = std::fs::read_to_string("/proc/stat").unwrap();
-        let lines = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
+        let lines = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count();
         assert_eq!(got.len(), lines);
-        let nproc = std::process::Command::new("nproc").arg("--all").output().unwrap();
-        let nproc: usize = String::from_utf8(nproc.stdout).unwrap().trim().parse().unwrap();
+        let nproc = std::process::Command::new("nproc")
+            .arg("--all")
+            .output()
+            .unwrap();
+        let nproc: usize = String::from_utf8(nproc.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert_eq!(got.len(), nproc);
         assert!(got[0].contains("\"type\": \"linux\""));
     }

@@ -12,18 +12,22 @@
 //! field, so tests build a sysfs tree in a temporary directory and check the addresses derived
 //! from it.
 
+// agent_core::Error carries its message inline (no allocation in the core), so every
+// Result in these backends is as large as that message, by design.
+#![allow(clippy::result_large_err)]
+
 use std::ffi::CString;
 use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use agent_core::Error;
 use agent_core::commands::disk::{
     Disks, GuestCcwAddress, GuestDiskAddress, GuestDiskBusType as Bus, GuestDiskInfo,
     GuestDiskStats, GuestDiskStatsInfo, GuestFilesystemInfo, GuestNvmeSmart, GuestPciAddress,
 };
 use agent_core::commands::{Emitter, Result};
-use agent_core::Error;
 
 use super::system::errno_msg;
 
@@ -79,7 +83,12 @@ pub(crate) struct Address {
 impl Address {
     fn new() -> Self {
         Address {
-            pci: GuestPciAddress { domain: -1, bus: -1, slot: -1, function: -1 },
+            pci: GuestPciAddress {
+                domain: -1,
+                bus: -1,
+                slot: -1,
+                function: -1,
+            },
             bus_type: Bus::Unknown,
             bus: 0,
             target: 0,
@@ -151,8 +160,10 @@ impl Disks for LinuxDisks {
 
     fn disks(&mut self, out: &mut Emitter<'_, GuestDiskInfo<'static>>) -> Result<()> {
         for d in self.get_disks()? {
-            let deps: Option<Vec<&str>> =
-                d.dependencies.as_ref().map(|v| v.iter().map(String::as_str).collect());
+            let deps: Option<Vec<&str>> = d
+                .dependencies
+                .as_ref()
+                .map(|v| v.iter().map(String::as_str).collect());
             out.emit(&GuestDiskInfo {
                 name: &d.name,
                 partition: d.partition,
@@ -166,11 +177,15 @@ impl Disks for LinuxDisks {
     }
 
     fn diskstats(&mut self, out: &mut Emitter<'_, GuestDiskStatsInfo<'static>>) -> Result<()> {
-        let text = std::fs::read(&self.diskstats).map_err(|e| {
-            errno_msg(format_args!("open(\"{}\")", self.diskstats.display()), &e)
-        })?;
+        let text = std::fs::read(&self.diskstats)
+            .map_err(|e| errno_msg(format_args!("open(\"{}\")", self.diskstats.display()), &e))?;
         for (name, major, minor, stats) in parse_diskstats(&String::from_utf8_lossy(&text)) {
-            out.emit(&GuestDiskStatsInfo { name: &name, major, minor, stats });
+            out.emit(&GuestDiskStatsInfo {
+                name: &name,
+                major,
+                minor,
+                stats,
+            });
         }
         Ok(())
     }
@@ -224,10 +239,16 @@ fn decode_mntname(s: &str) -> String {
 fn parse_mountinfo(text: &str, mut kind: impl FnMut(&str) -> DevKind) -> Vec<Mount> {
     let mut list: Vec<Mount> = Vec::new();
     for line in text.lines() {
-        let Some((head, tail)) = line.split_once(" - ") else { continue };
+        let Some((head, tail)) = line.split_once(" - ") else {
+            continue;
+        };
         let f: Vec<&str> = head.split_ascii_whitespace().collect();
-        let (Some(devno), Some(dir)) = (f.get(2), f.get(4)) else { continue };
-        let Some((maj, min)) = devno.split_once(':') else { continue };
+        let (Some(devno), Some(dir)) = (f.get(2), f.get(4)) else {
+            continue;
+        };
+        let Some((maj, min)) = devno.split_once(':') else {
+            continue;
+        };
         let (Ok(mut major), Ok(mut minor)) = (maj.parse::<u32>(), min.parse::<u32>()) else {
             continue;
         };
@@ -247,7 +268,12 @@ fn parse_mountinfo(text: &str, mut kind: impl FnMut(&str) -> DevKind) -> Vec<Mou
         if list.iter().any(|m| m.major == major && m.minor == minor) {
             continue;
         }
-        list.push(Mount { dir, devtype: devtype.to_string(), major, minor });
+        list.push(Mount {
+            dir,
+            devtype: devtype.to_string(),
+            major,
+            minor,
+        });
     }
     list
 }
@@ -258,7 +284,9 @@ fn parse_mtab(text: &str, mut kind: impl FnMut(&str) -> DevKind) -> Vec<Mount> {
     let mut list = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_ascii_whitespace().collect();
-        let (Some(src), Some(dir), Some(ty)) = (f.first(), f.get(1), f.get(2)) else { continue };
+        let (Some(src), Some(dir), Some(ty)) = (f.first(), f.get(1), f.get(2)) else {
+            continue;
+        };
         let src = decode_mntname(src);
         if !src.starts_with('/') || *ty == "smbfs" || *ty == "cifs" {
             continue;
@@ -268,7 +296,12 @@ fn parse_mtab(text: &str, mut kind: impl FnMut(&str) -> DevKind) -> Vec<Mount> {
             DevKind::Block(a, b) => (a, b),
             DevKind::Other => (0, 0),
         };
-        list.push(Mount { dir: decode_mntname(dir), devtype: ty.to_string(), major, minor });
+        list.push(Mount {
+            dir: decode_mntname(dir),
+            devtype: ty.to_string(),
+            major,
+            minor,
+        });
     }
     list
 }
@@ -285,7 +318,11 @@ fn statvfs_sizes(dir: &str) -> Option<(u64, u64, u64)> {
     let fr = st.f_frsize as u64;
     let used = (st.f_blocks as u64).wrapping_sub(st.f_bfree as u64);
     let nonroot = used.wrapping_add(st.f_bavail as u64);
-    Some((used.wrapping_mul(fr), nonroot.wrapping_mul(fr), (st.f_blocks as u64).wrapping_mul(fr)))
+    Some((
+        used.wrapping_mul(fr),
+        nonroot.wrapping_mul(fr),
+        (st.f_blocks as u64).wrapping_mul(fr),
+    ))
 }
 
 /// A tiny `sscanf`: conversions over a string, stopping at the first mismatch.
@@ -296,7 +333,10 @@ struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     fn new(s: &'a str) -> Self {
-        Scan { s: s.as_bytes(), pos: 0 }
+        Scan {
+            s: s.as_bytes(),
+            pos: 0,
+        }
     }
 
     fn lit(&mut self, c: u8) -> Option<()> {
@@ -313,7 +353,11 @@ impl<'a> Scan<'a> {
         }
         let start = self.pos;
         let mut v: u32 = 0;
-        while let Some(d) = self.s.get(self.pos).and_then(|&b| (b as char).to_digit(radix)) {
+        while let Some(d) = self
+            .s
+            .get(self.pos)
+            .and_then(|&b| (b as char).to_digit(radix))
+        {
             v = v.wrapping_mul(radix).wrapping_add(d);
             self.pos += 1;
         }
@@ -382,7 +426,11 @@ impl LinuxDisks {
     fn devnode(&self, syspath: &Path) -> Option<String> {
         let ev = std::fs::read_to_string(syspath.join("uevent")).ok()?;
         let name = ev.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
-        Some(if name.starts_with('/') { name.to_string() } else { format!("/dev/{name}") })
+        Some(if name.starts_with('/') {
+            name.to_string()
+        } else {
+            format!("/dev/{name}")
+        })
     }
 
     /// A udev property (`E:KEY=value`) from udev's database, if udev keeps one.
@@ -390,7 +438,9 @@ impl LinuxDisks {
         let dev = std::fs::read_to_string(syspath.join("dev")).ok()?;
         let db = std::fs::read_to_string(self.udev_data.join(format!("b{}", dev.trim()))).ok()?;
         let prefix = format!("E:{key}=");
-        db.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(str::to_string)
+        db.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(str::to_string)
     }
 
     /// Upstream's `build_guest_fsinfo_for_device`.
@@ -405,7 +455,10 @@ impl LinuxDisks {
                 return Ok(());
             }
             Err(e) => {
-                return Err(errno_msg(format_args!("realpath(\"{}\")", devpath.display()), &e));
+                return Err(errno_msg(
+                    format_args!("realpath(\"{}\")", devpath.display()),
+                    &e,
+                ));
             }
         };
         if fs.name.is_none() {
@@ -426,7 +479,10 @@ impl LinuxDisks {
             Ok(d) => d,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => {
-                return Err(errno_msg(format_args!("opendir(\"{}\")", dirpath.display()), &e));
+                return Err(errno_msg(
+                    format_args!("opendir(\"{}\")", dirpath.display()),
+                    &e,
+                ));
             }
         };
         for entry in dir {
@@ -442,7 +498,9 @@ impl LinuxDisks {
     fn for_real_device(&self, syspath: &Path, text: &str, fs: &mut FsDevice) {
         let mut disk = Address::new();
         disk.dev = self.devnode(syspath);
-        disk.serial = self.udev_property(syspath, "ID_SERIAL").filter(|s| !s.is_empty());
+        disk.serial = self
+            .udev_property(syspath, "ID_SERIAL")
+            .filter(|s| !s.is_empty());
         let has_hwinf = if text.contains("/devices/pci") {
             self.pci_address(text, &mut disk)
         } else if text.contains("/devices/css") {
@@ -459,9 +517,18 @@ impl LinuxDisks {
 
     /// Upstream's `build_guest_fsinfo_for_pci_dev`.
     fn pci_address(&self, syspath: &str, disk: &mut Address) -> bool {
-        const DRIVERS: [&str; 7] =
-            ["ata_piix", "sym53c8xx", "virtio-pci", "ahci", "nvme", "xhci_hcd", "ehci-pci"];
-        let Some(p0) = syspath.find("/devices/pci") else { return false };
+        const DRIVERS: [&str; 7] = [
+            "ata_piix",
+            "sym53c8xx",
+            "virtio-pci",
+            "ahci",
+            "nvme",
+            "xhci_hcd",
+            "ehci-pci",
+        ];
+        let Some(p0) = syspath.find("/devices/pci") else {
+            return false;
+        };
         // "%*x:%*x/" then the first function.
         let after = p0 + 12;
         let mut sc = Scan::new(&syspath[after..]);
@@ -472,7 +539,9 @@ impl LinuxDisks {
             Some(sc.pos)
         })();
         let Some(head) = head else { return false };
-        let Some((mut pci, len)) = scan_pci_fn(&syspath[after + head..]) else { return false };
+        let Some((mut pci, len)) = scan_pci_fn(&syspath[after + head..]) else {
+            return false;
+        };
         let mut p = after + head + len;
         let driver = loop {
             let link = Path::new(&syspath[..p]).join("driver");
@@ -513,7 +582,9 @@ impl LinuxDisks {
         let host_index = host.and_then(|h| hosts.iter().position(|&x| x == h));
         match driver.as_str() {
             "ata_piix" => {
-                let (Some(_), Some(t)) = (host, tgt) else { return false };
+                let (Some(_), Some(t)) = (host, tgt) else {
+                    return false;
+                };
                 let Some(i) = host_index else { return false };
                 disk.bus_type = Bus::Ide;
                 disk.bus = i as i64;
@@ -532,7 +603,9 @@ impl LinuxDisks {
                 None => disk.bus_type = Bus::Virtio,
             },
             "ahci" => {
-                let (Some(_), Some(_)) = (host, tgt) else { return false };
+                let (Some(_), Some(_)) = (host, tgt) else {
+                    return false;
+                };
                 let Some(i) = host_index else { return false };
                 disk.unit = i as i64;
                 disk.bus_type = Bus::Sata;
@@ -547,7 +620,10 @@ impl LinuxDisks {
     pub(crate) fn get_disks(&self) -> Result<Vec<DiskInfo>> {
         let block = self.sys.join("block");
         let dir = std::fs::read_dir(&block).map_err(|e| {
-            errno_msg(format_args!("Can't open directory \"{}\"", block.display()), &e)
+            errno_msg(
+                format_args!("Can't open directory \"{}\"", block.display()),
+                &e,
+            )
         })?;
         let mut list = Vec::new();
         for entry in dir.flatten() {
@@ -560,7 +636,9 @@ impl LinuxDisks {
                 Ok(s) if s != b"0\n" => {}
                 _ => continue,
             }
-            let Some(dev_name) = self.devnode(&disk_dir) else { continue };
+            let Some(dev_name) = self.devnode(&disk_dir) else {
+                continue;
+            };
             let alias = std::fs::read_to_string(disk_dir.join("dm/name"))
                 .ok()
                 .map(|s| s.trim_end_matches('\n').to_string())
@@ -611,14 +689,18 @@ impl LinuxDisks {
 
     /// Partitions: subdirectories named `<disk>N` or `<disk>pN`, in readdir order.
     fn partitions(&self, disk: &str, disk_dir: &Path, disk_dev: &str) -> Vec<DiskInfo> {
-        let Ok(dir) = std::fs::read_dir(disk_dir) else { return Vec::new() };
+        let Ok(dir) = std::fs::read_dir(disk_dir) else {
+            return Vec::new();
+        };
         let mut list = Vec::new();
         for entry in dir.flatten() {
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             let n = entry.file_name();
-            let Some(rest) = n.as_bytes().strip_prefix(disk.as_bytes()) else { continue };
+            let Some(rest) = n.as_bytes().strip_prefix(disk.as_bytes()) else {
+                continue;
+            };
             let is_part = match rest {
                 [b'p', d, ..] if d.is_ascii_digit() => true,
                 [d, ..] => d.is_ascii_digit(),
@@ -627,7 +709,9 @@ impl LinuxDisks {
             if !is_part {
                 continue;
             }
-            let Some(dev) = self.devnode(&disk_dir.join(&n)) else { continue };
+            let Some(dev) = self.devnode(&disk_dir.join(&n)) else {
+                continue;
+            };
             list.push(DiskInfo {
                 name: dev,
                 partition: true,
@@ -678,7 +762,9 @@ fn nonpci_virtio_address(syspath: &str, disk: &mut Address) -> bool {
 
 /// Upstream's `build_guest_fsinfo_for_ccw_dev`: `/devices/css%*x/%x.%x.%x/%*x.%*x.%x/`.
 fn ccw_address(syspath: &str, disk: &mut Address) -> bool {
-    let Some(p) = syspath.find("/devices/css") else { return false };
+    let Some(p) = syspath.find("/devices/css") else {
+        return false;
+    };
     let mut s = Scan::new(&syspath[p + 12..]);
     let parsed = (|| {
         s.hex()?;
@@ -710,7 +796,9 @@ fn ccw_address(syspath: &str, disk: &mut Address) -> bool {
 }
 
 fn basename(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 /// `struct nvme_admin_cmd` from `<linux/nvme_ioctl.h>`.
@@ -738,8 +826,10 @@ struct NvmeAdminCmd {
 }
 
 /// `NVME_IOCTL_ADMIN_CMD` = `_IOWR('N', 0x41, struct nvme_admin_cmd)`.
-const NVME_IOCTL_ADMIN_CMD: libc::c_ulong =
-    (3 << 30) | ((size_of::<NvmeAdminCmd>() as libc::c_ulong) << 16) | ((b'N' as libc::c_ulong) << 8) | 0x41;
+const NVME_IOCTL_ADMIN_CMD: libc::c_ulong = (3 << 30)
+    | ((size_of::<NvmeAdminCmd>() as libc::c_ulong) << 16)
+    | ((b'N' as libc::c_ulong) << 8)
+    | 0x41;
 
 /// The SMART / Health log page (log 0x02) of an NVMe device, as upstream asks for it.
 fn nvme_smart(devnode: &str) -> Option<GuestNvmeSmart> {
@@ -819,7 +909,9 @@ pub(crate) fn parse_diskstats(text: &str) -> Vec<(String, u64, u64, GuestDiskSta
     let mut list = Vec::new();
     for line in text.lines() {
         let mut t = line.split_ascii_whitespace();
-        let (Some(major), Some(minor)) = (t.next(), t.next()) else { continue };
+        let (Some(major), Some(minor)) = (t.next(), t.next()) else {
+            continue;
+        };
         let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
             continue;
         };
@@ -900,7 +992,8 @@ mod tests {
     }
 
     const VDA: &str = "sys/devices/pci0000:00/0000:00:02.0/virtio1/block/vda";
-    const SDA: &str = "sys/devices/pci0000:00/0000:00:1f.2/ata3/host2/target2:0:0/2:0:0:0/block/sda";
+    const SDA: &str =
+        "sys/devices/pci0000:00/0000:00:1f.2/ata3/host2/target2:0:0/2:0:0:0/block/sda";
     const SDB: &str =
         "sys/devices/pci0000:00/0000:00:03.0/virtio2/host0/target0:0:1/0:0:1:4/block/sdb";
 
@@ -915,10 +1008,16 @@ mod tests {
                 "sys/bus/pci/drivers/ahci",
             ],
             &[
-                (&format!("{VDA}/uevent"), "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n"),
+                (
+                    &format!("{VDA}/uevent"),
+                    "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n",
+                ),
                 (&format!("{VDA}/dev"), "254:0\n"),
                 (&format!("{VDA}/size"), "1000\n"),
-                (&format!("{VDA}/vda1/uevent"), "MAJOR=254\nMINOR=1\nDEVNAME=vda1\n"),
+                (
+                    &format!("{VDA}/vda1/uevent"),
+                    "MAJOR=254\nMINOR=1\nDEVNAME=vda1\n",
+                ),
                 (&format!("{VDA}/vdap/uevent"), "DEVNAME=nope\n"),
                 (&format!("{SDA}/uevent"), "MAJOR=8\nMINOR=0\nDEVNAME=sda\n"),
                 (&format!("{SDA}/dev"), "8:0\n"),
@@ -926,33 +1025,67 @@ mod tests {
                 (&format!("{SDB}/uevent"), "MAJOR=8\nMINOR=16\nDEVNAME=sdb\n"),
                 (&format!("{SDB}/dev"), "8:16\n"),
                 (&format!("{SDB}/size"), "2000\n"),
-                ("sys/devices/virtual/block/dm-0/uevent", "MAJOR=252\nMINOR=0\nDEVNAME=dm-0\n"),
+                (
+                    "sys/devices/virtual/block/dm-0/uevent",
+                    "MAJOR=252\nMINOR=0\nDEVNAME=dm-0\n",
+                ),
                 ("sys/devices/virtual/block/dm-0/size", "500\n"),
                 ("sys/devices/virtual/block/dm-0/dm/name", "vg-root\n"),
                 ("sys/devices/virtual/block/loop0/uevent", "DEVNAME=loop0\n"),
                 ("sys/devices/virtual/block/loop0/size", "0\n"),
-                ("udev/b8:0", "S:disk/by-id/ata-QEMU\nE:ID_SERIAL=QEMU_HARDDISK_QM00005\n"),
+                (
+                    "udev/b8:0",
+                    "S:disk/by-id/ata-QEMU\nE:ID_SERIAL=QEMU_HARDDISK_QM00005\n",
+                ),
             ],
             &[
-                ("sys/devices/pci0000:00/0000:00:02.0/driver", "../../../bus/pci/drivers/virtio-pci"),
-                ("sys/devices/pci0000:00/0000:00:03.0/driver", "../../../bus/pci/drivers/virtio-pci"),
-                ("sys/devices/pci0000:00/0000:00:1f.2/driver", "../../../bus/pci/drivers/ahci"),
-                ("sys/block/vda", "../devices/pci0000:00/0000:00:02.0/virtio1/block/vda"),
-                ("sys/block/sda", "../devices/pci0000:00/0000:00:1f.2/ata3/host2/target2:0:0/2:0:0:0/block/sda"),
+                (
+                    "sys/devices/pci0000:00/0000:00:02.0/driver",
+                    "../../../bus/pci/drivers/virtio-pci",
+                ),
+                (
+                    "sys/devices/pci0000:00/0000:00:03.0/driver",
+                    "../../../bus/pci/drivers/virtio-pci",
+                ),
+                (
+                    "sys/devices/pci0000:00/0000:00:1f.2/driver",
+                    "../../../bus/pci/drivers/ahci",
+                ),
+                (
+                    "sys/block/vda",
+                    "../devices/pci0000:00/0000:00:02.0/virtio1/block/vda",
+                ),
+                (
+                    "sys/block/sda",
+                    "../devices/pci0000:00/0000:00:1f.2/ata3/host2/target2:0:0/2:0:0:0/block/sda",
+                ),
                 ("sys/block/dm-0", "../devices/virtual/block/dm-0"),
                 ("sys/block/loop0", "../devices/virtual/block/loop0"),
-                ("sys/devices/virtual/block/dm-0/slaves/vda1", "../../../../pci0000:00/0000:00:02.0/virtio1/block/vda/vda1"),
-                ("sys/dev/block/254:1", "../../devices/pci0000:00/0000:00:02.0/virtio1/block/vda/vda1"),
+                (
+                    "sys/devices/virtual/block/dm-0/slaves/vda1",
+                    "../../../../pci0000:00/0000:00:02.0/virtio1/block/vda/vda1",
+                ),
+                (
+                    "sys/dev/block/254:1",
+                    "../../devices/pci0000:00/0000:00:02.0/virtio1/block/vda/vda1",
+                ),
                 ("sys/dev/block/252:0", "../../devices/virtual/block/dm-0"),
-                ("sys/dev/block/8:0", "../../devices/pci0000:00/0000:00:1f.2/ata3/host2/target2:0:0/2:0:0:0/block/sda"),
-                ("sys/dev/block/8:16", "../../devices/pci0000:00/0000:00:03.0/virtio2/host0/target0:0:1/0:0:1:4/block/sdb"),
+                (
+                    "sys/dev/block/8:0",
+                    "../../devices/pci0000:00/0000:00:1f.2/ata3/host2/target2:0:0/2:0:0:0/block/sda",
+                ),
+                (
+                    "sys/dev/block/8:16",
+                    "../../devices/pci0000:00/0000:00:03.0/virtio2/host0/target0:0:1/0:0:1:4/block/sdb",
+                ),
             ],
         );
     }
 
     fn fs_of(d: &LinuxDisks, dev: &str) -> String {
         let mut fs = FsDevice::default();
-        d.for_device(&d.sys.join("dev/block").join(dev), &mut fs).unwrap();
+        d.for_device(&d.sys.join("dev/block").join(dev), &mut fs)
+            .unwrap();
         let disks: Vec<GuestDiskAddress<'_>> = fs.disks.iter().map(Address::borrowed).collect();
         format!("{} {}", fs.name.unwrap(), json(&disks.as_slice()))
     }
@@ -983,7 +1116,10 @@ mod tests {
     #[test]
     fn ccw_and_platform_virtio_paths() {
         let mut a = Address::new();
-        assert!(ccw_address("/sys/devices/css0/0.0.0003/0.1.00a2/virtio0/block/vda", &mut a));
+        assert!(ccw_address(
+            "/sys/devices/css0/0.0.0003/0.1.00a2/virtio0/block/vda",
+            &mut a
+        ));
         assert_eq!(
             json(&a.borrowed()),
             r#"{"pci-controller": {"domain": -1, "bus": -1, "slot": -1, "function": -1}, "bus-type": "virtio", "bus": 0, "target": 0, "unit": 0, "ccw-address": {"cssid": 0, "ssid": 0, "subchno": 3, "devno": 162}}"#
@@ -994,7 +1130,10 @@ mod tests {
             &mut a
         ));
         assert_eq!((a.bus_type, a.bus, a.target, a.unit), (Bus::Scsi, 0, 2, 5));
-        assert!(!nonpci_virtio_address("/sys/devices/platform/foo/block/x", &mut Address::new()));
+        assert!(!nonpci_virtio_address(
+            "/sys/devices/platform/foo/block/x",
+            &mut Address::new()
+        ));
     }
 
     #[test]
@@ -1021,7 +1160,10 @@ mod tests {
         assert_eq!(dm.address, None);
         assert_eq!(dm.dependencies, Some(vec!["/dev/vda1".to_string()]));
         let sda = &got[pos("/dev/sda")];
-        assert_eq!(sda.address.as_ref().unwrap().serial.as_deref(), Some("QEMU_HARDDISK_QM00005"));
+        assert_eq!(
+            sda.address.as_ref().unwrap().serial.as_deref(),
+            Some("QEMU_HARDDISK_QM00005")
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 
@@ -1038,21 +1180,36 @@ garbage\n";
             "/dev/sdz" => DevKind::Block(8, 16),
             _ => DevKind::Other,
         });
-        let dirs: Vec<(&str, &str, u32, u32)> =
-            m.iter().map(|m| (m.dir.as_str(), m.devtype.as_str(), m.major, m.minor)).collect();
+        let dirs: Vec<(&str, &str, u32, u32)> = m
+            .iter()
+            .map(|m| (m.dir.as_str(), m.devtype.as_str(), m.major, m.minor))
+            .collect();
         assert_eq!(
             dirs,
-            [("/", "ext4", 254, 0), ("/mnt/with space", "xfs", 254, 1), ("/data", "btrfs", 8, 16)]
+            [
+                ("/", "ext4", 254, 0),
+                ("/mnt/with space", "xfs", 254, 1),
+                ("/data", "btrfs", 8, 16)
+            ]
         );
         assert_eq!(decode_mntname("a\\\\b\\011c\\9"), "a\\b\tc\\9");
-        let mt = parse_mtab("/dev/vda / ext4 rw 0 0\nproc /proc proc rw 0 0\n//srv/x /s cifs rw 0 0\n/dev/dir /b ext4 rw 0 0\n", |s| {
-            match s {
+        let mt = parse_mtab(
+            "/dev/vda / ext4 rw 0 0\nproc /proc proc rw 0 0\n//srv/x /s cifs rw 0 0\n/dev/dir /b ext4 rw 0 0\n",
+            |s| match s {
                 "/dev/vda" => DevKind::Block(254, 0),
                 "/dev/dir" => DevKind::Dir,
                 _ => DevKind::Other,
-            }
-        });
-        assert_eq!(mt, vec![Mount { dir: "/".into(), devtype: "ext4".into(), major: 254, minor: 0 }]);
+            },
+        );
+        assert_eq!(
+            mt,
+            vec![Mount {
+                dir: "/".into(),
+                devtype: "ext4".into(),
+                major: 254,
+                minor: 0
+            }]
+        );
     }
 
     #[test]
@@ -1069,7 +1226,10 @@ garbage\n";
             json(&s[0].3),
             r#"{"read-sectors": 3, "read-ios": 1, "read-merges": 2, "write-sectors": 7, "write-ios": 5, "write-merges": 6, "discard-sectors": 14, "discard-ios": 12, "discard-merges": 13, "flush-ios": 16, "read-ticks": 4, "write-ticks": 8, "discard-ticks": 15, "flush-ticks": 17, "ios-pgr": 9, "total-ticks": 10, "weight-ticks": 11}"#
         );
-        assert_eq!(json(&s[1].3), r#"{"read-sectors": 2, "read-ios": 1, "write-sectors": 4, "write-ios": 3}"#);
+        assert_eq!(
+            json(&s[1].3),
+            r#"{"read-sectors": 2, "read-ios": 1, "write-sectors": 4, "write-ios": 3}"#
+        );
         assert_eq!(s[2].3.discard_ios, None);
         assert_eq!(s[2].3.weight_ticks, Some(11));
         assert_eq!(s[3].3.discard_ticks, Some(15));
@@ -1090,7 +1250,10 @@ garbage\n";
         log[40..48].copy_from_slice(&1u64.to_le_bytes());
         log[176..184].copy_from_slice(&9u64.to_le_bytes());
         let s = parse_smart_log(&log);
-        assert_eq!((s.critical_warning, s.temperature, s.available_spare), (1, 310, 100));
+        assert_eq!(
+            (s.critical_warning, s.temperature, s.available_spare),
+            (1, 310, 100)
+        );
         assert_eq!((s.data_units_read_lo, s.data_units_read_hi), (7, 1));
         assert_eq!(s.number_of_error_log_entries_lo, 9);
         assert_eq!(size_of::<NvmeAdminCmd>(), 72);
@@ -1106,7 +1269,10 @@ garbage\n";
         for (j, m) in got.iter().zip(mounts.iter().rev()) {
             assert!(j.contains(&format!(r#""mountpoint": "{}""#, m.dir)), "{j}");
         }
-        let root = got.iter().find(|j| j.contains(r#""mountpoint": "/", "#)).expect("/ listed");
+        let root = got
+            .iter()
+            .find(|j| j.contains(r#""mountpoint": "/", "#))
+            .expect("/ listed");
         assert!(root.contains(r#""total-bytes-privileged": "#), "{root}");
         // The root filesystem's device is named as in /sys/dev/block.
         let st = std::fs::metadata("/").unwrap();
@@ -1117,7 +1283,10 @@ garbage\n";
         ));
         if let Ok(p) = dev {
             let name = p.file_name().unwrap().to_str().unwrap().to_string();
-            assert!(root.starts_with(&format!(r#"{{"name": "{name}""#)), "{root}");
+            assert!(
+                root.starts_with(&format!(r#"{{"name": "{name}""#)),
+                "{root}"
+            );
         }
     }
 
@@ -1127,11 +1296,16 @@ garbage\n";
         for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
             let n = e.file_name().into_string().unwrap();
             let size = std::fs::read_to_string(e.path().join("size")).unwrap();
-            let listed = got.iter().any(|j| j.starts_with(&format!(r#"{{"name": "/dev/{n}""#)));
+            let listed = got
+                .iter()
+                .any(|j| j.starts_with(&format!(r#"{{"name": "/dev/{n}""#)));
             assert_eq!(listed, size != "0\n", "{n}");
         }
         let stats = emitted(|o| LinuxDisks::default().diskstats(o)).unwrap();
-        let lines = std::fs::read_to_string("/proc/diskstats").unwrap().lines().count();
+        let lines = std::fs::read_to_string("/proc/diskstats")
+            .unwrap()
+            .lines()
+            .count();
         assert_eq!(stats.len(), lines);
     }
 }

@@ -6,17 +6,21 @@
 //! (`error-code`), which management tools log. The sysfs root is a field so that tests run
 //! against a temporary tree: nothing here may offline the host's memory.
 
+// agent_core::Error carries its message inline (no allocation in the core), so every
+// Result in these backends is as large as that message, by design.
+#![allow(clippy::result_large_err)]
+
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use agent_core::Error;
 use agent_core::commands::memory::{
     GuestMemoryBlock, GuestMemoryBlockInfo, GuestMemoryBlockResponse,
     GuestMemoryBlockResponseType as Resp, Memory,
 };
 use agent_core::commands::{Emitter, List, Result};
-use agent_core::Error;
 
 use super::system::{errno_msg, errno_of};
 
@@ -29,7 +33,9 @@ pub struct LinuxMemory {
 
 impl Default for LinuxMemory {
     fn default() -> Self {
-        LinuxMemory { root: "/sys/devices/system/memory".into() }
+        LinuxMemory {
+            root: "/sys/devices/system/memory".into(),
+        }
     }
 }
 
@@ -88,7 +94,9 @@ impl Memory for LinuxMemory {
             .map_err(|e| errno_msg(format_args!("open(\"{rootpath}\")"), &e))?;
         drop(dir);
         let buf = read_attr(&self.root, "block_size_bytes", 20).map_err(|e| e.err)?;
-        Ok(GuestMemoryBlockInfo { size: strtol_hex(&buf) as u64 })
+        Ok(GuestMemoryBlockInfo {
+            size: strtol_hex(&buf) as u64,
+        })
     }
 }
 
@@ -119,7 +127,9 @@ impl LinuxMemory {
             list.push(self.get_block(phys_index)?);
         }
         if list.is_empty() {
-            return Err(Error::msg(format_args!("guest reported zero memory blocks!")));
+            return Err(Error::msg(format_args!(
+                "guest reported zero memory blocks!"
+            )));
         }
         Ok(list)
     }
@@ -132,7 +142,11 @@ impl LinuxMemory {
             .custom_flags(libc::O_DIRECTORY)
             .open(dir)
             .map_err(|e| errno_msg(format_args!("open(\"{dirpath}\")"), &e))?;
-        let mut b = GuestMemoryBlock { phys_index, online: true, can_offline: Some(false) };
+        let mut b = GuestMemoryBlock {
+            phys_index,
+            online: true,
+            can_offline: Some(false),
+        };
         let state = match read_attr(dir, "state", 10) {
             Ok(s) => s,
             // An old kernel without the file: always online.
@@ -165,10 +179,17 @@ impl LinuxMemory {
         }
         let dirpath = format!("{}/memory{}/", self.root.display(), want.phys_index);
         let dir = Path::new(&dirpath);
-        if let Err(e) = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir) {
+        if let Err(e) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir)
+        {
             let errno = errno_of(&e);
-            r.response =
-                if errno == libc::ENOENT { Resp::NotFound } else { Resp::OperationFailed };
+            r.response = if errno == libc::ENOENT {
+                Resp::NotFound
+            } else {
+                Resp::OperationFailed
+            };
             r.error_code = Some(errno.into());
             return r;
         }
@@ -203,9 +224,9 @@ impl LinuxMemory {
 
 /// `strtoul(s, NULL, 10)` for the digits after "memory" (0 when there are none).
 fn strtoul(s: &str) -> u64 {
-    s.bytes()
-        .take_while(u8::is_ascii_digit)
-        .fold(0u64, |v, b| v.wrapping_mul(10).wrapping_add(u64::from(b - b'0')))
+    s.bytes().take_while(u8::is_ascii_digit).fold(0u64, |v, b| {
+        v.wrapping_mul(10).wrapping_add(u64::from(b - b'0'))
+    })
 }
 
 /// `strtol(buf, NULL, 16)`: optional blanks, sign and `0x`, then hex digits.
@@ -215,7 +236,10 @@ fn strtol_hex(buf: &[u8]) -> i64 {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
     let mut v: i64 = 0;
     for c in s.chars() {
         let Some(d) = c.to_digit(16) else { break };
@@ -248,7 +272,11 @@ mod tests {
     }
 
     fn blk(i: u64, online: bool) -> GuestMemoryBlock {
-        GuestMemoryBlock { phys_index: i, online, can_offline: None }
+        GuestMemoryBlock {
+            phys_index: i,
+            online,
+            can_offline: None,
+        }
     }
 
     #[test]
@@ -261,10 +289,19 @@ mod tests {
         ]);
         let mut got = m.get_blocks().unwrap();
         got.sort_by_key(|b| b.phys_index);
-        let want = |i, online, c| GuestMemoryBlock { phys_index: i, online, can_offline: Some(c) };
+        let want = |i, online, c| GuestMemoryBlock {
+            phys_index: i,
+            online,
+            can_offline: Some(c),
+        };
         assert_eq!(
             got,
-            vec![want(0, true, false), want(7, false, true), want(9, true, false), want(12, true, false)]
+            vec![
+                want(0, true, false),
+                want(7, false, true),
+                want(9, true, false),
+                want(12, true, false)
+            ]
         );
         assert_eq!(m.clone_info(), 134217728);
         std::fs::remove_dir_all(&m.root).unwrap();
@@ -272,28 +309,57 @@ mod tests {
 
     impl LinuxMemory {
         fn clone_info(&self) -> u64 {
-            LinuxMemory { root: self.root.clone() }.block_info().unwrap().size
+            LinuxMemory {
+                root: self.root.clone(),
+            }
+            .block_info()
+            .unwrap()
+            .size
         }
     }
 
     #[test]
     fn no_sysfs_dir_is_empty_and_no_blocks_is_an_error() {
         let m = tree(&[]);
-        assert_eq!(m.get_blocks().unwrap_err().to_string(), "guest reported zero memory blocks!");
-        let gone = LinuxMemory { root: m.root.join("absent") };
+        assert_eq!(
+            m.get_blocks().unwrap_err().to_string(),
+            "guest reported zero memory blocks!"
+        );
+        let gone = LinuxMemory {
+            root: m.root.join("absent"),
+        };
         assert_eq!(gone.get_blocks().unwrap(), vec![]);
         let r = gone.set_block(&blk(1, true));
-        assert_eq!(json(&r), r#"{"phys-index": 1, "response": "operation-not-supported", "error-code": 2}"#);
+        assert_eq!(
+            json(&r),
+            r#"{"phys-index": 1, "response": "operation-not-supported", "error-code": 2}"#
+        );
         std::fs::remove_dir_all(&m.root).unwrap();
     }
 
     #[test]
     fn set_block_responses() {
-        let m = tree(&[(0, Some("online\n"), Some("1\n")), (1, Some("offline\n"), Some("1\n")), (2, None, None)]);
-        assert_eq!(json(&m.set_block(&blk(0, false))), r#"{"phys-index": 0, "response": "success"}"#);
-        assert_eq!(std::fs::read_to_string(m.root.join("memory0/state")).unwrap(), "offline");
-        assert_eq!(json(&m.set_block(&blk(1, false))), r#"{"phys-index": 1, "response": "success"}"#);
-        assert_eq!(std::fs::read_to_string(m.root.join("memory1/state")).unwrap(), "offline\n");
+        let m = tree(&[
+            (0, Some("online\n"), Some("1\n")),
+            (1, Some("offline\n"), Some("1\n")),
+            (2, None, None),
+        ]);
+        assert_eq!(
+            json(&m.set_block(&blk(0, false))),
+            r#"{"phys-index": 0, "response": "success"}"#
+        );
+        assert_eq!(
+            std::fs::read_to_string(m.root.join("memory0/state")).unwrap(),
+            "offline"
+        );
+        assert_eq!(
+            json(&m.set_block(&blk(1, false))),
+            r#"{"phys-index": 1, "response": "success"}"#
+        );
+        assert_eq!(
+            std::fs::read_to_string(m.root.join("memory1/state")).unwrap(),
+            "offline\n"
+        );
         assert_eq!(
             json(&m.set_block(&blk(5, true))),
             r#"{"phys-index": 5, "response": "not-found", "error-code": 2}"#

@@ -11,6 +11,10 @@
 //! knows (upstream only to those with an IP address), and a missing `/proc/net/ipv6_route`
 //! (IPv6 disabled) leaves the IPv6 routes out instead of failing the whole command.
 
+// agent_core::Error carries its message inline (no allocation in the core), so every
+// Result in these backends is as large as that message, by design.
+#![allow(clippy::result_large_err)]
+
 use std::ffi::CStr;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -33,7 +37,9 @@ pub struct LinuxNetwork {
 
 impl Default for LinuxNetwork {
     fn default() -> Self {
-        LinuxNetwork { proc_net: "/proc/net".into() }
+        LinuxNetwork {
+            proc_net: "/proc/net".into(),
+        }
     }
 }
 
@@ -68,7 +74,11 @@ impl Network for LinuxNetwork {
                 .ip_addresses
                 .iter()
                 .flatten()
-                .map(|(a, t, p)| GuestIpAddress { ip_address: a, ip_address_type: *t, prefix: *p })
+                .map(|(a, t, p)| GuestIpAddress {
+                    ip_address: a,
+                    ip_address_type: *t,
+                    prefix: *p,
+                })
                 .collect();
             out.emit(&GuestNetworkInterface {
                 name: &i.name,
@@ -88,7 +98,12 @@ impl Network for LinuxNetwork {
         let v6 = match std::fs::read(&v6_path) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(errno_msg(format_args!("open(\"{}\")", v6_path.display()), &e)),
+            Err(e) => {
+                return Err(errno_msg(
+                    format_args!("open(\"{}\")", v6_path.display()),
+                    &e,
+                ));
+            }
         };
         let mut routes = parse_ipv4_routes(&String::from_utf8_lossy(&v4));
         routes.extend(parse_ipv6_routes(&String::from_utf8_lossy(&v6)));
@@ -113,11 +128,16 @@ pub(crate) fn assemble(
         let idx = match list.iter().position(|i| i.name == e.name) {
             Some(i) => i,
             None => {
-                list.push(Interface { name: e.name.clone(), ..Interface::default() });
+                list.push(Interface {
+                    name: e.name.clone(),
+                    ..Interface::default()
+                });
                 list.len() - 1
             }
         };
-        let Some(info) = list.get_mut(idx) else { continue };
+        let Some(info) = list.get_mut(idx) else {
+            continue;
+        };
         if info.hardware_address.is_none() {
             info.hardware_address = hw(&e.name).map(|m| {
                 format!(
@@ -127,7 +147,9 @@ pub(crate) fn assemble(
             });
         }
         if let Some((IpText(a, t), prefix)) = &e.addr {
-            info.ip_addresses.get_or_insert_with(Vec::new).push((a.clone(), *t, *prefix));
+            info.ip_addresses
+                .get_or_insert_with(Vec::new)
+                .push((a.clone(), *t, *prefix));
         }
         if info.statistics.is_none() {
             info.statistics = stats(&e.name);
@@ -154,7 +176,9 @@ fn read_ifaddrs() -> Result<Vec<IfAddr>> {
             continue;
         }
         // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: the address and netmask pointers are null or point to sockaddrs of the
         // family given in sa_family, owned by the list.
         let addr = unsafe { ip_of(ifa.ifa_addr, ifa.ifa_netmask) };
@@ -198,7 +222,13 @@ unsafe fn ip_of(addr: *const libc::sockaddr, mask: *const libc::sockaddr) -> Opt
             } else {
                 // SAFETY: the netmask of an AF_INET6 entry is a sockaddr_in6.
                 let m = unsafe { std::ptr::read_unaligned(mask.cast::<libc::sockaddr_in6>()) };
-                i64::from(m.sin6_addr.s6_addr.iter().map(|b| b.count_ones()).sum::<u32>())
+                i64::from(
+                    m.sin6_addr
+                        .s6_addr
+                        .iter()
+                        .map(|b| b.count_ones())
+                        .sum::<u32>(),
+                )
             };
             Some((IpText(ip.to_string(), GuestIpAddressType::Ipv6), prefix))
         }
@@ -216,7 +246,11 @@ fn hw_addr(name: &str) -> Option<[u8; 6]> {
     }
     // SAFETY: ifreq is plain data for which all-zero is valid.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, &b) in ifr.ifr_name.iter_mut().zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1)) {
+    for (dst, &b) in ifr
+        .ifr_name
+        .iter_mut()
+        .zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1))
+    {
         *dst = b as libc::c_char;
     }
     // SAFETY: `ifr` is a valid ifreq for SIOCGIFHWADDR, which writes only into it.
@@ -240,11 +274,16 @@ fn hw_addr(name: &str) -> Option<[u8; 6]> {
 pub(crate) fn parse_dev_stats(text: &str, name: &str) -> Option<GuestNetworkInterfaceStat> {
     for line in text.lines() {
         let line = line.trim_start();
-        let Some((n, rest)) = line.split_once(':') else { continue };
+        let Some((n, rest)) = line.split_once(':') else {
+            continue;
+        };
         if n != name {
             continue;
         }
-        let v: Vec<u64> = rest.split_ascii_whitespace().map_while(|t| t.parse().ok()).collect();
+        let v: Vec<u64> = rest
+            .split_ascii_whitespace()
+            .map_while(|t| t.parse().ok())
+            .collect();
         if v.len() < 16 {
             continue;
         }
@@ -308,7 +347,10 @@ impl Route {
 
 /// `%x` / `%X`: hex digits (an optional `0x`), as the unsigned 32 bits C keeps.
 fn hex_u32(tok: &str) -> Option<u32> {
-    let t = tok.strip_prefix("0x").or_else(|| tok.strip_prefix("0X")).unwrap_or(tok);
+    let t = tok
+        .strip_prefix("0x")
+        .or_else(|| tok.strip_prefix("0X"))
+        .unwrap_or(tok);
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -327,7 +369,9 @@ fn dec_i32(tok: &str) -> Option<i32> {
     if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let v = d.bytes().fold(0u32, |v, b| v.wrapping_mul(10).wrapping_add(u32::from(b - b'0')));
+    let v = d.bytes().fold(0u32, |v, b| {
+        v.wrapping_mul(10).wrapping_add(u32::from(b - b'0'))
+    });
     let v = v as i32;
     Some(if neg { v.wrapping_neg() } else { v })
 }
@@ -343,7 +387,20 @@ pub(crate) fn parse_ipv4_routes(text: &str) -> Vec<Route> {
     let mut list = Vec::new();
     for line in text.lines().skip(1) {
         let t: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [iface, dst, gw, flags, refcnt, use_, metric, mask, mtu, window, irtt, ..] = t[..]
+        let [
+            iface,
+            dst,
+            gw,
+            flags,
+            refcnt,
+            use_,
+            metric,
+            mask,
+            mtu,
+            window,
+            irtt,
+            ..,
+        ] = t[..]
         else {
             continue;
         };
@@ -352,9 +409,14 @@ pub(crate) fn parse_ipv4_routes(text: &str) -> Vec<Route> {
         else {
             continue;
         };
-        let (Some(refcnt), Some(use_), Some(metric), Some(mtu), Some(window), Some(irtt)) =
-            (dec_i32(refcnt), dec_i32(use_), dec_i32(metric), dec_i32(mtu), dec_i32(window), dec_i32(irtt))
-        else {
+        let (Some(refcnt), Some(use_), Some(metric), Some(mtu), Some(window), Some(irtt)) = (
+            dec_i32(refcnt),
+            dec_i32(use_),
+            dec_i32(metric),
+            dec_i32(mtu),
+            dec_i32(window),
+            dec_i32(irtt),
+        ) else {
             continue;
         };
         list.push(Route {
@@ -394,15 +456,32 @@ pub(crate) fn parse_ipv6_routes(text: &str) -> Vec<Route> {
     let mut list = Vec::new();
     for line in text.lines() {
         let t: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [dst, dlen, src, slen, hop, metric, refcnt, use_, flags, iface, ..] = t[..] else {
+        let [
+            dst,
+            dlen,
+            src,
+            slen,
+            hop,
+            metric,
+            refcnt,
+            use_,
+            flags,
+            iface,
+            ..,
+        ] = t[..]
+        else {
             continue;
         };
         let (Some(dst), Some(src), Some(hop)) = (v6_text(dst), v6_text(src), v6_text(hop)) else {
             continue;
         };
-        let nums: Option<Vec<i32>> =
-            [dlen, slen, metric, refcnt, use_, flags].iter().map(|t| hex_u32(t).map(|v| v as i32)).collect();
-        let Some(&[dlen, slen, metric, refcnt, use_, flags]) = nums.as_deref() else { continue };
+        let nums: Option<Vec<i32>> = [dlen, slen, metric, refcnt, use_, flags]
+            .iter()
+            .map(|t| hex_u32(t).map(|v| v as i32))
+            .collect();
+        let Some(&[dlen, slen, metric, refcnt, use_, flags]) = nums.as_deref() else {
+            continue;
+        };
         list.push(Route {
             iface: iface.to_string(),
             destination: dst,
@@ -471,13 +550,25 @@ eth0: 296922782    9890    1    2    0     0          0         0   397993    49
             },
             |n| parse_dev_stats(DEV, n),
         );
-        assert_eq!(list.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["lo", "eth0", "ifb0"]);
-        assert_eq!(list[0].hardware_address.as_deref(), Some("00:00:00:00:00:00"));
-        assert_eq!(list[1].hardware_address.as_deref(), Some("02:fc:00:00:00:01"));
+        assert_eq!(
+            list.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            ["lo", "eth0", "ifb0"]
+        );
+        assert_eq!(
+            list[0].hardware_address.as_deref(),
+            Some("00:00:00:00:00:00")
+        );
+        assert_eq!(
+            list[1].hardware_address.as_deref(),
+            Some("02:fc:00:00:00:01")
+        );
         assert_eq!(list[2].hardware_address, None);
         assert_eq!(list[0].ip_addresses.as_ref().unwrap().len(), 2);
         assert_eq!(list[2].ip_addresses, None);
-        assert!(list[2].statistics.is_some(), "counters even without an address");
+        assert!(
+            list[2].statistics.is_some(),
+            "counters even without an address"
+        );
         // Asked once for lo and eth0 (obtained), every time for ifb0 (never obtained).
         assert_eq!(asked, ["lo", "eth0", "ifb0"]);
     }
@@ -521,14 +612,19 @@ junk\n";
     fn missing_ipv6_route_file_keeps_ipv4_routes() {
         let dir = crate::commands::system::tempdir();
         std::fs::write(dir.join("route"), ROUTE).unwrap();
-        let mut n = LinuxNetwork { proc_net: dir.clone() };
+        let mut n = LinuxNetwork {
+            proc_net: dir.clone(),
+        };
         let got = emitted(|o| n.routes(o)).unwrap();
         assert_eq!(got.len(), 2);
         std::fs::remove_file(dir.join("route")).unwrap();
         let e = emitted(|o| n.routes(o)).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("open(\"{}/route\"): No such file or directory", dir.display())
+            format!(
+                "open(\"{}/route\"): No such file or directory",
+                dir.display()
+            )
         );
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -536,8 +632,14 @@ junk\n";
     #[test]
     fn real_interfaces_include_loopback() {
         let got = emitted(|o| LinuxNetwork::default().interfaces(o)).unwrap();
-        let lo = got.iter().find(|j| j.starts_with(r#"{"name": "lo""#)).expect("lo listed");
-        assert!(lo.contains(r#""hardware-address": "00:00:00:00:00:00""#), "{lo}");
+        let lo = got
+            .iter()
+            .find(|j| j.starts_with(r#"{"name": "lo""#))
+            .expect("lo listed");
+        assert!(
+            lo.contains(r#""hardware-address": "00:00:00:00:00:00""#),
+            "{lo}"
+        );
         assert!(
             lo.contains(r#"{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}"#),
             "{lo}"
@@ -558,9 +660,20 @@ junk\n";
     #[test]
     fn real_routes_match_proc() {
         let got = emitted(|o| LinuxNetwork::default().routes(o)).unwrap();
-        let v4 = std::fs::read_to_string("/proc/net/route").unwrap().lines().count() - 1;
-        let v6 = std::fs::read_to_string("/proc/net/ipv6_route").map(|t| t.lines().count()).unwrap_or(0);
+        let v4 = std::fs::read_to_string("/proc/net/route")
+            .unwrap()
+            .lines()
+            .count()
+            - 1;
+        let v6 = std::fs::read_to_string("/proc/net/ipv6_route")
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
         assert_eq!(got.len(), v4 + v6);
-        assert_eq!(got.iter().filter(|r| r.ends_with(r#""version": 4}"#)).count(), v4);
+        assert_eq!(
+            got.iter()
+                .filter(|r| r.ends_with(r#""version": 4}"#))
+                .count(),
+            v4
+        );
     }
 }

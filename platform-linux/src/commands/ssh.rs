@@ -13,15 +13,19 @@
 //! when NSS finds nothing `/etc/passwd` is read directly (see `DIFFERENCES.md`). Tests point
 //! the backend at their own passwd file and home directories.
 
+// agent_core::Error carries its message inline (no allocation in the core), so every
+// Result in these backends is as large as that message, by design.
+#![allow(clippy::result_large_err)]
+
 use std::ffi::{CStr, CString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use agent_core::Error;
 use agent_core::commands::ssh::SshKeys;
 use agent_core::commands::{Emitter, Result, StrList};
-use agent_core::Error;
 
 use super::system::{errno_of, strerror};
 
@@ -57,7 +61,9 @@ pub(crate) fn passwd_from_text(text: &str, name: &str) -> Option<Passwd> {
 
 /// `getpwnam_r`: the entry, or the error number (0 when the user simply does not exist).
 fn getpwnam(name: &str) -> std::result::Result<Passwd, i32> {
-    let Ok(c) = CString::new(name) else { return Err(0) };
+    let Ok(c) = CString::new(name) else {
+        return Err(0);
+    };
     let mut size = 1024usize;
     loop {
         let mut buf = vec![0u8; size];
@@ -67,7 +73,13 @@ fn getpwnam(name: &str) -> std::result::Result<Passwd, i32> {
         // SAFETY: every pointer is valid for the call; the strings getpwnam_r stores in `pwd`
         // point into `buf`, which outlives their use below.
         let rc = unsafe {
-            libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+            libc::getpwnam_r(
+                c.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
         };
         if rc == libc::ERANGE && size < (1 << 20) {
             size *= 4;
@@ -83,7 +95,11 @@ fn getpwnam(name: &str) -> std::result::Result<Passwd, i32> {
             let d = unsafe { CStr::from_ptr(pwd.pw_dir) };
             PathBuf::from(std::ffi::OsStr::from_bytes(d.to_bytes()))
         };
-        return Ok(Passwd { uid: pwd.pw_uid, gid: pwd.pw_gid, dir });
+        return Ok(Passwd {
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            dir,
+        });
     }
 }
 
@@ -103,7 +119,10 @@ impl LinuxSshKeys {
             }),
         };
         found.map_err(|rc| {
-            Error::msg(format_args!("failed to lookup user '{name}': {}", strerror(rc)))
+            Error::msg(format_args!(
+                "failed to lookup user '{name}': {}",
+                strerror(rc)
+            ))
         })
     }
 
@@ -135,7 +154,11 @@ impl LinuxSshKeys {
         reset: bool,
     ) -> Result<()> {
         let (p, ssh, path) = self.paths(username)?;
-        let existing = if reset { None } else { read_authkeys(&path).ok() };
+        let existing = if reset {
+            None
+        } else {
+            read_authkeys(&path).ok()
+        };
         let mut lines = match existing {
             Some(l) => l,
             None => {
@@ -200,7 +223,10 @@ fn read_authkeys(path: &Path) -> Result<Vec<String>> {
             p = path.display()
         ))
     })?;
-    Ok(String::from_utf8_lossy(&bytes).split('\n').map(str::to_string).collect())
+    Ok(String::from_utf8_lossy(&bytes)
+        .split('\n')
+        .map(str::to_string)
+        .collect())
 }
 
 /// Upstream's `mkdir_for_user`: create `path` 0700, chown it to the user, chmod it 0700.
@@ -234,7 +260,11 @@ fn write_authkeys(path: &Path, contents: &str, p: &Passwd) -> Result<()> {
         ))
     };
     let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{}.{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    name.push(format!(
+        ".{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = PathBuf::from(name);
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -289,10 +319,20 @@ mod tests {
             let passwd = root.join("passwd");
             std::fs::write(
                 &passwd,
-                format!("root:x:0:0:root:/root:/bin/sh\nalice:x:{uid}:{gid}::{}:/bin/sh\n", home.display()),
+                format!(
+                    "root:x:0:0:root:/root:/bin/sh\nalice:x:{uid}:{gid}::{}:/bin/sh\n",
+                    home.display()
+                ),
             )
             .unwrap();
-            Home { root, keys: LinuxSshKeys { passwd_file: Some(passwd) }, uid, gid }
+            Home {
+                root,
+                keys: LinuxSshKeys {
+                    passwd_file: Some(passwd),
+                },
+                uid,
+                gid,
+            }
         }
 
         fn file(&self) -> PathBuf {
@@ -322,11 +362,19 @@ mod tests {
     fn unknown_user() {
         let h = Home::new();
         let e = h.keys.get_keys("nobody-here").unwrap_err();
-        assert_eq!(e.to_string(), "failed to lookup user 'nobody-here': Success");
+        assert_eq!(
+            e.to_string(),
+            "failed to lookup user 'nobody-here': Success"
+        );
         assert!(h.keys.add_keys("", [K1].into_iter(), false).is_err());
         // The system database (NSS, then /etc/passwd) answers the same way.
-        let e = LinuxSshKeys::default().lookup("no-such-user-qga").unwrap_err();
-        assert_eq!(e.to_string(), "failed to lookup user 'no-such-user-qga': Success");
+        let e = LinuxSshKeys::default()
+            .lookup("no-such-user-qga")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "failed to lookup user 'no-such-user-qga': Success"
+        );
         assert_eq!(LinuxSshKeys::default().lookup("root").unwrap().uid, 0);
     }
 
@@ -341,14 +389,18 @@ mod tests {
         let f = std::fs::metadata(h.file()).unwrap();
         assert_eq!(f.mode() & 0o777, 0o600);
         // key2 came first and is not duplicated.
-        h.keys.add_keys("alice", [K1, K2].into_iter(), false).unwrap();
+        h.keys
+            .add_keys("alice", [K1, K2].into_iter(), false)
+            .unwrap();
         assert_eq!(h.contents(), format!("{K2}\n{K1}"));
     }
 
     #[test]
     fn add_with_reset_and_to_a_file_ending_in_newline() {
         let h = Home::new();
-        h.keys.add_keys("alice", [K1, K2].into_iter(), false).unwrap();
+        h.keys
+            .add_keys("alice", [K1, K2].into_iter(), false)
+            .unwrap();
         h.keys.add_keys("alice", [K2].into_iter(), true).unwrap();
         assert_eq!(h.contents(), K2);
         h.keys.add_keys("alice", [].into_iter(), true).unwrap();
@@ -386,7 +438,12 @@ mod tests {
                 p.display()
             )
         );
-        h.set(&format!("{K1}\n# a commented line\n  algo some-key another \r\n\n"));
-        assert_eq!(h.keys.get_keys("alice").unwrap(), vec!["algo some-key another", K1]);
+        h.set(&format!(
+            "{K1}\n# a commented line\n  algo some-key another \r\n\n"
+        ));
+        assert_eq!(
+            h.keys.get_keys("alice").unwrap(),
+            vec!["algo some-key another", K1]
+        );
     }
 }

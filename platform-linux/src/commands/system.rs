@@ -9,12 +9,16 @@
 //! This file also holds the small helpers the other information families share (`strerror`
 //! texts, and a test sink that renders emitted elements as upstream's JSON).
 
+// agent_core::Error carries its message inline (no allocation in the core), so every
+// Result in these backends is as large as that message, by design.
+#![allow(clippy::result_large_err)]
+
 use std::ffi::CStr;
 use std::path::PathBuf;
 
-use agent_core::commands::system::{GuestOsInfo, GuestTimezone, System};
-use agent_core::commands::Result;
 use agent_core::Error;
+use agent_core::commands::Result;
+use agent_core::commands::system::{GuestOsInfo, GuestTimezone, System};
 
 /// The text of an errno value, as C's `strerror` gives it ("No such file or directory").
 pub(crate) fn strerror(code: i32) -> String {
@@ -36,7 +40,7 @@ pub(crate) fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// `error_setg_errno(errp, errno, "<context>")`: "<context>: <strerror>".
+/// `error_setg_errno(errp, errno, "CONTEXT")`: `"CONTEXT: <strerror text>"`.
 pub(crate) fn errno_msg(context: std::fmt::Arguments<'_>, e: &std::io::Error) -> Error {
     Error::msg(format_args!("{context}: {}", strerror(errno_of(e))))
 }
@@ -71,7 +75,10 @@ impl System for LinuxSystem {
     fn timezone(&mut self) -> Result<GuestTimezone<'_>> {
         let (zone, offset) = local_zone()?;
         self.zone = zone;
-        Ok(GuestTimezone { zone: Some(&self.zone), offset })
+        Ok(GuestTimezone {
+            zone: Some(&self.zone),
+            offset,
+        })
     }
 
     fn osinfo(&mut self) -> Result<GuestOsInfo<'_>> {
@@ -142,7 +149,9 @@ fn local_zone() -> Result<(String, i64)> {
     } else {
         // SAFETY: glibc points tm_zone at a NUL-terminated string that lives as long as the
         // loaded zone data; it is copied at once.
-        unsafe { CStr::from_ptr(tm.tm_zone) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(tm.tm_zone) }
+            .to_string_lossy()
+            .into_owned()
     };
     Ok((zone, tm.tm_gmtoff))
 }
@@ -155,7 +164,9 @@ pub(crate) fn read_os_release(explicit: Option<PathBuf>) -> OsRelease {
         None => vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
     };
     for path in candidates {
-        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
         // Upstream: a file that is not UTF-8 or does not parse yields no fields at all, and
         // (unlike a missing file) stops the fallback.
         return match String::from_utf8(bytes) {
@@ -321,7 +332,10 @@ mod tests {
     fn os_release_parse_failure_drops_every_field() {
         assert_eq!(parse_os_release("ID=x\nnot a pair\n"), None);
         assert_eq!(parse_os_release("=x\n"), None);
-        assert_eq!(parse_os_release("ID=x\n[other]\nNAME=y\n").unwrap().name, None);
+        assert_eq!(
+            parse_os_release("ID=x\n[other]\nNAME=y\n").unwrap().name,
+            None
+        );
     }
 
     #[test]
@@ -333,7 +347,10 @@ mod tests {
         assert_eq!(os.id.as_deref(), Some("testos"));
         assert_eq!(os.version_id.as_deref(), Some("1.0"));
         assert_eq!(os.name, None);
-        assert_eq!(read_os_release(Some(dir.join("missing"))), OsRelease::default());
+        assert_eq!(
+            read_os_release(Some(dir.join("missing"))),
+            OsRelease::default()
+        );
         std::fs::write(&p, b"ID=\xff\n").unwrap();
         assert_eq!(read_os_release(Some(p)), OsRelease::default());
         std::fs::remove_dir_all(dir).unwrap();
@@ -343,11 +360,20 @@ mod tests {
     fn osinfo_matches_uname_and_os_release() {
         let mut s = LinuxSystem::default();
         let info = s.osinfo().unwrap();
-        let release = std::process::Command::new("uname").arg("-r").output().unwrap();
+        let release = std::process::Command::new("uname")
+            .arg("-r")
+            .output()
+            .unwrap();
         let release = String::from_utf8(release.stdout).unwrap();
         assert_eq!(info.kernel_release, Some(release.trim()));
-        let machine = std::process::Command::new("uname").arg("-m").output().unwrap();
-        assert_eq!(info.machine, Some(String::from_utf8(machine.stdout).unwrap().trim()));
+        let machine = std::process::Command::new("uname")
+            .arg("-m")
+            .output()
+            .unwrap();
+        assert_eq!(
+            info.machine,
+            Some(String::from_utf8(machine.stdout).unwrap().trim())
+        );
         if std::env::var_os("QGA_OS_RELEASE").is_none() {
             let expect = read_os_release(Some("/etc/os-release".into()));
             assert_eq!(info.id, expect.id.as_deref());
@@ -365,7 +391,10 @@ mod tests {
     fn timezone_is_consistent_with_date() {
         let mut s = LinuxSystem::default();
         let tz = s.timezone().unwrap();
-        let out = std::process::Command::new("date").arg("+%Z %z").output().unwrap();
+        let out = std::process::Command::new("date")
+            .arg("+%Z %z")
+            .output()
+            .unwrap();
         let out = String::from_utf8(out.stdout).unwrap();
         let (zone, off) = out.trim().split_once(' ').unwrap();
         assert_eq!(tz.zone, Some(zone));

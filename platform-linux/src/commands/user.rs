@@ -10,14 +10,18 @@
 //! `user:password\n` on its standard input, in a new session, its standard output and error
 //! captured together for upstream's error text.
 
+// agent_core::Error carries its message inline (no allocation in the core), so every
+// Result in these backends is as large as that message, by design.
+#![allow(clippy::result_large_err)]
+
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use agent_core::Error;
 use agent_core::commands::user::{GuestUser, Users};
 use agent_core::commands::{Emitter, Result};
-use agent_core::Error;
 
 use super::system::{errno_of, strerror};
 
@@ -32,7 +36,10 @@ pub struct LinuxUsers {
 
 impl Default for LinuxUsers {
     fn default() -> Self {
-        LinuxUsers { utmp: "/var/run/utmp".into(), chpasswd: "chpasswd".into() }
+        LinuxUsers {
+            utmp: "/var/run/utmp".into(),
+            chpasswd: "chpasswd".into(),
+        }
     }
 }
 
@@ -41,7 +48,11 @@ impl Users for LinuxUsers {
         // A missing utmp file means no sessions, as getutxent reports none.
         let data = std::fs::read(&self.utmp).unwrap_or_default();
         for (user, login_time) in sessions(&data) {
-            out.emit(&GuestUser { user: &user, login_time, domain: None });
+            out.emit(&GuestUser {
+                user: &user,
+                login_time,
+                domain: None,
+            });
         }
         Ok(())
     }
@@ -67,8 +78,8 @@ impl Users for LinuxUsers {
 /// and its standard output and error in one pipe; a failure is reported with the output.
 pub(crate) fn run_command(mut cmd: Command, input: &[u8], action: &str) -> Result<()> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let (mut reader, writer) = std::io::pipe()
-        .map_err(|_| Error::msg(format_args!("cannot create pipe FDs")))?;
+    let (mut reader, writer) =
+        std::io::pipe().map_err(|_| Error::msg(format_args!("cannot create pipe FDs")))?;
     let writer2 = writer
         .try_clone()
         .map_err(|_| Error::msg(format_args!("cannot create pipe FDs")))?;
@@ -107,11 +118,16 @@ pub(crate) fn run_command(mut cmd: Command, input: &[u8], action: &str) -> Resul
     }
     let mut output = Vec::new();
     let read = reader.read_to_end(&mut output);
-    let status = child
-        .wait()
-        .map_err(|e| Error::msg(format_args!("failed to wait for child process: {}", strerror(errno_of(&e)))))?;
+    let status = child.wait().map_err(|e| {
+        Error::msg(format_args!(
+            "failed to wait for child process: {}",
+            strerror(errno_of(&e))
+        ))
+    })?;
     if read.is_err() {
-        return Err(Error::msg(format_args!("{action}: cannot read from stdout/stderr pipe")));
+        return Err(Error::msg(format_args!(
+            "{action}: cannot read from stdout/stderr pipe"
+        )));
     }
     let text = String::from_utf8_lossy(&output);
     match status.code() {
@@ -119,12 +135,18 @@ pub(crate) fn run_command(mut cmd: Command, input: &[u8], action: &str) -> Resul
         Some(code) if text.is_empty() => Err(Error::msg(format_args!(
             "child process has failed to {action}: exit status {code}"
         ))),
-        Some(_) => Err(Error::msg(format_args!("child process has failed to {action}: {text}"))),
+        Some(_) => Err(Error::msg(format_args!(
+            "child process has failed to {action}: {text}"
+        ))),
         None if text.is_empty() => {
             let _ = status.signal();
-            Err(Error::msg(format_args!("child process has terminated abnormally")))
+            Err(Error::msg(format_args!(
+                "child process has terminated abnormally"
+            )))
         }
-        None => Err(Error::msg(format_args!("child process has terminated abnormally: {text}"))),
+        None => Err(Error::msg(format_args!(
+            "child process has terminated abnormally: {text}"
+        ))),
     }
 }
 
@@ -138,7 +160,12 @@ pub(crate) fn sessions(data: &[u8]) -> Vec<(String, f64)> {
         if u.ut_type != libc::USER_PROCESS {
             continue;
         }
-        let name: Vec<u8> = u.ut_user.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+        let name: Vec<u8> = u
+            .ut_user
+            .iter()
+            .map(|&c| c as u8)
+            .take_while(|&b| b != 0)
+            .collect();
         let name = String::from_utf8_lossy(&name).into_owned();
         let t = u.ut_tv.tv_sec as f64 + u.ut_tv.tv_usec as f64 / 1_000_000.0;
         match list.iter_mut().find(|(n, _)| *n == name) {
@@ -170,7 +197,10 @@ mod tests {
         u.ut_tv.tv_usec = usec as _;
         // SAFETY: viewing a plain-data struct as its bytes.
         let bytes = unsafe {
-            std::slice::from_raw_parts((&u as *const libc::utmpx).cast::<u8>(), size_of::<libc::utmpx>())
+            std::slice::from_raw_parts(
+                (&u as *const libc::utmpx).cast::<u8>(),
+                size_of::<libc::utmpx>(),
+            )
         };
         bytes.to_vec()
     }
@@ -187,13 +217,25 @@ mod tests {
         data.extend_from_slice(&[1, 2, 3]); // a torn record at the end is ignored
         assert_eq!(
             sessions(&data),
-            vec![("bob".to_string(), 1700000050.25), ("alice".to_string(), 1700000200.0)]
+            vec![
+                ("bob".to_string(), 1700000050.25),
+                ("alice".to_string(), 1700000200.0)
+            ]
         );
         let dir = tempdir();
         std::fs::write(dir.join("utmp"), &data).unwrap();
-        let mut u = LinuxUsers { utmp: dir.join("utmp"), chpasswd: "chpasswd".into() };
+        let mut u = LinuxUsers {
+            utmp: dir.join("utmp"),
+            chpasswd: "chpasswd".into(),
+        };
         let got = emitted(|o| u.users(o)).unwrap();
-        assert_eq!(got, [r#"{"user": "bob", "login-time": 1700000050.25}"#, r#"{"user": "alice", "login-time": 1700000200}"#]);
+        assert_eq!(
+            got,
+            [
+                r#"{"user": "bob", "login-time": 1700000050.25}"#,
+                r#"{"user": "alice", "login-time": 1700000200}"#
+            ]
+        );
         u.utmp = dir.join("absent");
         assert_eq!(emitted(|o| u.users(o)).unwrap(), Vec::<String>::new());
         std::fs::remove_dir_all(dir).unwrap();
@@ -219,17 +261,33 @@ mod tests {
     #[test]
     fn set_password_runs_chpasswd_with_upstreams_input() {
         let dir = tempdir();
-        let mut u = LinuxUsers { utmp: dir.join("utmp"), chpasswd: fake_chpasswd(&dir) };
+        let mut u = LinuxUsers {
+            utmp: dir.join("utmp"),
+            chpasswd: fake_chpasswd(&dir),
+        };
         u.set_password("alice", b"s3cret", false).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("input")).unwrap(), "alice:s3cret\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("input")).unwrap(),
+            "alice:s3cret\n"
+        );
         assert_eq!(std::fs::read_to_string(dir.join("args")).unwrap(), "\n");
-        u.set_password("alice", b"$6$abc$def\0ignored", true).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("input")).unwrap(), "alice:$6$abc$def\n");
+        u.set_password("alice", b"$6$abc$def\0ignored", true)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("input")).unwrap(),
+            "alice:$6$abc$def\n"
+        );
         assert_eq!(std::fs::read_to_string(dir.join("args")).unwrap(), "-e\n");
         let e = u.set_password("fail", b"x", false).unwrap_err();
-        assert_eq!(e.to_string(), "child process has failed to set user password: chpasswd: bad user\n");
+        assert_eq!(
+            e.to_string(),
+            "child process has failed to set user password: chpasswd: bad user\n"
+        );
         let e = u.set_password("quiet", b"x", false).unwrap_err();
-        assert_eq!(e.to_string(), "child process has failed to set user password: exit status 3");
+        assert_eq!(
+            e.to_string(),
+            "child process has failed to set user password: exit status 3"
+        );
         u.chpasswd = dir.join("no-such-program");
         let e = u.set_password("alice", b"x", false).unwrap_err();
         assert_eq!(
