@@ -450,8 +450,10 @@ fn v6_text(hex: &str) -> Option<String> {
     Some(Ipv6Addr::from(bytes).to_string())
 }
 
-/// `/proc/net/ipv6_route` (no header). Upstream reads metric, refcnt, use and flags with
-/// `%x` into C ints: metric 0xffffffff is -1, and flags are sign-extended.
+/// `/proc/net/ipv6_route` (no header). Upstream reads metric, refcnt and use with `%x` into
+/// C ints (metric 0xffffffff is -1), as here. It reads flags the same way and so
+/// sign-extends them (`RTF_LOCAL` routes show 18446744071564165121); here they are the
+/// kernel's 32-bit value (see `DIFFERENCES.md`).
 pub(crate) fn parse_ipv6_routes(text: &str) -> Vec<Route> {
     let mut list = Vec::new();
     for line in text.lines() {
@@ -490,7 +492,7 @@ pub(crate) fn parse_ipv6_routes(text: &str) -> Vec<Route> {
             desprefixlen: Some(dlen.to_string()),
             srcprefixlen: Some(slen.to_string()),
             nexthop: Some(hop),
-            flags: Some(i64::from(flags) as u64),
+            flags: Some(u64::from(flags as u32)),
             refcnt: Some(refcnt.into()),
             r#use: Some(use_.into()),
             version: 6,
@@ -603,7 +605,7 @@ junk\n";
             r#"{"iface": "eth0", "destination": "fd00::", "metric": 256, "flags": 1, "refcnt": 1, "use": 0, "desprefixlen": "64", "source": "::", "srcprefixlen": "0", "nexthop": "::", "version": 6}"#
         );
         assert_eq!(r[1].metric, -1);
-        assert_eq!(r[1].flags, Some(0xFFFF_FFFF_8000_0003));
+        assert_eq!(r[1].flags, Some(0x8000_0003));
         assert_eq!(r[1].nexthop.as_deref(), Some("fd00::1"));
         assert_eq!(r[1].r#use, Some(10));
     }
