@@ -130,7 +130,7 @@ pub fn find_kernel() -> Result<Kernel, String> {
             });
         }
     }
-    found.sort_by(|a, b| version_key(&a.release).cmp(&version_key(&b.release)));
+    found.sort_by_key(|k| version_key(&k.release));
     found.pop().ok_or_else(|| {
         "no kernel: /boot has no vmlinuz-<release> with /lib/modules/<release>/modules.dep \
          (install it with `apt-get install -y linux-image-amd64`)"
@@ -471,13 +471,12 @@ pub fn resolve_modules(
         let mut words = line.split_whitespace();
         if let (Some("alias"), Some(alias), Some(module)) =
             (words.next(), words.next(), words.next())
+            && !alias.contains(['*', '?', '['])
         {
-            if !alias.contains(['*', '?', '[']) {
-                aliases
-                    .entry(alias.to_string())
-                    .or_default()
-                    .push(module.replace('-', "_"));
-            }
+            aliases
+                .entry(alias.to_string())
+                .or_default()
+                .push(module.replace('-', "_"));
         }
     }
     let builtin: BTreeSet<String> = builtin_text.lines().map(module_name).collect();
@@ -625,7 +624,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -651,7 +650,7 @@ impl Cpio {
     fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, 0, 0, (0, 0), &[]);
         // The kernel reads the archive in 512-byte blocks; pad like cpio does.
-        while self.out.len() % 512 != 0 {
+        while !self.out.len().is_multiple_of(512) {
             self.out.push(0);
         }
         self.out
