@@ -177,8 +177,16 @@ impl HostAgent {
         Self::start_with(kind, &binary_for(kind)?, &[])
     }
 
-    /// Starts `binary` (labelled as `kind`) with extra command-line arguments.
+    /// Starts `binary` (labelled as `kind`) with extra command-line arguments and waits for its
+    /// socket.
     pub fn start_with(kind: AgentKind, binary: &Path, extra: &[&str]) -> Result<Self, String> {
+        let mut agent = Self::spawn_with(kind, binary, extra)?;
+        wait_for_path(&agent.socket, &mut agent.guard, Duration::from_secs(20))?;
+        Ok(agent)
+    }
+
+    /// Starts `binary` without waiting for anything (for start-up measurements).
+    pub fn spawn_with(kind: AgentKind, binary: &Path, extra: &[&str]) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}-", kind.label()))
             .tempdir()
@@ -203,8 +211,7 @@ impl HostAgent {
             .args(extra)
             .current_dir(&work)
             .env("QGA_CONF", &conf);
-        let mut guard = ProcessGuard::spawn(kind.label(), cmd, dir.path().join("agent.log"))?;
-        wait_for_path(&socket, &mut guard, Duration::from_secs(20))?;
+        let guard = ProcessGuard::spawn(kind.label(), cmd, dir.path().join("agent.log"))?;
         Ok(Self {
             guard,
             kind,

@@ -6,8 +6,10 @@
 //! (`cargo xtask qga|push|pull|run|bench`) share one client and one way of starting and killing
 //! processes, and a fix in one place serves them all.
 
+pub mod bench;
 pub mod client;
 pub mod host_agent;
 pub mod initramfs;
 pub mod linux_guest;
+pub mod pipeline;
 pub mod qemu;

@@ -1,2 +1,355 @@
-//! `cargo xtask`: the project's commands (work in progress).
-fn main() {}
+//! `cargo xtask`: the project's commands (set-up, the whole test run, running an agent, talking
+//! to one, images, fuzzing and benchmarks).
+//!
+//! This binary only parses arguments: the work is done by the `tests` crate's library, so that
+//! the integration tests and these commands share one client, one way of starting processes and
+//! one way of building images. `cargo xtask help` lists the commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::client::{Client, ClientError};
+use tests::host_agent::{AgentKind, HostAgent, workspace_root};
+use tests::pipeline;
+
+const HELP: &str = "\
+cargo xtask <command>
+
+  setup                         install what the project needs (rustup target, Debian packages,
+                                cargo-fuzz); does nothing that is already done; needs root for apt
+  test [--no-setup] [--fuzz-seconds N]
+                                the whole check: setup, fmt, clippy (host and x86_64-unknown-none),
+                                doc, every test, each fuzz target briefly, the QEMU suites
+  run [--linux]                 boot the bare-metal image in QEMU with the agent on a unix socket
+                                (--linux: a Linux guest with our qga inside) and stay in the
+                                foreground until Ctrl-C
+  qga SOCKET COMMAND [ARGS-JSON]
+                                send one command to the agent on SOCKET and print the response
+  push SOCKET LOCAL REMOTE [--chunk BYTES]
+                                copy a local file into the guest with guest-file-*
+  pull SOCKET REMOTE LOCAL [--chunk BYTES]
+                                copy a guest file out with guest-file-*
+  initramfs [DIR]               build the static qga and the Linux guest's initramfs images
+  image                         build the bare-metal image and print its size report
+  fuzz [--seconds N]            run every fuzz target for N seconds (default 60)
+  bench [--rounds N]            our qga against Debian's qemu-ga, side by side: CPU, latency,
+                                throughput, startup, memory, size
+  bench core                    the protocol engine alone (agent-core's bench_core example)
+  help                          this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        print!("{HELP}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        "setup" => pipeline::setup(),
+        "test" => cmd_test(rest),
+        "run" => cmd_run(rest),
+        "qga" => return cmd_qga(rest),
+        "push" => cmd_push(rest),
+        "pull" => cmd_pull(rest),
+        "initramfs" => cmd_initramfs(rest),
+        "image" => cmd_image(rest),
+        "fuzz" => cmd_fuzz(rest),
+        "bench" => cmd_bench(rest),
+        other => Err(format!("unknown command `{other}`\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {cmd}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Splits `--name value` options from positional arguments.
+struct Args {
+    positional: Vec<String>,
+    options: Vec<(String, Option<String>)>,
+}
+
+impl Args {
+    fn parse(args: &[String], with_value: &[&str], flags: &[&str]) -> Result<Self, String> {
+        let mut positional = Vec::new();
+        let mut options = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if with_value.contains(&a.as_str()) {
+                let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+                options.push((a.clone(), Some(v.clone())));
+            } else if flags.contains(&a.as_str()) {
+                options.push((a.clone(), None));
+            } else if a.starts_with("--") {
+                return Err(format!("unknown option {a}"));
+            } else {
+                positional.push(a.clone());
+            }
+        }
+        Ok(Self {
+            positional,
+            options,
+        })
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.options.iter().any(|(n, _)| n == name)
+    }
+
+    fn number(&self, name: &str, default: u64) -> Result<u64, String> {
+        match self.options.iter().rev().find(|(n, _)| n == name) {
+            Some((_, Some(v))) => v
+                .parse()
+                .map_err(|_| format!("{name} expects a number, got {v}")),
+            _ => Ok(default),
+        }
+    }
+}
+
+/// Where xtask puts what it builds.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn cmd_test(rest: &[String]) -> Result<(), String> {
+    let a = Args::parse(rest, &["--fuzz-seconds"], &["--no-setup"])?;
+    let opts = pipeline::TestOptions {
+        fuzz_seconds: a.number("--fuzz-seconds", 30)?,
+        no_setup: a.flag("--no-setup"),
+    };
+    if pipeline::test(&opts) {
+        Ok(())
+    } else {
+        Err("some stages failed (see the summary above)".into())
+    }
+}
+
+fn cmd_fuzz(rest: &[String]) -> Result<(), String> {
+    let a = Args::parse(rest, &["--seconds"], &[])?;
+    pipeline::fuzz(a.number("--seconds", 60)?)
+}
+
+fn cmd_bench(rest: &[String]) -> Result<(), String> {
+    let a = Args::parse(rest, &["--rounds"], &[])?;
+    if a.positional.first().map(String::as_str) == Some("core") {
+        let mut c = pipeline::cargo();
+        c.args([
+            "run",
+            "--release",
+            "-p",
+            "agent-core",
+            "--example",
+            "bench_core",
+        ]);
+        return pipeline::run_limited(c, Duration::from_secs(1800));
+    }
+    if let Some(p) = a.positional.first() {
+        return Err(format!("unknown bench `{p}` (try `bench` or `bench core`)"));
+    }
+    // The client must not be the bottleneck: measure from an optimised build of this tool.
+    if cfg!(debug_assertions) {
+        let mut c = pipeline::cargo();
+        c.args(["run", "--quiet", "--release", "-p", "xtask", "--", "bench"])
+            .args(rest);
+        return pipeline::run_limited(c, Duration::from_secs(3600));
+    }
+    tests::bench::run(&tests::bench::BenchOptions {
+        rounds: a.number("--rounds", 3)? as usize,
+    })
+}
+
+/// Connects and synchronises, with a message that says what to check.
+fn connect(socket: &str) -> Result<Client, String> {
+    let mut c = Client::connect(socket).map_err(|e| format!("cannot connect to {socket}: {e}"))?;
+    c.set_timeout(Duration::from_secs(30));
+    c.sync_delimited()
+        .map_err(|e| format!("the agent on {socket} did not answer guest-sync-delimited: {e}"))?;
+    Ok(c)
+}
+
+fn cmd_qga(rest: &[String]) -> ExitCode {
+    let (socket, command) = match rest {
+        [s, c] | [s, c, _] => (s, c),
+        _ => {
+            eprintln!("usage: cargo xtask qga SOCKET COMMAND [ARGS-JSON]");
+            return ExitCode::from(2);
+        }
+    };
+    let args: Option<Value> = match rest.get(2) {
+        None => None,
+        Some(text) => match serde_json::from_str(text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("ARGS-JSON is not JSON: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut c = match connect(socket) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut req = serde_json::json!({"execute": command});
+    if let Some(a) = args {
+        req["arguments"] = a;
+    }
+    // These answer only on failure.
+    let silent_on_success = matches!(
+        command.as_str(),
+        "guest-shutdown" | "guest-suspend-disk" | "guest-suspend-ram" | "guest-suspend-hybrid"
+    );
+    if silent_on_success {
+        c.set_timeout(Duration::from_secs(5));
+    }
+    let res = c.send(&req).and_then(|()| c.read_value());
+    match res {
+        Ok(v) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+            );
+            if v.get("error").is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(ClientError::Timeout(_) | ClientError::Closed(_)) if silent_on_success => {
+            println!("(no response: {command} answers only when it fails)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cmd_push(rest: &[String]) -> Result<(), String> {
+    let a = Args::parse(rest, &["--chunk"], &[])?;
+    let [socket, local, remote] = a.positional.as_slice() else {
+        return Err("usage: cargo xtask push SOCKET LOCAL REMOTE [--chunk BYTES]".into());
+    };
+    let data = std::fs::read(local).map_err(|e| format!("cannot read {local}: {e}"))?;
+    let mut c = connect(socket)?;
+    c.push(&data, remote, a.number("--chunk", 32 * 1024)? as usize)
+        .map_err(|e| e.to_string())?;
+    println!("pushed {} bytes to {remote}", data.len());
+    Ok(())
+}
+
+fn cmd_pull(rest: &[String]) -> Result<(), String> {
+    let a = Args::parse(rest, &["--chunk"], &[])?;
+    let [socket, remote, local] = a.positional.as_slice() else {
+        return Err("usage: cargo xtask pull SOCKET REMOTE LOCAL [--chunk BYTES]".into());
+    };
+    let mut c = connect(socket)?;
+    let data = c
+        .pull(remote, a.number("--chunk", 32 * 1024)? as usize)
+        .map_err(|e| e.to_string())?;
+    std::fs::write(local, &data).map_err(|e| format!("cannot write {local}: {e}"))?;
+    println!("pulled {} bytes into {local}", data.len());
+    Ok(())
+}
+
+fn cmd_initramfs(rest: &[String]) -> Result<(), String> {
+    let dir = rest
+        .first()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("linux-guest"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let images = tests::linux_guest::GuestImages::build(&dir)?;
+    println!("kernel:               {}", images.kernel.image.display());
+    println!("initramfs:            {}", images.initramfs.display());
+    println!(
+        "initramfs (no /sbin/poweroff etc.): {}",
+        images.initramfs_no_helpers.display()
+    );
+    println!("static qga inside:    {}", images.qga.display());
+    Ok(())
+}
+
+fn cmd_image(_rest: &[String]) -> Result<(), String> {
+    Err("the bare-metal image is not available yet".into())
+}
+
+/// Prints how to talk to an agent on `socket`.
+fn print_usage_for(socket: &Path) {
+    let s = socket.display();
+    println!("agent socket: {s}");
+    println!("talk to it from another terminal, e.g.:");
+    println!("  cargo xtask qga {s} guest-info");
+    println!("  cargo xtask qga {s} guest-get-osinfo");
+    println!(
+        "  cargo xtask qga {s} guest-exec '{{\"path\": \"/bin/uname\", \"arg\": [\"-a\"], \"capture-output\": true}}'"
+    );
+    println!("  cargo xtask push {s} ./local-file /tmp/remote-file");
+    println!("  (or any client: socat - UNIX-CONNECT:{s})");
+    println!("Ctrl-C stops it.");
+}
+
+fn cmd_run(rest: &[String]) -> Result<(), String> {
+    let a = Args::parse(rest, &[], &["--linux", "--host"])?;
+    let flag = pipeline::interrupted_flag();
+    if a.flag("--linux") {
+        let dir = target_dir().join("linux-guest");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        println!("building the static qga and the initramfs…");
+        let images = tests::linux_guest::GuestImages::build(&dir)?;
+        println!("booting Debian's kernel with our qga in QEMU (TCG; this takes a while)…");
+        let mut guest = tests::linux_guest::LinuxGuest::boot(
+            &tests::linux_guest::GuestOptions::new(&images, true),
+        )?;
+        println!("guest up in {:.1}s", guest.boot_time.as_secs_f64());
+        print_usage_for(&guest.virtio_socket);
+        println!(
+            "(the same agent also answers on ISA serial: {})",
+            guest.isa_socket.display()
+        );
+        println!("guest console log: {}", guest.console_log.display());
+        while !flag.load(Ordering::Relaxed) {
+            if let Some(st) = guest.try_exit_status() {
+                println!("QEMU exited: {st}");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        println!("stopping QEMU");
+        drop(guest);
+        return Ok(());
+    }
+    // Until the bare-metal image boots, `run` serves our Linux agent on a host socket, with
+    // every system-changing command blocked.
+    println!("building qga…");
+    let mut agent = HostAgent::start(AgentKind::Ours)?;
+    println!(
+        "our Linux qga runs on this host (pid {}), with system-changing commands blocked",
+        agent.pid()
+    );
+    print_usage_for(agent.socket());
+    while !flag.load(Ordering::Relaxed) {
+        if let Some(st) = agent.guard_mut().try_status() {
+            return Err(format!("qga exited: {st}; log:\n{}", agent.log()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("stopping qga");
+    agent.stop();
+    Ok(())
+}
