@@ -9,9 +9,10 @@
 //! rename), then chown it to the user and chmod it 0600. All of that is kept, byte for byte,
 //! because tools compare the file afterwards.
 //!
-//! Users are looked up with `getpwnam_r`. A static glibc may have no NSS module to load, so
-//! when NSS finds nothing `/etc/passwd` is read directly (see `DIFFERENCES.md`). Tests point
-//! the backend at their own passwd file and home directories.
+//! Users are looked up with `getpwnam_r` in a dynamically linked build (with `/etc/passwd`
+//! as a fallback when NSS finds nothing) and in `/etc/passwd` alone in the static build,
+//! where glibc's NSS modules cannot be loaded safely (see `DIFFERENCES.md`). Tests point the
+//! backend at their own passwd file and home directories.
 
 // agent_core::Error carries its message inline (no allocation in the core), so every
 // Result in these backends is as large as that message, by design.
@@ -111,9 +112,16 @@ impl LinuxSshKeys {
                 let text = std::fs::read_to_string(f).unwrap_or_default();
                 passwd_from_text(&text, name).ok_or(0)
             }
+            // A statically linked glibc loads NSS modules other than `files` with dlopen,
+            // and a module built for the distribution's shared glibc can crash the static
+            // binary (seen with `passwd: files systemd` and an unknown user): read the local
+            // file only.
+            None if cfg!(target_feature = "crt-static") => {
+                let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+                passwd_from_text(&text, name).ok_or(0)
+            }
             None => getpwnam(name).or_else(|rc| {
-                // NSS found nothing (a static binary may not be able to load its modules):
-                // read the local file directly.
+                // NSS found nothing: the local file may still know the user.
                 let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
                 passwd_from_text(&text, name).ok_or(rc)
             }),
