@@ -18,9 +18,7 @@
 // Result in these backends is as large as that message, by design.
 #![allow(clippy::result_large_err)]
 
-use std::ffi::{CStr, CString};
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -60,8 +58,30 @@ pub(crate) fn passwd_from_text(text: &str, name: &str) -> Option<Passwd> {
     })
 }
 
+/// The system's user database, static build: `/etc/passwd` only. A statically linked glibc
+/// loads NSS modules other than `files` with `dlopen`, and a module built for the
+/// distribution's shared glibc can crash the static binary (seen with `passwd: files systemd`
+/// and an unknown user).
+#[cfg(target_feature = "crt-static")]
+fn system_lookup(name: &str) -> std::result::Result<Passwd, i32> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd_from_text(&text, name).ok_or(0)
+}
+
+/// The system's user database, dynamic build: NSS, then `/etc/passwd` if NSS finds nothing.
+#[cfg(not(target_feature = "crt-static"))]
+fn system_lookup(name: &str) -> std::result::Result<Passwd, i32> {
+    getpwnam(name).or_else(|rc| {
+        let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        passwd_from_text(&text, name).ok_or(rc)
+    })
+}
+
 /// `getpwnam_r`: the entry, or the error number (0 when the user simply does not exist).
+#[cfg(not(target_feature = "crt-static"))]
 fn getpwnam(name: &str) -> std::result::Result<Passwd, i32> {
+    use std::ffi::{CStr, CString};
+    use std::os::unix::ffi::OsStrExt;
     let Ok(c) = CString::new(name) else {
         return Err(0);
     };
@@ -112,19 +132,7 @@ impl LinuxSshKeys {
                 let text = std::fs::read_to_string(f).unwrap_or_default();
                 passwd_from_text(&text, name).ok_or(0)
             }
-            // A statically linked glibc loads NSS modules other than `files` with dlopen,
-            // and a module built for the distribution's shared glibc can crash the static
-            // binary (seen with `passwd: files systemd` and an unknown user): read the local
-            // file only.
-            None if cfg!(target_feature = "crt-static") => {
-                let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-                passwd_from_text(&text, name).ok_or(0)
-            }
-            None => getpwnam(name).or_else(|rc| {
-                // NSS found nothing: the local file may still know the user.
-                let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-                passwd_from_text(&text, name).ok_or(rc)
-            }),
+            None => system_lookup(name),
         };
         found.map_err(|rc| {
             Error::msg(format_args!(
