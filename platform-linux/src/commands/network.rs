@@ -17,7 +17,7 @@
 
 use std::ffi::CStr;
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use agent_core::commands::network::{
@@ -216,7 +216,7 @@ unsafe fn ip_of(addr: *const libc::sockaddr, mask: *const libc::sockaddr) -> Opt
         libc::AF_INET6 => {
             // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
             let sin6 = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let ip = ntop6(&sin6.sin6_addr.s6_addr);
             let prefix = if mask.is_null() {
                 0
             } else {
@@ -230,7 +230,7 @@ unsafe fn ip_of(addr: *const libc::sockaddr, mask: *const libc::sockaddr) -> Opt
                         .sum::<u32>(),
                 )
             };
-            Some((IpText(ip.to_string(), GuestIpAddressType::Ipv6), prefix))
+            Some((IpText(ip, GuestIpAddressType::Ipv6), prefix))
         }
         _ => None,
     }
@@ -447,7 +447,38 @@ fn v6_text(hex: &str) -> Option<String> {
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
     }
-    Some(Ipv6Addr::from(bytes).to_string())
+    Some(ntop6(&bytes))
+}
+
+/// `inet_ntop(AF_INET6)`: glibc's text, which differs from Rust's `Ipv6Addr` display for
+/// IPv4-compatible addresses (`::0.2.0.3`, where Rust writes `::2:3`).
+fn ntop6(bytes: &[u8; 16]) -> String {
+    unsafe extern "C" {
+        /// POSIX `inet_ntop` (not bound by the libc crate).
+        fn inet_ntop(
+            af: libc::c_int,
+            src: *const libc::c_void,
+            dst: *mut libc::c_char,
+            size: libc::socklen_t,
+        ) -> *const libc::c_char;
+    }
+    // INET6_ADDRSTRLEN.
+    let mut buf = [0u8; 46];
+    // SAFETY: `bytes` is a 16-byte in6_addr and `buf` is INET6_ADDRSTRLEN bytes, the size
+    // inet_ntop is told; it writes a NUL-terminated string into `buf` only.
+    let r = unsafe {
+        inet_ntop(
+            libc::AF_INET6,
+            bytes.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len() as libc::socklen_t,
+        )
+    };
+    if r.is_null() {
+        return std::net::Ipv6Addr::from(*bytes).to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// `/proc/net/ipv6_route` (no header). Upstream reads metric, refcnt and use with `%x` into
@@ -607,6 +638,16 @@ junk\n";
         assert_eq!(r[1].metric, -1);
         assert_eq!(r[1].flags, Some(0x8000_0003));
         assert_eq!(r[1].nexthop.as_deref(), Some("fd00::1"));
+        assert_eq!(
+            ntop6(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 3]),
+            "::0.2.0.3"
+        );
+        assert_eq!(
+            ntop6(&[
+                0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0xfc, 0, 0xff, 0xfe, 0, 0, 1
+            ]),
+            "fe80::fc:ff:fe00:1"
+        );
         assert_eq!(r[1].r#use, Some(10));
     }
 
