@@ -1,1 +1,398 @@
-//! The Linux backend of agent_core::commands::exec (being written).
+//! `guest-exec` and `guest-exec-status` on Linux.
+//!
+//! upstream's semantics (GLib's `g_spawn_async_with_pipes`): `path` is searched in the `PATH`
+//! of the new environment when `env` is given (else the agent's, else `/bin:/usr/bin:.`),
+//! `argv[0]` is `path` as given, `env` replaces the environment, `input-data` is written to a
+//! stdin pipe that is then closed (stdin is `/dev/null` otherwise), and `capture-output`
+//! chooses which of stdout and stderr go to pipes (`merged` sends stderr into the stdout pipe)
+//! and which to `/dev/null`. A spawn failure is GLib's text as master sends it, curly quotes
+//! included ("Failed to execute child process “/bin/nope” (No such file or directory)"), so
+//! that clients matching master's text keep working.
+//!
+//! The agent reads the output as it arrives, from its event loop (`poll_fds` and `service`),
+//! so a child never blocks on a full pipe, however much it writes: up to 16 MiB per stream is
+//! kept and the rest is read and dropped, setting `*-truncated`. Input is fed the same way, so
+//! a child that reads slowly does not block the agent. Children are reaped on SIGCHLD, so none
+//! stays a zombie. A status reports `exited: true` once the child is reaped and its output
+//! pipes are closed; that status forgets the process, and later queries answer "PID <n> does
+//! not exist" (master's format string lacks the `%`, so master literally says "PID ld does not
+//! exist"). Beyond upstream, each child runs in a session of its own, so it does not share the
+//! agent's controlling terminal or receive signals meant for the agent's process group.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "agent_core::Error holds its message inline, by design: no allocation"
+)]
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Command as Process, Stdio};
+
+use agent_core::commands::Base64;
+use agent_core::commands::exec::{CaptureMode, Exec, ExecArgs, GuestExecStatus, MAX_OUTPUT};
+use agent_core::{Error, commands::Result};
+use rustix::event::PollFlags;
+use rustix::io::Errno;
+use rustix::process::{Pid, WaitOptions};
+
+/// Bytes read from one pipe per wake-up, so that one chatty child cannot starve the channel.
+const READ_BUDGET: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+struct Stream {
+    fd: Option<OwnedFd>,
+    data: Vec<u8>,
+    truncated: bool,
+}
+
+impl Stream {
+    fn pipe(fd: OwnedFd) -> Stream {
+        let _ = rustix::io::ioctl_fionbio(&fd, true);
+        Stream {
+            fd: Some(fd),
+            data: Vec::new(),
+            truncated: false,
+        }
+    }
+
+    /// Read what is there now, keeping at most MAX_OUTPUT bytes.
+    fn drain(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        let mut budget = READ_BUDGET;
+        let mut scratch = [0u8; 64 * 1024];
+        while budget > 0 {
+            match rustix::io::read(fd, &mut scratch) {
+                Ok(0) => {
+                    self.fd = None;
+                    return;
+                }
+                Ok(n) => {
+                    let keep = n.min(MAX_OUTPUT - self.data.len());
+                    self.data.extend_from_slice(&scratch[..keep]);
+                    if keep < n {
+                        self.truncated = true;
+                    }
+                    budget = budget.saturating_sub(n);
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return,
+                Err(_) => {
+                    self.fd = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.fd.is_some()
+    }
+}
+
+#[derive(Debug)]
+struct Input {
+    fd: OwnedFd,
+    data: Vec<u8>,
+    written: usize,
+}
+
+#[derive(Debug)]
+struct Proc {
+    pid: Pid,
+    /// The wait status once reaped.
+    status: Option<rustix::process::WaitStatus>,
+    out: Option<Stream>,
+    err: Option<Stream>,
+    input: Option<Input>,
+}
+
+impl Proc {
+    fn finished(&self) -> bool {
+        self.status.is_some()
+            && !self.out.as_ref().is_some_and(Stream::open)
+            && !self.err.as_ref().is_some_and(Stream::open)
+    }
+
+    fn feed_input(&mut self) {
+        let Some(inp) = &mut self.input else { return };
+        loop {
+            let rest = inp.data.get(inp.written..).unwrap_or_default();
+            if rest.is_empty() {
+                self.input = None; // closes the pipe: EOF for the child
+                return;
+            }
+            match rustix::io::write(&inp.fd, rest) {
+                Ok(n) => inp.written += n,
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return,
+                Err(_) => {
+                    self.input = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Running and finished-but-unreported programs, by pid.
+#[derive(Debug, Default)]
+pub struct LinuxExec {
+    procs: BTreeMap<i64, Proc>,
+    /// The process whose final status is being answered (its buffers are borrowed by it).
+    reported: Option<Proc>,
+}
+
+/// The spawn error as GLib words it.
+fn spawn_error(path: &str, errno: i32) -> Error {
+    Error::msg(format_args!(
+        "Failed to execute child process \u{201C}{path}\u{201D} ({})",
+        crate::config::strerror(errno)
+    ))
+}
+
+/// GLib's program search: a name with a slash is used as is; otherwise each directory of the
+/// chosen search path is tried, and EACCES is reported if a match was found but not executable.
+fn resolve(path: &str, env: Option<&[(String, String)]>) -> std::result::Result<PathBuf, i32> {
+    if path.contains('/') {
+        return Ok(PathBuf::from(path));
+    }
+    if path.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    let from_env = env.and_then(|e| {
+        e.iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+    });
+    let search = from_env
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_else(|| "/bin:/usr/bin:.".to_string());
+    let mut denied = false;
+    for dir in search.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = PathBuf::from(dir).join(path);
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        if rustix::fs::access(&candidate, rustix::fs::Access::EXEC_OK).is_ok() {
+            return Ok(candidate);
+        }
+        denied = true;
+    }
+    Err(if denied { libc::EACCES } else { libc::ENOENT })
+}
+
+impl LinuxExec {
+    /// The fds the event loop should poll for this family: output pipes for reading, input
+    /// pipes for writing.
+    pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+        let mut v = Vec::new();
+        for p in self.procs.values() {
+            for s in [&p.out, &p.err].into_iter().flatten() {
+                if let Some(fd) = &s.fd {
+                    v.push((fd.as_fd(), PollFlags::IN));
+                }
+            }
+            if let Some(i) = &p.input {
+                v.push((i.fd.as_fd(), PollFlags::OUT));
+            }
+        }
+        v
+    }
+
+    /// Move pending I/O along and reap exited children (never blocks).
+    pub fn service(&mut self) {
+        for p in self.procs.values_mut() {
+            p.feed_input();
+            for s in [&mut p.out, &mut p.err].into_iter().flatten() {
+                s.drain();
+            }
+            if p.status.is_none()
+                && let Ok(Some((_, st))) =
+                    rustix::process::waitpid(Some(p.pid), WaitOptions::NOHANG)
+            {
+                p.status = Some(st);
+                // Drop stdin if the child never read it all.
+                p.input = None;
+            }
+        }
+    }
+}
+
+impl Exec for LinuxExec {
+    fn exec(&mut self, args: ExecArgs<'_>) -> Result<i64> {
+        crate::log!(
+            crate::log::Level::Info,
+            "guest-exec called: \"{}\"",
+            args.path
+        );
+        let env: Option<Vec<(String, String)>> = args.env.as_ref().map(|list| {
+            list.iter()
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .collect()
+        });
+        let program = resolve(args.path, env.as_deref()).map_err(|e| spawn_error(args.path, e))?;
+        let mut cmd = Process::new(&program);
+        cmd.arg0(args.path);
+        if let Some(list) = &args.arg {
+            cmd.args(list.iter());
+        }
+        if let Some(env) = &env {
+            cmd.env_clear();
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        cmd.stdin(if args.input_data.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut merged_reader = None;
+        match args.capture {
+            CaptureMode::None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            CaptureMode::Stdout => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+            }
+            CaptureMode::Stderr => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+            }
+            CaptureMode::Separated => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+            CaptureMode::Merged => {
+                let (r, w) = std::io::pipe()
+                    .map_err(|e| spawn_error(args.path, e.raw_os_error().unwrap_or(libc::EIO)))?;
+                let w2 = w
+                    .try_clone()
+                    .map_err(|e| spawn_error(args.path, e.raw_os_error().unwrap_or(libc::EIO)))?;
+                cmd.stdout(w).stderr(w2);
+                merged_reader = Some(OwnedFd::from(r));
+            }
+        }
+        // SAFETY: runs in the forked child before exec and only calls async-signal-safe
+        // functions (setsid, sigaction).
+        unsafe {
+            cmd.pre_exec(crate::run::child_setup);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| spawn_error(args.path, e.raw_os_error().unwrap_or(libc::EIO)))?;
+        drop(cmd); // our copies of the merged pipe's write end
+        let pid = child.id();
+        let out = child
+            .stdout
+            .take()
+            .map(|s| Stream::pipe(OwnedFd::from(s)))
+            .or_else(|| merged_reader.map(Stream::pipe));
+        let err = child.stderr.take().map(|s| Stream::pipe(OwnedFd::from(s)));
+        let input = match (child.stdin.take(), args.input_data) {
+            (Some(s), Some(data)) => {
+                let fd = OwnedFd::from(s);
+                let _ = rustix::io::ioctl_fionbio(&fd, true);
+                Some(Input {
+                    fd,
+                    data: data.to_vec(),
+                    written: 0,
+                })
+            }
+            _ => None,
+        };
+        // The Child handle is dropped without waiting: `service` reaps by pid.
+        drop(child);
+        let Some(rpid) = Pid::from_raw(pid as i32) else {
+            return Err(spawn_error(args.path, libc::ESRCH));
+        };
+        let mut proc = Proc {
+            pid: rpid,
+            status: None,
+            out,
+            err,
+            input,
+        };
+        proc.feed_input();
+        self.procs.insert(i64::from(pid), proc);
+        crate::log!(crate::log::Level::Info, "guest-exec, pid: {pid}");
+        Ok(i64::from(pid))
+    }
+
+    fn status(&mut self, pid: i64) -> Result<GuestExecStatus<'_>> {
+        crate::log!(
+            crate::log::Level::Info,
+            "guest-exec-status called, pid: {pid}"
+        );
+        self.service();
+        let Some(p) = self.procs.get(&pid) else {
+            return Err(Error::msg(format_args!("PID {pid} does not exist")));
+        };
+        if !p.finished() {
+            return Ok(GuestExecStatus {
+                exited: false,
+                ..Default::default()
+            });
+        }
+        self.reported = self.procs.remove(&pid);
+        let Some(p) = &self.reported else {
+            return Err(Error::msg(format_args!("PID {pid} does not exist")));
+        };
+        let mut st = GuestExecStatus {
+            exited: true,
+            ..Default::default()
+        };
+        if let Some(ws) = &p.status {
+            if let Some(code) = ws.exit_status() {
+                st.exitcode = Some(i64::from(code));
+            } else if let Some(sig) = ws.terminating_signal() {
+                st.signal = Some(i64::from(sig));
+            }
+        }
+        if let Some(s) = &p.out
+            && !s.data.is_empty()
+        {
+            st.out_data = Some(Base64(&s.data));
+            st.out_truncated = Some(s.truncated);
+        }
+        if let Some(s) = &p.err
+            && !s.data.is_empty()
+        {
+            st.err_data = Some(Base64(&s.data));
+            st.err_truncated = Some(s.truncated);
+        }
+        Ok(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_like_glib() {
+        assert_eq!(resolve("/bin/sh", None), Ok(PathBuf::from("/bin/sh")));
+        assert!(resolve("sh", None).unwrap().ends_with("sh"));
+        assert_eq!(resolve("no-such-program-qga", None), Err(libc::ENOENT));
+        assert_eq!(resolve("", None), Err(libc::ENOENT));
+        let env = vec![("PATH".to_string(), "/nonexistent".to_string())];
+        assert_eq!(resolve("sh", Some(&env)), Err(libc::ENOENT));
+        let env = vec![("HOME".to_string(), "/".to_string())];
+        assert!(
+            resolve("sh", Some(&env)).is_ok(),
+            "falls back to the agent's PATH"
+        );
+        assert_eq!(
+            spawn_error("/bin/invalid-cmd42", libc::ENOENT),
+            Error::msg(format_args!(
+                "Failed to execute child process \u{201C}/bin/invalid-cmd42\u{201D} (No such file or directory)"
+            ))
+        );
+    }
+}

@@ -4,8 +4,8 @@
 //! [`LinuxPlatform`] owns one backend per family and hands them to the engine; a family that is
 //! not wired answers upstream's unsupported error and shows `"enabled": false`.
 
-use agent_core::commands as core;
 use agent_core::Platform;
+use agent_core::commands as core;
 
 pub mod cpu;
 pub mod disk;
@@ -23,6 +23,16 @@ pub mod user;
 /// Every Linux backend.
 #[derive(Default)]
 pub struct LinuxPlatform {
+    /// `guest-get-time`, `guest-set-time`.
+    pub clock: time::LinuxClock,
+    /// `guest-shutdown`, `guest-suspend-*`.
+    pub power: power::LinuxPower,
+    /// `guest-file-*` (set up by `main` with the state directory).
+    pub files: file::LinuxFiles,
+    /// `guest-fsfreeze-*`, `guest-fstrim` (set up by `main`).
+    pub filesystems: fs::LinuxFilesystems,
+    /// `guest-exec*` (serviced by `main`'s event loop).
+    pub exec: exec::LinuxExec,
     system: system::LinuxSystem,
     ssh_keys: ssh::LinuxSshKeys,
     users: user::LinuxUsers,
@@ -34,19 +44,19 @@ pub struct LinuxPlatform {
 
 impl Platform for LinuxPlatform {
     fn clock(&mut self) -> Option<&mut dyn core::time::Clock> {
-        None
+        Some(&mut self.clock)
     }
     fn power(&mut self) -> Option<&mut dyn core::power::Power> {
-        None
+        Some(&mut self.power)
     }
     fn files(&mut self) -> Option<&mut dyn core::file::Files> {
-        None
+        Some(&mut self.files)
     }
     fn filesystems(&mut self) -> Option<&mut dyn core::fs::Filesystems> {
-        None
+        Some(&mut self.filesystems)
     }
     fn exec(&mut self) -> Option<&mut dyn core::exec::Exec> {
-        None
+        Some(&mut self.exec)
     }
     fn disks(&mut self) -> Option<&mut dyn core::disk::Disks> {
         Some(&mut self.disks)

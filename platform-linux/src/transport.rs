@@ -1,0 +1,473 @@
+//! The four channels of upstream (`-m virtio-serial|isa-serial|unix-listen|vsock-listen`) and
+//! the byte pump between a channel and the engine.
+//!
+//! Differences from upstream, on purpose:
+//! - Every reply is written whole. qemu-ga 7.2 lets GLib seek the character device before a
+//!   write; on virtio-serial and isa-serial that fails with ESPIPE and the reply is dropped.
+//!   Here a reply is written with plain `write(2)` in a loop that resumes after partial writes
+//!   and waits in `poll(2)` on EAGAIN (and gives up only when the peer is gone or the agent is
+//!   told to stop).
+//! - The parser is reset on every new connection: for sockets when a client is accepted, for
+//!   virtio-serial when the host side goes away (the port then reads 0 bytes and polls
+//!   POLLHUP) or comes back. upstream carries a half-sent request over to the next client.
+//! - A missing host on virtio-serial is not a busy loop: while the port reads 0 the device is
+//!   probed every 100 ms, as upstream does with `g_usleep`, but the wait is a `poll(2)` on the
+//!   signal pipe, so SIGTERM is still served at once.
+
+use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
+use std::time::Duration;
+
+use agent_core::{Agent, Platform, Transmit, TxError};
+use rustix::event::PollFlags;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+use crate::log::Level;
+use crate::signals::{self, Signals};
+
+/// How often a device whose host side is away is probed (upstream's `G_USEC_PER_SEC / 10`).
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A channel method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `virtio-serial`
+    VirtioSerial,
+    /// `isa-serial`
+    IsaSerial,
+    /// `unix-listen`
+    UnixListen,
+    /// `vsock-listen`
+    VsockListen,
+}
+
+impl Method {
+    /// The method named `name`, as `-m` spells it.
+    pub fn from_name(name: &str) -> Option<Method> {
+        Some(match name {
+            "virtio-serial" => Method::VirtioSerial,
+            "isa-serial" => Method::IsaSerial,
+            "unix-listen" => Method::UnixListen,
+            "vsock-listen" => Method::VsockListen,
+            _ => return None,
+        })
+    }
+}
+
+/// An open channel.
+pub struct Channel {
+    method: Method,
+    path: Option<String>,
+    listener: Option<OwnedFd>,
+    conn: Option<OwnedFd>,
+    /// Devices only: whether the other side seemed present at the last read.
+    host_connected: bool,
+}
+
+/// What went wrong with a device channel; the agent stops (or re-opens with `-r`).
+#[derive(Debug)]
+pub struct ChannelError(pub String);
+
+fn errtext(e: Errno) -> String {
+    crate::config::strerror(e.raw_os_error())
+}
+
+impl Channel {
+    /// Open `method` on `path`, or adopt the socket-activation fd `activated`.
+    pub fn open(
+        method: Method,
+        path: Option<&str>,
+        activated: Option<OwnedFd>,
+    ) -> Result<Channel, String> {
+        let path_str = path.unwrap_or_default();
+        let mut ch = Channel {
+            method,
+            path: path.map(str::to_string),
+            listener: None,
+            conn: None,
+            host_connected: true,
+        };
+        match method {
+            Method::VirtioSerial => {
+                let fd = rustix::fs::open(
+                    path_str,
+                    OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+                    Mode::empty(),
+                )
+                .map_err(|e| format!("error opening channel '{path_str}': {}", errtext(e)))?;
+                ch.conn = Some(fd);
+            }
+            Method::IsaSerial => {
+                let fd = rustix::fs::open(
+                    path_str,
+                    OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+                    Mode::empty(),
+                )
+                .map_err(|e| format!("error opening channel '{path_str}': {}", errtext(e)))?;
+                set_raw_38400(&fd);
+                ch.conn = Some(fd);
+            }
+            Method::UnixListen => {
+                ch.listener = Some(match activated {
+                    Some(fd) => fd,
+                    None => unix_listen(path_str)?,
+                });
+            }
+            Method::VsockListen => {
+                ch.listener = Some(match activated {
+                    Some(fd) => fd,
+                    None => vsock_listen(path_str)?,
+                });
+            }
+        }
+        if let Some(l) = &ch.listener {
+            let _ = rustix::io::ioctl_fionbio(l, true);
+        }
+        Ok(ch)
+    }
+
+    /// What to poll: `None` while a device's host side is away (probe on a timer instead).
+    pub fn wait_fd(&self) -> Option<(BorrowedFd<'_>, PollFlags)> {
+        match (&self.listener, &self.conn) {
+            (_, Some(c)) if self.host_connected || self.listener.is_some() => {
+                Some((c.as_fd(), PollFlags::IN))
+            }
+            (Some(l), None) => Some((l.as_fd(), PollFlags::IN)),
+            _ => None,
+        }
+    }
+
+    /// Serve whatever is ready: accept a client, or read and feed the engine.
+    pub fn service(
+        &mut self,
+        agent: &mut Agent<'_>,
+        platform: &mut dyn Platform,
+        signals: &Signals,
+        buf: &mut [u8],
+    ) -> Result<(), ChannelError> {
+        if self.listener.is_some() && self.conn.is_none() {
+            self.accept(agent);
+            return Ok(());
+        }
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        // Read until the fd is drained, so one wake-up serves a whole pipelined burst.
+        loop {
+            match rustix::io::read(conn, &mut *buf) {
+                Ok(0) => {
+                    if self.listener.is_some() {
+                        crate::log!(Level::Debug, "client disconnected");
+                        self.conn = None;
+                    } else if self.host_connected {
+                        crate::log!(Level::Debug, "host side of the channel went away");
+                        self.host_connected = false;
+                        agent.reset();
+                    }
+                    return Ok(());
+                }
+                Ok(n) => {
+                    if !self.host_connected {
+                        crate::log!(Level::Debug, "host side of the channel is back");
+                        self.host_connected = true;
+                        agent.reset();
+                    }
+                    let mut tx = FdTx {
+                        fd: conn.as_fd(),
+                        signals: Some(signals),
+                    };
+                    if agent.feed(&buf[..n], platform, &mut tx).is_err() {
+                        crate::log!(Level::Warning, "error sending response");
+                        if self.listener.is_some() {
+                            self.conn = None;
+                            return Ok(());
+                        }
+                    }
+                    if signals::term_requested().is_some() {
+                        return Ok(());
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => {
+                    if !self.host_connected {
+                        // Readable-but-empty means a host is there again.
+                        self.host_connected = true;
+                        agent.reset();
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    if self.listener.is_some() {
+                        crate::log!(Level::Debug, "client connection error: {}", errtext(e));
+                        self.conn = None;
+                        return Ok(());
+                    }
+                    return Err(ChannelError(format!(
+                        "error reading channel: {}",
+                        errtext(e)
+                    )));
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, agent: &mut Agent<'_>) {
+        let Some(l) = &self.listener else { return };
+        match rustix::net::accept_with(l, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+            Ok(fd) => {
+                crate::log!(Level::Debug, "new client connection");
+                agent.reset();
+                self.conn = Some(fd);
+            }
+            Err(Errno::AGAIN | Errno::INTR | Errno::CONNABORTED) => {}
+            Err(e) => crate::log!(Level::Warning, "error accepting connection: {}", errtext(e)),
+        }
+    }
+
+    /// Remove the socket file we created (at exit).
+    pub fn cleanup(&mut self) {
+        if self.method == Method::UnixListen
+            && let Some(p) = &self.path
+        {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// upstream's `unix_listen`: unlink a stale socket, bind, listen with a backlog of 1.
+fn unix_listen(path: &str) -> Result<OwnedFd, String> {
+    let addr = rustix::net::SocketAddrUnix::new(path)
+        .map_err(|_| format!("UNIX socket path '{path}' is too long"))?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("Failed to create socket: {}", errtext(e)))?;
+    match rustix::fs::unlink(path) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(format!("Failed to unlink socket {path}: {}", errtext(e))),
+    }
+    rustix::net::bind(&fd, &addr)
+        .map_err(|e| format!("Failed to bind socket to {path}: {}", errtext(e)))?;
+    rustix::net::listen(&fd, 1)
+        .map_err(|e| format!("Failed to listen on socket: {}", errtext(e)))?;
+    Ok(fd)
+}
+
+/// Parse `<cid>:<port>` (both decimal), as upstream's `vsock:` addresses.
+pub fn parse_vsock(path: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("error parsing address 'vsock:{path}'");
+    let (cid, port) = path.split_once(':').ok_or_else(bad)?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(cid) || !digits(port) {
+        return Err(bad());
+    }
+    let cid = cid
+        .parse::<u32>()
+        .map_err(|_| format!("Invalid cid '{cid}'"))?;
+    let port = port
+        .parse::<u32>()
+        .map_err(|_| format!("Invalid port '{port}'"))?;
+    Ok((cid, port))
+}
+
+fn vsock_listen(path: &str) -> Result<OwnedFd, String> {
+    let (cid, port) = parse_vsock(path)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::VSOCK,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("Failed to create socket: {}", errtext(e)))?;
+    // SAFETY: a zeroed sockaddr_vm is valid; we set family, port and cid and pass its exact
+    // size to bind(2) on a socket we own.
+    let rc = unsafe {
+        let mut sa: libc::sockaddr_vm = std::mem::zeroed();
+        sa.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+        sa.svm_port = port;
+        sa.svm_cid = cid;
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sa).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "Failed to bind socket: {}",
+            crate::config::io_text(&std::io::Error::last_os_error())
+        ));
+    }
+    rustix::net::listen(&fd, 1)
+        .map_err(|e| format!("Failed to listen on socket: {}", errtext(e)))?;
+    Ok(fd)
+}
+
+/// Raw mode as upstream sets it up: no canonical mode, echo, signals or flow control, no
+/// output processing, 38400 baud, a read returns after 1 byte; pending input is discarded.
+fn set_raw_38400(fd: &OwnedFd) {
+    use rustix::termios::{
+        self, InputModes, LocalModes, OptionalActions, OutputModes, QueueSelector, SpecialCodeIndex,
+    };
+    let Ok(mut tio) = termios::tcgetattr(fd) else {
+        return;
+    };
+    tio.input_modes -= InputModes::IGNBRK
+        | InputModes::BRKINT
+        | InputModes::IGNPAR
+        | InputModes::PARMRK
+        | InputModes::INPCK
+        | InputModes::ISTRIP
+        | InputModes::INLCR
+        | InputModes::IGNCR
+        | InputModes::ICRNL
+        | InputModes::IXON
+        | InputModes::IXOFF
+        | InputModes::IXANY
+        | InputModes::IMAXBEL;
+    tio.output_modes = OutputModes::empty();
+    tio.local_modes = LocalModes::empty();
+    let _ = tio.set_speed(38400);
+    tio.special_codes[SpecialCodeIndex::VMIN] = 1;
+    tio.special_codes[SpecialCodeIndex::VTIME] = 0;
+    let _ = termios::tcflush(fd, QueueSelector::IFlush);
+    let _ = termios::tcsetattr(fd, OptionalActions::Now, &tio);
+}
+
+/// Writes each response whole to a non-blocking fd.
+pub struct FdTx<'a> {
+    /// The channel.
+    pub fd: BorrowedFd<'a>,
+    /// Polled while waiting, so a termination signal ends the wait.
+    pub signals: Option<&'a Signals>,
+}
+
+impl Transmit for FdTx<'_> {
+    fn send(&mut self, mut bytes: &[u8]) -> Result<(), TxError> {
+        while !bytes.is_empty() {
+            match rustix::io::write(self.fd, bytes) {
+                Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => {
+                    let rev = signals::wait_fd(self.signals, self.fd, PollFlags::OUT, None)
+                        .map_err(|_| TxError)?;
+                    if rev.intersects(PollFlags::ERR | PollFlags::NVAL)
+                        || (rev.contains(PollFlags::HUP) && !rev.contains(PollFlags::OUT))
+                    {
+                        return Err(TxError);
+                    }
+                }
+                Err(_) => return Err(TxError),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// systemd socket activation (`LISTEN_PID`, `LISTEN_FDS`): the method of fd 3 and the fd, or
+/// `None` when not activated.
+pub fn socket_activation() -> Result<Option<(&'static str, OwnedFd)>, String> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    if !pid_ok {
+        return Ok(None);
+    }
+    let Some(n) = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        return Ok(None);
+    };
+    // SAFETY: called from main before any thread exists, so nothing reads the environment
+    // concurrently.
+    unsafe {
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_PID");
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    if n > 1 {
+        return Err("qemu-ga only supports listening on one socket".to_string());
+    }
+    // SAFETY: systemd passed fd 3 to us and nothing else in this process owns it; we take
+    // ownership exactly once.
+    let fd = unsafe { OwnedFd::from_raw_fd(3) };
+    if rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).is_err() {
+        std::mem::forget(fd);
+        return Err("Socket activation failed: invalid file descriptor fd = 3".to_string());
+    }
+    let method = match rustix::net::getsockname(&fd).map(|a| a.address_family()) {
+        Ok(AddressFamily::UNIX) => "unix-listen",
+        Ok(AddressFamily::VSOCK) => "vsock-listen",
+        _ => return Err("unsupported listen fd type".to_string()),
+    };
+    Ok(Some((method, fd)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vsock_addresses() {
+        assert_eq!(parse_vsock("3:1234"), Ok((3, 1234)));
+        assert_eq!(parse_vsock("4294967295:1"), Ok((u32::MAX, 1)));
+        assert!(parse_vsock("3").is_err());
+        assert!(parse_vsock("x:1").is_err());
+        assert!(parse_vsock("3:1:2").is_err());
+        assert!(parse_vsock(":1").is_err());
+        assert_eq!(
+            parse_vsock("99999999999:1"),
+            Err("Invalid cid '99999999999'".into())
+        );
+    }
+
+    #[test]
+    fn writes_survive_a_full_pipe() {
+        // A reader that drains slowly: the writer must see EAGAIN, wait and finish whole.
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while got.len() < 1_000_000 {
+                std::thread::sleep(Duration::from_micros(50));
+                match rustix::io::read(&r, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
+            }
+            got
+        });
+        let mut tx = FdTx {
+            fd: w.as_fd(),
+            signals: None,
+        };
+        tx.send(&data).unwrap();
+        assert_eq!(reader.join().unwrap(), data);
+    }
+
+    #[test]
+    fn peer_gone_is_an_error() {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+        drop(r);
+        // SIGPIPE would kill the test binary: ignore it as the agent does.
+        // SAFETY: setting SIGPIPE to SIG_IGN process-wide in a test binary.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+        let mut tx = FdTx {
+            fd: w.as_fd(),
+            signals: None,
+        };
+        assert_eq!(tx.send(b"x"), Err(TxError));
+    }
+}
