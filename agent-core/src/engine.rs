@@ -5,8 +5,14 @@
 //! `guest-sync-delimited`. A new client connection calls [`Agent::reset`] so that a half-sent
 //! request of the previous client is dropped (upstream carries it over).
 
-use crate::commands::Platform;
-use crate::out::{Transmit, TxError};
+use core::fmt;
+
+use crate::commands::args::{self, Args};
+use crate::commands::{self, Element, Emitter, Platform};
+use crate::error::Error;
+use crate::json::tape::{self, Kind, Number};
+use crate::json::{Event, Framer, Value};
+use crate::out::{Out, ToJson, Transmit, TxError};
 use crate::schema::Command;
 
 /// Default frame buffer size: the largest request accepted (a `guest-file-write` of 48 KiB of
@@ -34,13 +40,23 @@ pub struct Buffers<'b> {
 /// Parser state for one open `{` or `[`. Opaque; platforms only size the slice.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NestSlot {
-    pub(crate) start: u32,
+    /// Tape position of the container's tag.
+    pub(crate) start: usize,
+    /// Bloom filter of the object's keys (duplicate detection).
+    pub(crate) bloom: u64,
+    /// What the parser expected in the enclosing container.
+    pub(crate) parent: u8,
     pub(crate) flags: u8,
 }
 
 impl NestSlot {
     /// An unused slot, for static initialisers.
-    pub const EMPTY: NestSlot = NestSlot { start: 0, flags: 0 };
+    pub const EMPTY: NestSlot = NestSlot {
+        start: 0,
+        bloom: 0,
+        parent: 0,
+        flags: 0,
+    };
 }
 
 /// Buffers of fixed sizes in one value, for a `static` on bare metal or a `Box` on a host.
@@ -127,12 +143,19 @@ pub struct Agent<'b> {
     policy: Policy,
     /// Set by `guest-sync-delimited`: prefix the next response with 0xFF.
     delimit: bool,
+    framer: Framer,
 }
 
 impl<'b> Agent<'b> {
-    /// An agent working in `bufs`. `frame` must hold at least 64 bytes and `tx` at least 1.
+    /// An agent working in `bufs`. `frame` should hold at least 64 bytes and `tx` at least 1;
+    /// `chunk` at least 3 (a smaller chunk makes `guest-file-read` answer unsupported).
     pub fn new(bufs: Buffers<'b>) -> Self {
-        Agent { bufs, policy: Policy::default(), delimit: false }
+        Agent {
+            bufs,
+            policy: Policy::default(),
+            delimit: false,
+            framer: Framer::new(),
+        }
     }
 
     /// The command filter.
@@ -145,9 +168,15 @@ impl<'b> Agent<'b> {
         &mut self.policy
     }
 
-    /// Forget any partial request: call when a new client connects.
+    /// Forget any partial request and the lexer state: call when a new client connects.
     pub fn reset(&mut self) {
         self.delimit = false;
+        self.framer.reset();
+    }
+
+    /// Whether no request is partly received.
+    pub fn idle(&self) -> bool {
+        self.framer.idle()
     }
 
     /// Process received bytes: every request completed by them is answered through `tx`.
@@ -158,8 +187,469 @@ impl<'b> Agent<'b> {
         platform: &mut dyn Platform,
         tx: &mut dyn Transmit,
     ) -> Result<(), TxError> {
-        let _ = (input, platform, tx, &mut self.bufs);
+        let mut rest = input;
+        while !rest.is_empty() {
+            let (used, ev) = self.framer.feed(rest, self.bufs.frame, self.bufs.nesting);
+            rest = rest.get(used..).unwrap_or(&[]);
+            if let Some(ev) = ev {
+                self.respond(ev, platform, tx)?;
+            }
+        }
         Ok(())
+    }
+
+    fn respond(
+        &mut self,
+        ev: Event,
+        platform: &mut dyn Platform,
+        tx: &mut dyn Transmit,
+    ) -> Result<(), TxError> {
+        let Buffers {
+            frame,
+            chunk,
+            tx: txbuf,
+            nesting,
+        } = &mut self.bufs;
+        let mut out = Out::new(txbuf, tx);
+        match ev {
+            Event::Error(e) => {
+                let mut r = Reply::new(&mut out, None, Command::GuestPing, nesting);
+                r.error(frame, "GenericError", |o| e.write_desc(frame, o));
+            }
+            Event::Value => {
+                let ctx = Dispatch {
+                    policy: &self.policy,
+                    delimit: &mut self.delimit,
+                };
+                ctx.dispatch(frame, chunk, nesting, platform, &mut out);
+            }
+        }
+        out.flush();
+        if out.failed() { Err(TxError) } else { Ok(()) }
+    }
+}
+
+/// A request's response: the envelope around a command's result or error.
+pub(crate) struct Reply<'c, 'a> {
+    pub(crate) out: &'c mut Out<'a>,
+    id: Option<usize>,
+    cmd: Command,
+    nest: &'c mut [NestSlot],
+    /// Prefix the success response with 0xFF (`guest-sync-delimited`).
+    pub(crate) delimit: bool,
+}
+
+/// The tape of `{}`: the arguments of a request without `arguments`.
+static EMPTY_OBJECT: [u8; 2] = [tape::OBJ, tape::END_OBJ];
+
+/// The arguments object at `pos` on `tape`, or `{}`.
+pub(crate) fn args_value(tape: &[u8], pos: Option<usize>) -> Value<'_> {
+    match pos {
+        Some(p) => Value::at(tape, p),
+        None => Value::at(&EMPTY_OBJECT, 0),
+    }
+}
+
+/// Read a command's validated arguments.
+pub(crate) fn decode<'t, A: Args<'t>>(tape: &'t [u8], pos: Option<usize>) -> Option<A> {
+    A::decode(args_value(tape, pos))
+}
+
+impl<'c, 'a> Reply<'c, 'a> {
+    pub(crate) fn new(
+        out: &'c mut Out<'a>,
+        id: Option<usize>,
+        cmd: Command,
+        nest: &'c mut [NestSlot],
+    ) -> Self {
+        Reply {
+            out,
+            id,
+            cmd,
+            nest,
+            delimit: false,
+        }
+    }
+
+    fn write_id(&mut self, tape: &[u8]) {
+        if let Some(p) = self.id {
+            self.out.raw(b", \"id\": ");
+            write_value(self.out, tape, p, self.nest);
+        }
+    }
+
+    /// A success response whose value `f` writes (nothing for `success-response: false`).
+    pub(crate) fn ok(&mut self, tape: &[u8], f: impl FnOnce(&mut Out<'a>)) {
+        if !self.cmd.success_response() {
+            return;
+        }
+        if self.delimit {
+            self.out.raw(&[0xFF]);
+        }
+        self.out.raw(b"{\"return\": ");
+        f(self.out);
+        self.write_id(tape);
+        self.out.raw(b"}\n");
+    }
+
+    /// `{"return": {}}`.
+    pub(crate) fn ok_empty(&mut self, tape: &[u8]) {
+        self.ok(tape, |o| o.raw(b"{}"));
+    }
+
+    /// A success response holding one value.
+    pub(crate) fn ok_value<T: ToJson + ?Sized>(&mut self, tape: &[u8], v: &T) {
+        self.ok(tape, |o| o.value(v));
+    }
+
+    /// An error response; `desc` writes the escaped body of the description.
+    pub(crate) fn error(&mut self, tape: &[u8], class: &str, desc: impl FnOnce(&mut Out<'a>)) {
+        self.out.raw(b"{");
+        if let Some(p) = self.id {
+            self.out.raw(b"\"id\": ");
+            write_value(self.out, tape, p, self.nest);
+            self.out.raw(b", ");
+        }
+        self.out.raw(b"\"error\": {\"class\": \"");
+        self.out.raw(class.as_bytes());
+        self.out.raw(b"\", \"desc\": \"");
+        desc(self.out);
+        self.out.raw(b"\"}}\n");
+    }
+
+    /// A GenericError with a fixed text.
+    pub(crate) fn generic(&mut self, tape: &[u8], text: &str) {
+        self.error(tape, "GenericError", |o| o.string_body(text.as_bytes()));
+    }
+
+    /// A GenericError with a formatted text.
+    pub(crate) fn generic_fmt(&mut self, tape: &[u8], args: fmt::Arguments<'_>) {
+        self.error(tape, "GenericError", |o| {
+            let mut w = EscapeWriter(o);
+            let _ = fmt::Write::write_fmt(&mut w, args);
+        });
+    }
+
+    /// A backend's error; an OS error gets `prefix` (upstream's `error_setg_errno` context)
+    /// when `prefix` is not empty.
+    pub(crate) fn fail(&mut self, tape: &[u8], e: &Error, prefix: &str) {
+        match e {
+            Error::Os(_, text) if !prefix.is_empty() => {
+                self.generic_fmt(tape, format_args!("{prefix}: {text}"))
+            }
+            e => self.generic_fmt(tape, format_args!("{e}")),
+        }
+    }
+
+    /// A command result of `Result<()>`.
+    pub(crate) fn unit(&mut self, tape: &[u8], r: crate::error::Result<()>, prefix: &str) {
+        match r {
+            Ok(()) => self.ok_empty(tape),
+            Err(e) => self.fail(tape, &e, prefix),
+        }
+    }
+
+    /// A command result of one value.
+    pub(crate) fn result<T: ToJson>(
+        &mut self,
+        tape: &[u8],
+        r: crate::error::Result<T>,
+        prefix: &str,
+    ) {
+        match r {
+            Ok(v) => self.ok_value(tape, &v),
+            Err(e) => self.fail(tape, &e, prefix),
+        }
+    }
+
+    /// A streamed list result, optionally wrapped in `{"<wrap>": [...]}`. If the backend fails
+    /// after part of the list was sent, the list is closed and the response ends as a success
+    /// holding the elements sent so far (the bytes on the wire cannot be taken back).
+    pub(crate) fn list<T: Element + ?Sized>(
+        &mut self,
+        tape: &[u8],
+        wrap: Option<&str>,
+        f: impl FnOnce(&mut Emitter<'_, T>) -> crate::error::Result<()>,
+    ) {
+        let mut res = Ok(());
+        self.out.raw(b"{\"return\": ");
+        if let Some(w) = wrap {
+            self.out.raw(b"{");
+            self.out.str(w);
+            self.out.raw(b": ");
+        }
+        self.out.list(|l| {
+            let mut em = Emitter::new(l);
+            res = f(&mut em);
+        });
+        if wrap.is_some() {
+            self.out.raw(b"}");
+        }
+        if let Err(e) = res {
+            if self.out.rollback() {
+                self.fail(tape, &e, "");
+                return;
+            }
+        }
+        self.write_id(tape);
+        self.out.raw(b"}\n");
+    }
+
+    /// Finish a success response whose `{"return": ` and value the caller wrote itself.
+    pub(crate) fn finish_ok(&mut self, tape: &[u8]) {
+        self.write_id(tape);
+        self.out.raw(b"}\n");
+    }
+}
+
+/// Formats into a JSON string body.
+struct EscapeWriter<'o, 'a>(&'o mut Out<'a>);
+
+impl fmt::Write for EscapeWriter<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.string_body(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Write the value at `pos` as upstream's writer does, without recursion: `nest` is the stack.
+/// Object members are written in request order.
+pub(crate) fn write_value(out: &mut Out<'_>, tape: &[u8], pos: usize, nest: &mut [NestSlot]) {
+    let mut p = pos;
+    let mut depth = 0usize;
+    let mut sep = false;
+    let mut key = false;
+    // A stack deeper than `nest` cannot come from the parser; the fallback only keeps this
+    // total.
+    let mut overflow = 0usize;
+    let is_obj = |nest: &[NestSlot], depth: usize, overflow: usize| {
+        overflow == 0 && depth > 0 && nest.get(depth - 1).is_some_and(|s| s.flags == 1)
+    };
+    loop {
+        let Some(&tag) = tape.get(p) else { return };
+        match tag {
+            tape::END_OBJ | tape::END_ARR => {
+                out.raw(if tag == tape::END_OBJ { b"}" } else { b"]" });
+                p += 1;
+                if overflow > 0 {
+                    overflow -= 1;
+                } else {
+                    depth = depth.saturating_sub(1);
+                }
+                if depth == 0 && overflow == 0 {
+                    return;
+                }
+                sep = true;
+                key = is_obj(nest, depth, overflow);
+                continue;
+            }
+            _ => {}
+        }
+        if sep {
+            out.raw(b", ");
+        }
+        let v = Value::at(tape, p);
+        if key {
+            out.string(v.str_bytes().unwrap_or(&[]));
+            out.raw(b": ");
+            sep = false;
+            key = false;
+            match v.end() {
+                Some(e) => p = e,
+                None => return,
+            }
+            continue;
+        }
+        match tag {
+            tape::OBJ | tape::ARR => {
+                out.raw(if tag == tape::OBJ { b"{" } else { b"[" });
+                match nest.get_mut(depth) {
+                    Some(slot) => {
+                        slot.flags = u8::from(tag == tape::OBJ);
+                        depth += 1;
+                    }
+                    None => overflow += 1,
+                }
+                p += 1;
+                sep = false;
+                key = tag == tape::OBJ;
+                continue;
+            }
+            tape::STR => out.string(v.str_bytes().unwrap_or(&[])),
+            tape::NUM => match v.as_number() {
+                Some(Number::Int(i)) => out.int(i),
+                Some(Number::Uint(u)) => out.uint(u),
+                Some(Number::Float(f)) => out.number(f),
+                None => out.raw(b"0"),
+            },
+            tape::TRUE => out.raw(b"true"),
+            tape::FALSE => out.raw(b"false"),
+            _ => out.raw(b"null"),
+        }
+        if depth == 0 && overflow == 0 {
+            return;
+        }
+        match v.end() {
+            Some(e) => p = e,
+            None => return,
+        }
+        sep = true;
+        key = is_obj(nest, depth, overflow);
+    }
+}
+
+/// upstream's `tdb_hash` (qobject/qdict.c), over the key as upstream stores it (a NUL from
+/// `\u0000` is the two bytes C0 80 there).
+pub(crate) fn tdb_hash(key: &[u8]) -> u32 {
+    let len: u32 = key.iter().map(|&b| if b == 0 { 2u32 } else { 1 }).sum();
+    let mut value = 0x238F_13AFu32.wrapping_mul(len);
+    let mut i = 0u32;
+    let mut add = |b: u8| {
+        value = value.wrapping_add((b as u32) << (i * 5 % 24));
+        i += 1;
+    };
+    for &b in key {
+        if b == 0 {
+            add(0xC0);
+            add(0x80);
+        } else {
+            add(b);
+        }
+    }
+    1_103_515_243u32.wrapping_mul(value).wrapping_add(12345)
+}
+
+/// The QDict bucket of a key: members are iterated in ascending bucket order.
+pub(crate) fn qdict_bucket(key: &[u8]) -> u32 {
+    tdb_hash(key) % 512
+}
+
+/// What one request needs besides its buffers.
+struct Dispatch<'p> {
+    policy: &'p Policy,
+    delimit: &'p mut bool,
+}
+
+enum EnvelopeError<'t> {
+    ExecuteNotString,
+    ArgumentsNotObject,
+    Unexpected(&'t [u8]),
+}
+
+impl Dispatch<'_> {
+    fn dispatch(
+        self,
+        frame: &mut [u8],
+        chunk: &mut [u8],
+        nest: &mut [NestSlot],
+        platform: &mut dyn Platform,
+        out: &mut Out<'_>,
+    ) {
+        let tape: &[u8] = frame;
+        let req = Value::at(tape, 0);
+        if req.kind() != Kind::Object {
+            let mut r = Reply::new(out, None, Command::GuestPing, nest);
+            r.generic(tape, "QMP input must be a JSON object");
+            return;
+        }
+        // qmp_dispatch_check_obj visits members in QDict order: the first failure in that
+        // order is the one reported.
+        let mut id = None;
+        let mut execute = None;
+        let mut arguments = None;
+        let mut worst: Option<(u32, usize, EnvelopeError<'_>)> = None;
+        for (i, (k, v)) in req.members().enumerate() {
+            let failure = match k {
+                "execute" => match v.str_bytes() {
+                    Some(s) => {
+                        execute = Some(s);
+                        None
+                    }
+                    None => Some(EnvelopeError::ExecuteNotString),
+                },
+                "arguments" => {
+                    if v.kind() == Kind::Object {
+                        arguments = Some(v.pos());
+                        None
+                    } else {
+                        Some(EnvelopeError::ArgumentsNotObject)
+                    }
+                }
+                "id" => {
+                    id = Some(v.pos());
+                    None
+                }
+                _ => Some(EnvelopeError::Unexpected(k.as_bytes())),
+            };
+            if let Some(f) = failure {
+                let b = qdict_bucket(k.as_bytes());
+                let first = match &worst {
+                    None => true,
+                    Some((wb, wi, _)) => b < *wb || (b == *wb && i > *wi),
+                };
+                if first {
+                    worst = Some((b, i, f));
+                }
+            }
+        }
+        let mut r = Reply::new(out, id, Command::GuestPing, nest);
+        if let Some((_, _, f)) = worst {
+            match f {
+                EnvelopeError::ExecuteNotString => {
+                    r.generic(tape, "QMP input member 'execute' must be a string")
+                }
+                EnvelopeError::ArgumentsNotObject => {
+                    r.generic(tape, "QMP input member 'arguments' must be an object")
+                }
+                EnvelopeError::Unexpected(k) => r.error(tape, "GenericError", |o| {
+                    o.string_body(b"QMP input member '");
+                    o.string_body(k);
+                    o.string_body(b"' is unexpected");
+                }),
+            }
+            return;
+        }
+        let Some(name) = execute else {
+            r.generic(tape, "QMP input lacks member 'execute'");
+            return;
+        };
+        let Some(cmd) = core::str::from_utf8(name).ok().and_then(Command::from_name) else {
+            r.error(tape, "CommandNotFound", |o| {
+                o.string_body(b"The command ");
+                o.string_body(name);
+                o.string_body(b" has not been found");
+            });
+            return;
+        };
+        r.cmd = cmd;
+        let frozen = platform
+            .filesystems()
+            .is_some_and(|f| f.status() == crate::commands::fs::FsfreezeStatus::Frozen);
+        if !self.policy.enabled(cmd, frozen) {
+            r.error(tape, "CommandNotFound", |o| {
+                o.string_body(b"Command ");
+                o.string_body(cmd.name().as_bytes());
+                o.string_body(b" has been disabled: the command is not allowed");
+            });
+            return;
+        }
+        if let Err(e) = args::validate(commands::members(cmd), args_value(tape, arguments)) {
+            r.error(tape, "GenericError", |o| {
+                e.write_text(&mut |b| o.string_body(b))
+            });
+            return;
+        }
+        if !commands::supported(platform, cmd) {
+            r.generic(tape, crate::error::UNSUPPORTED);
+            return;
+        }
+        let policy = self.policy;
+        commands::run(
+            cmd, &mut r, frame, arguments, chunk, platform, policy, frozen,
+        );
+        if r.delimit {
+            *self.delimit = false;
+        }
     }
 }
 

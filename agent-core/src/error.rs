@@ -27,7 +27,10 @@ pub struct Msg {
 impl Msg {
     /// An empty message.
     pub const fn new() -> Self {
-        Msg { text: heapless::String::new(), truncated: false }
+        Msg {
+            text: heapless::String::new(),
+            truncated: false,
+        }
     }
 
     /// A message formatted from `args`, truncated to [`MSG_CAP`] bytes.
@@ -137,8 +140,14 @@ mod tests {
 
     #[test]
     fn texts() {
-        assert_eq!(Error::NoHandle(1000).to_string(), "handle '1000' has not been found");
+        assert_eq!(
+            Error::NoHandle(1000).to_string(),
+            "handle '1000' has not been found"
+        );
         assert_eq!(Error::Unsupported.to_string(), UNSUPPORTED);
-        assert_eq!(Error::os(2, "No such file or directory").to_string(), "No such file or directory");
+        assert_eq!(
+            Error::os(2, "No such file or directory").to_string(),
+            "No such file or directory"
+        );
     }
 }

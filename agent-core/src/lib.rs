@@ -38,6 +38,9 @@ pub mod json;
 pub mod out;
 pub mod schema;
 
+#[cfg(test)]
+mod tests;
+
 pub use commands::Platform;
 pub use engine::{Agent, Buffers, Policy, StaticBuffers};
 pub use error::Error;

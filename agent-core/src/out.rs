@@ -63,7 +63,14 @@ pub struct Out<'a> {
 impl<'a> Out<'a> {
     /// A stream over `buf` (must not be empty) that sends to `tx`.
     pub fn new(buf: &'a mut [u8], tx: &'a mut dyn Transmit) -> Self {
-        Out { buf, len: 0, tx, sent_since_mark: false, mark: 0, failed: false }
+        Out {
+            buf,
+            len: 0,
+            tx,
+            sent_since_mark: false,
+            mark: 0,
+            failed: false,
+        }
     }
 
     /// Whether the sink has failed.
@@ -192,7 +199,11 @@ impl<'a> Out<'a> {
 
     fn u_escape(&mut self, v: u32) {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let d = |shift: u32| HEX.get(((v >> shift) & 0xF) as usize).copied().unwrap_or(b'0');
+        let d = |shift: u32| {
+            HEX.get(((v >> shift) & 0xF) as usize)
+                .copied()
+                .unwrap_or(b'0')
+        };
         self.raw(&[b'\\', b'u', d(12), d(8), d(4), d(0)]);
     }
 
@@ -237,7 +248,10 @@ impl<'a> Out<'a> {
     /// A JSON object written by `f`.
     pub fn object(&mut self, f: impl FnOnce(&mut ObjectWriter<'_, 'a>)) {
         self.byte(b'{');
-        let mut w = ObjectWriter { out: self, first: true };
+        let mut w = ObjectWriter {
+            out: self,
+            first: true,
+        };
         f(&mut w);
         self.byte(b'}');
     }
@@ -245,7 +259,10 @@ impl<'a> Out<'a> {
     /// A JSON array written by `f`.
     pub fn list(&mut self, f: impl FnOnce(&mut ListWriter<'_, 'a>)) {
         self.byte(b'[');
-        let mut w = ListWriter { out: self, first: true };
+        let mut w = ListWriter {
+            out: self,
+            first: true,
+        };
         f(&mut w);
         self.byte(b']');
     }
@@ -254,7 +271,11 @@ impl<'a> Out<'a> {
     /// [`Base64Writer`] given to `f`.
     pub fn base64(&mut self, f: impl FnOnce(&mut Base64Writer<'_, 'a>)) {
         self.byte(b'"');
-        let mut w = Base64Writer { out: self, carry: [0; 2], carried: 0 };
+        let mut w = Base64Writer {
+            out: self,
+            carry: [0; 2],
+            carried: 0,
+        };
         f(&mut w);
         w.finish();
         self.byte(b'"');
@@ -334,7 +355,9 @@ impl Base64Writer<'_, '_> {
     pub fn push(&mut self, mut data: &[u8]) {
         let mut group = [0u8; 3];
         while self.carried > 0 && self.carried < 3 {
-            let Some((&b, rest)) = data.split_first() else { return };
+            let Some((&b, rest)) = data.split_first() else {
+                return;
+            };
             if let Some(slot) = self.carry.get_mut(self.carried) {
                 *slot = b;
                 self.carried += 1;
@@ -429,7 +452,9 @@ impl<T: ToJson> ToJson for [T] {
 /// with the number of bytes it consumed. `\xC0\x80` is U+0000.
 pub fn mod_utf8_codepoint(s: &[u8]) -> (i32, usize) {
     const MIN_CP: [i32; 5] = [0x80, 0x800, 0x10000, 0x20_0000, 0x400_0000];
-    let Some(&first) = s.first() else { return (-1, 0) };
+    let Some(&first) = s.first() else {
+        return (-1, 0);
+    };
     let byte = first as u32;
     if byte < 0x80 {
         return (byte as i32, 1);
@@ -453,8 +478,14 @@ pub fn mod_utf8_codepoint(s: &[u8]) -> (i32, usize) {
         used += 1;
         cp = (cp << 6) | (b & 0x3F);
     }
-    let overlong = MIN_CP.get(len.wrapping_sub(2)).is_some_and(|&m| cp < m) && !(len == 2 && cp == 0);
-    if cp > 0x10FFFF || (0xFDD0..=0xFDEF).contains(&cp) || cp & 0xFFFE == 0xFFFE || (0xD800..=0xDFFF).contains(&cp) || overlong {
+    let overlong =
+        MIN_CP.get(len.wrapping_sub(2)).is_some_and(|&m| cp < m) && !(len == 2 && cp == 0);
+    if cp > 0x10FFFF
+        || (0xFDD0..=0xFDEF).contains(&cp)
+        || cp & 0xFFFE == 0xFFFE
+        || (0xD800..=0xDFFF).contains(&cp)
+        || overlong
+    {
         return (-1, used);
     }
     (cp, used)
@@ -562,8 +593,14 @@ mod tests {
 
     #[test]
     fn strings_are_ascii_like_upstream() {
-        assert_eq!(render(|o| o.str("a\"b\\c\n\u{1}/")), r#""a\"b\\c\n\u0001/""#);
-        assert_eq!(render(|o| o.str("é😀\u{7f}")), r#""\u00E9\uD83D\uDE00\u007F""#);
+        assert_eq!(
+            render(|o| o.str("a\"b\\c\n\u{1}/")),
+            r#""a\"b\\c\n\u0001/""#
+        );
+        assert_eq!(
+            render(|o| o.str("é😀\u{7f}")),
+            r#""\u00E9\uD83D\uDE00\u007F""#
+        );
         assert_eq!(render(|o| o.string(b"x\xffy")), r#""x\uFFFDy""#);
         assert_eq!(render(|o| o.string(b"\xc0\x80")), r#""\u0000""#);
     }

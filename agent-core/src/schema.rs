@@ -154,8 +154,20 @@ mod tests {
             assert_eq!(c.index(), i);
             assert_eq!(Command::from_name(c.name()), Some(*c));
         }
-        let silent: Vec<_> = Command::ALL.iter().filter(|c| !c.success_response()).map(|c| c.name()).collect();
-        assert_eq!(silent, ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"]);
+        let silent: Vec<_> = Command::ALL
+            .iter()
+            .filter(|c| !c.success_response())
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(
+            silent,
+            [
+                "guest-shutdown",
+                "guest-suspend-disk",
+                "guest-suspend-ram",
+                "guest-suspend-hybrid"
+            ]
+        );
         assert_eq!(Command::from_name("Guest-ping"), None);
     }
 }

@@ -1,7 +1,68 @@
 //! `guest-get-vcpus`, `guest-set-vcpus`, `guest-get-cpustats` and `guest-get-load`.
 
+use super::args::{Elem, Member, OPTIONAL, REQUIRED, Ty};
 use super::{Emitter, FromArg, List, Result};
+use crate::engine::{Reply, decode};
 use crate::schema::Command;
+
+/// The members of `GuestLogicalProcessor` as an argument.
+pub const LOGICAL_PROCESSOR: &[Member] = &[
+    Member {
+        name: "logical-id",
+        ty: Ty::Int,
+        optional: REQUIRED,
+    },
+    Member {
+        name: "online",
+        ty: Ty::Bool,
+        optional: REQUIRED,
+    },
+    Member {
+        name: "can-offline",
+        ty: Ty::Bool,
+        optional: OPTIONAL,
+    },
+];
+
+crate::args! {
+    /// The arguments of `guest-set-vcpus`.
+    pub struct SetVcpusArgs<'t> {
+        vcpus: List<'t, GuestLogicalProcessor> = ("vcpus", Ty::List(Elem::Struct(LOGICAL_PROCESSOR)), REQUIRED),
+    }
+}
+
+pub(crate) fn members(cmd: Command) -> &'static [Member] {
+    use super::args::Args as _;
+    match cmd {
+        Command::GuestSetVcpus => SetVcpusArgs::MEMBERS,
+        _ => &[],
+    }
+}
+
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: &mut dyn Cpus,
+) {
+    let tape: &[u8] = frame;
+    match cmd {
+        Command::GuestGetVcpus => r.list(tape, None, |e| b.vcpus(e)),
+        Command::GuestSetVcpus => {
+            let Some(a) = decode::<SetVcpusArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            let res = b.set_vcpus(a.vcpus);
+            r.result(tape, res, "");
+        }
+        Command::GuestGetCpustats => r.list(tape, None, |e| b.cpustats(e)),
+        _ => {
+            let res = b.load();
+            r.result(tape, res, "");
+        }
+    }
+}
 
 crate::json_struct! {
     /// `GuestLogicalProcessor`: returned by `guest-get-vcpus` and taken by `guest-set-vcpus`.

@@ -1,7 +1,17 @@
 //! `guest-get-fsinfo`, `guest-get-disks` and `guest-get-diskstats`.
 
 use super::{Emitter, Result};
+use crate::engine::Reply;
 use crate::schema::Command;
+
+pub(crate) fn run(cmd: Command, r: &mut Reply<'_, '_>, frame: &mut [u8], b: &mut dyn Disks) {
+    let tape: &[u8] = frame;
+    match cmd {
+        Command::GuestGetFsinfo => r.list(tape, None, |e| b.fsinfo(e)),
+        Command::GuestGetDisks => r.list(tape, None, |e| b.disks(e)),
+        _ => r.list(tape, None, |e| b.diskstats(e)),
+    }
+}
 
 crate::json_enum! {
     /// `GuestDiskBusType`.

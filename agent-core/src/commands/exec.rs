@@ -1,7 +1,104 @@
 //! `guest-exec` and `guest-exec-status`.
 
+use super::args::{Arg, Elem, Member, OPTIONAL, REQUIRED, Raw, Ty};
 use super::{Base64, Result, StrList};
+use crate::engine::{Reply, args_value, decode};
+use crate::json::Value;
 use crate::schema::Command;
+
+/// The alternate `GuestExecCaptureOutput`, resolved: `true` is `separated`, `false` is `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureOutput(pub CaptureMode);
+
+impl<'t> Arg<'t> for CaptureOutput {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        match v.as_bool() {
+            Some(true) => Some(CaptureOutput(CaptureMode::Separated)),
+            Some(false) => Some(CaptureOutput(CaptureMode::None)),
+            None => v
+                .as_str()
+                .and_then(CaptureMode::from_name)
+                .map(CaptureOutput),
+        }
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-exec` as received (see [`ExecArgs`] for the decoded form).
+    pub struct ExecRequest<'t> {
+        path: &'t str = ("path", Ty::Str, REQUIRED),
+        arg: Option<StrList<'t>> = ("arg", Ty::List(Elem::Str), OPTIONAL),
+        env: Option<StrList<'t>> = ("env", Ty::List(Elem::Str), OPTIONAL),
+        /// Decoded in place by the engine: see [`ExecArgs::input_data`].
+        input_data: Option<Raw<'t>> = ("input-data", Ty::Str, OPTIONAL),
+        capture_output: Option<CaptureOutput> = ("capture-output", Ty::Capture, OPTIONAL),
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-exec-status`.
+    pub struct ExecStatusArgs<'t> {
+        pid: i64 = ("pid", Ty::Int, REQUIRED),
+    }
+}
+
+pub(crate) fn members(cmd: Command) -> &'static [Member] {
+    use super::args::Args as _;
+    match cmd {
+        Command::GuestExec => ExecRequest::MEMBERS,
+        _ => ExecStatusArgs::MEMBERS,
+    }
+}
+
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: &mut dyn Exec,
+) {
+    if cmd == Command::GuestExecStatus {
+        let tape: &[u8] = frame;
+        let Some(a) = decode::<ExecStatusArgs<'_>>(tape, args) else {
+            return r.generic(tape, crate::error::UNSUPPORTED);
+        };
+        let res = b.status(a.pid);
+        return r.result(tape, res, "");
+    }
+    // input-data is decoded in place first; then the other arguments are read again.
+    let input = {
+        let tape: &[u8] = frame;
+        args_value(tape, args)
+            .member("input-data")
+            .and_then(|v| v.str_range())
+    };
+    let input = match input {
+        None => None,
+        Some((start, len)) => match super::base64_decode_in_place(frame, start, len) {
+            Some(n) => Some((start, n)),
+            None => return r.generic(frame, "Base64 data contains invalid characters"),
+        },
+    };
+    let tape: &[u8] = frame;
+    let Some(a) = decode::<ExecRequest<'_>>(tape, args) else {
+        return r.generic(tape, crate::error::UNSUPPORTED);
+    };
+    let exec = ExecArgs {
+        path: a.path,
+        arg: a.arg,
+        env: a.env,
+        input_data: input.map(|(s, n)| tape.get(s..s + n).unwrap_or(&[])),
+        capture: a.capture_output.map(|c| c.0).unwrap_or(CaptureMode::None),
+    };
+    match b.exec(exec) {
+        Ok(pid) => r.ok(tape, |o| {
+            o.object(|w| {
+                w.member("pid", &pid);
+            })
+        }),
+        Err(e) => r.fail(tape, &e, ""),
+    }
+}
 
 /// `GUEST_EXEC_MAX_OUTPUT`: captured bytes kept per stream (16 MiB); the rest is read and
 /// dropped, and `*-truncated` is set.

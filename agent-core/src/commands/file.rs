@@ -6,6 +6,10 @@
 //! larger than its I/O buffer and base64-encodes each into the response.
 
 use super::Result;
+use super::args::{Arg, Member, OPTIONAL, REQUIRED, Ty};
+use crate::engine::{Reply, args_value, decode};
+use crate::error::Error;
+use crate::json::Value;
 use crate::schema::Command;
 
 /// `QGA_READ_COUNT_DEFAULT`: the `count` of a `guest-file-read` without one.
@@ -32,6 +36,271 @@ crate::json_struct! {
         pub count: i64 = "count",
         pub eof: bool = "eof",
     }
+}
+
+/// The alternate `GuestFileWhence`: an int, or a `QGASeek` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whence {
+    /// `value`: upstream accepts 0, 1 and 2 (SEEK_SET, SEEK_CUR, SEEK_END).
+    Value(i64),
+    /// `name`
+    Name(Seek),
+}
+
+impl<'t> Arg<'t> for Whence {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        match v.as_str() {
+            Some(s) => Seek::from_name(s).map(Whence::Name),
+            None => v.as_i64().map(Whence::Value),
+        }
+    }
+}
+
+impl Whence {
+    /// upstream's `ga_parse_whence`: the names map to 0, 1, 2 and those three values to the
+    /// seek modes; anything else is "invalid whence code <n>".
+    pub fn to_seek(self) -> core::result::Result<Seek, i64> {
+        let v = match self {
+            Whence::Name(s) => return Ok(s),
+            Whence::Value(v) => v,
+        };
+        match v {
+            0 => Ok(Seek::Set),
+            1 => Ok(Seek::Cur),
+            2 => Ok(Seek::End),
+            v => Err(v),
+        }
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-file-open`.
+    pub struct FileOpenArgs<'t> {
+        path: &'t str = ("path", Ty::Str, REQUIRED),
+        mode: Option<&'t str> = ("mode", Ty::Str, OPTIONAL),
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-file-close` and `guest-file-flush`.
+    pub struct FileHandleArgs<'t> {
+        handle: i64 = ("handle", Ty::Int, REQUIRED),
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-file-read`.
+    pub struct FileReadArgs<'t> {
+        handle: i64 = ("handle", Ty::Int, REQUIRED),
+        count: Option<i64> = ("count", Ty::Int, OPTIONAL),
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-file-write`.
+    pub struct FileWriteArgs<'t> {
+        handle: i64 = ("handle", Ty::Int, REQUIRED),
+        buf_b64: &'t str = ("buf-b64", Ty::Str, REQUIRED),
+        count: Option<i64> = ("count", Ty::Int, OPTIONAL),
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-file-seek`.
+    pub struct FileSeekArgs<'t> {
+        handle: i64 = ("handle", Ty::Int, REQUIRED),
+        offset: i64 = ("offset", Ty::Int, REQUIRED),
+        whence: Whence = ("whence", Ty::Whence, REQUIRED),
+    }
+}
+
+/// The fopen modes upstream's `find_open_flag` accepts.
+pub const OPEN_MODES: &[&str] = &[
+    "r", "rb", "w", "wb", "a", "ab", "r+", "rb+", "r+b", "w+", "wb+", "w+b", "a+", "ab+", "a+b",
+];
+
+pub(crate) fn members(cmd: Command) -> &'static [Member] {
+    use super::args::Args as _;
+    match cmd {
+        Command::GuestFileOpen => FileOpenArgs::MEMBERS,
+        Command::GuestFileRead => FileReadArgs::MEMBERS,
+        Command::GuestFileWrite => FileWriteArgs::MEMBERS,
+        Command::GuestFileSeek => FileSeekArgs::MEMBERS,
+        _ => FileHandleArgs::MEMBERS,
+    }
+}
+
+fn invalid_count(r: &mut Reply<'_, '_>, tape: &[u8], count: i64) {
+    r.generic_fmt(
+        tape,
+        format_args!("value '{count}' is invalid for argument count"),
+    );
+}
+
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    chunk: &mut [u8],
+    b: &mut dyn Files,
+) {
+    match cmd {
+        Command::GuestFileOpen => {
+            let tape: &[u8] = frame;
+            let Some(a) = decode::<FileOpenArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            let mode = a.mode.unwrap_or("r");
+            if !OPEN_MODES.contains(&mode) {
+                return r.generic_fmt(tape, format_args!("invalid file open mode '{mode}'"));
+            }
+            match b.open(a.path, mode) {
+                Ok(h) => r.ok_value(tape, &h),
+                Err(Error::Os(_, text)) => r.generic_fmt(
+                    tape,
+                    format_args!("failed to open file '{}' (mode: '{mode}'): {text}", a.path),
+                ),
+                Err(e) => r.fail(tape, &e, ""),
+            }
+        }
+        Command::GuestFileClose | Command::GuestFileFlush => {
+            let tape: &[u8] = frame;
+            let Some(a) = decode::<FileHandleArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            if !b.has_handle(a.handle) {
+                return r.fail(tape, &Error::NoHandle(a.handle), "");
+            }
+            if cmd == Command::GuestFileClose {
+                let res = b.close(a.handle);
+                r.unit(tape, res, "failed to close handle");
+            } else {
+                let res = b.flush(a.handle);
+                r.unit(tape, res, "failed to flush file");
+            }
+        }
+        Command::GuestFileSeek => {
+            let tape: &[u8] = frame;
+            let Some(a) = decode::<FileSeekArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            if !b.has_handle(a.handle) {
+                return r.fail(tape, &Error::NoHandle(a.handle), "");
+            }
+            match a.whence.to_seek() {
+                Ok(whence) => {
+                    let res = b.seek(a.handle, a.offset, whence);
+                    r.result(tape, res, "failed to seek file");
+                }
+                Err(v) => r.generic_fmt(tape, format_args!("invalid whence code {v}")),
+            }
+        }
+        Command::GuestFileRead => read(r, frame, args, chunk, b),
+        _ => write(r, frame, args, b),
+    }
+}
+
+/// `guest-file-read`, streamed: the first chunk is read before anything is written, so that a
+/// failure gives a clean error response; later chunks are base64-encoded into the response as
+/// they are read. If a later read fails once part of the response was sent, the response ends
+/// as a success with the bytes read so far (`eof` false), since sent bytes cannot be taken back.
+fn read(
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    chunk: &mut [u8],
+    b: &mut dyn Files,
+) {
+    let tape: &[u8] = frame;
+    let Some(a) = decode::<FileReadArgs<'_>>(tape, args) else {
+        return r.generic(tape, crate::error::UNSUPPORTED);
+    };
+    if !b.has_handle(a.handle) {
+        return r.fail(tape, &Error::NoHandle(a.handle), "");
+    }
+    let count = match a.count {
+        None => READ_COUNT_DEFAULT,
+        Some(c) if !(0..=READ_COUNT_MAX).contains(&c) => return invalid_count(r, tape, c),
+        Some(c) => c,
+    };
+    if chunk.is_empty() {
+        return r.generic(tape, crate::error::UNSUPPORTED);
+    }
+    let want = count as usize;
+    let h = a.handle;
+    let mut total = 0usize;
+    let mut eof = false;
+    let mut first = 0usize;
+    if want > 0 {
+        let n = want.min(chunk.len());
+        match b.read(h, chunk.get_mut(..n).unwrap_or(&mut [])) {
+            Ok(0) => eof = true,
+            Ok(got) => first = got.min(n),
+            Err(e) => return r.fail(tape, &e, "failed to read file"),
+        }
+    }
+    total += first;
+    let mut failed: Option<Error> = None;
+    r.out.raw(b"{\"return\": {\"buf-b64\": ");
+    r.out.base64(|w| {
+        w.push(chunk.get(..first).unwrap_or(&[]));
+        while !eof && total < want {
+            let n = (want - total).min(chunk.len());
+            let buf = chunk.get_mut(..n).unwrap_or(&mut []);
+            match b.read(h, buf) {
+                Ok(0) => eof = true,
+                Ok(got) => {
+                    let got = got.min(n);
+                    w.push(buf.get(..got).unwrap_or(&[]));
+                    total += got;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    });
+    if let Some(e) = failed {
+        if r.out.rollback() {
+            return r.fail(tape, &e, "failed to read file");
+        }
+    }
+    r.out.raw(b", \"count\": ");
+    r.out.uint(total as u64);
+    r.out.raw(b", \"eof\": ");
+    r.out.bool(eof);
+    r.out.raw(b"}");
+    r.finish_ok(tape);
+}
+
+/// `guest-file-write`: `buf-b64` is decoded in place in the frame buffer.
+fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: &mut dyn Files) {
+    let (handle, count, range) = {
+        let tape: &[u8] = frame;
+        let Some(a) = decode::<FileWriteArgs<'_>>(tape, args) else {
+            return r.generic(tape, crate::error::UNSUPPORTED);
+        };
+        let range = args_value(tape, args)
+            .member("buf-b64")
+            .and_then(|v| v.str_range());
+        (a.handle, a.count, range)
+    };
+    if !b.has_handle(handle) {
+        return r.fail(frame, &Error::NoHandle(handle), "");
+    }
+    let (start, len) = range.unwrap_or((0, 0));
+    let Some(n) = super::base64_decode_in_place(frame, start, len) else {
+        return r.generic(frame, "Base64 data contains invalid characters");
+    };
+    let count = match count {
+        None => n,
+        Some(c) if c < 0 || c as u64 > n as u64 => return invalid_count(r, frame, c),
+        Some(c) => c as usize,
+    };
+    let res = b.write(handle, frame.get(start..start + count).unwrap_or(&[]));
+    r.result(frame, res, "failed to write to file");
 }
 
 /// Open files, by handle.

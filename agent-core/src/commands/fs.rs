@@ -4,8 +4,70 @@
 //! survives restarts); the engine asks [`Filesystems::status`] before every command to apply
 //! the frozen-state filter.
 
+use super::args::{Elem, Member, OPTIONAL, Ty};
 use super::{Emitter, Result, StrList};
+use crate::engine::{Reply, decode};
 use crate::schema::Command;
+
+crate::args! {
+    /// The arguments of `guest-fsfreeze-freeze-list`.
+    pub struct FreezeListArgs<'t> {
+        mountpoints: Option<StrList<'t>> = ("mountpoints", Ty::List(Elem::Str), OPTIONAL),
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-fstrim`.
+    pub struct FstrimArgs<'t> {
+        minimum: Option<i64> = ("minimum", Ty::Int, OPTIONAL),
+    }
+}
+
+pub(crate) fn members(cmd: Command) -> &'static [Member] {
+    use super::args::Args as _;
+    match cmd {
+        Command::GuestFsfreezeFreezeList => FreezeListArgs::MEMBERS,
+        Command::GuestFstrim => FstrimArgs::MEMBERS,
+        _ => &[],
+    }
+}
+
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: &mut dyn Filesystems,
+) {
+    let tape: &[u8] = frame;
+    match cmd {
+        Command::GuestFsfreezeStatus => {
+            let s = b.status();
+            r.ok_value(tape, &s);
+        }
+        Command::GuestFsfreezeFreeze => {
+            let res = b.freeze(None);
+            r.result(tape, res, "");
+        }
+        Command::GuestFsfreezeFreezeList => {
+            let Some(a) = decode::<FreezeListArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            let res = b.freeze(a.mountpoints);
+            r.result(tape, res, "");
+        }
+        Command::GuestFsfreezeThaw => {
+            let res = b.thaw();
+            r.result(tape, res, "");
+        }
+        _ => {
+            let Some(a) = decode::<FstrimArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            r.list(tape, Some("paths"), |e| b.fstrim(a.minimum, e));
+        }
+    }
+}
 
 crate::json_enum! {
     /// `GuestFsfreezeStatus`.

@@ -1,7 +1,66 @@
 //! `guest-get-memory-blocks`, `guest-set-memory-blocks` and `guest-get-memory-block-info`.
 
+use super::args::{Elem, Member, OPTIONAL, REQUIRED, Ty};
 use super::{Emitter, FromArg, List, Result};
+use crate::engine::{Reply, decode};
 use crate::schema::Command;
+
+/// The members of `GuestMemoryBlock` as an argument.
+pub const MEMORY_BLOCK: &[Member] = &[
+    Member {
+        name: "phys-index",
+        ty: Ty::Uint64,
+        optional: REQUIRED,
+    },
+    Member {
+        name: "online",
+        ty: Ty::Bool,
+        optional: REQUIRED,
+    },
+    Member {
+        name: "can-offline",
+        ty: Ty::Bool,
+        optional: OPTIONAL,
+    },
+];
+
+crate::args! {
+    /// The arguments of `guest-set-memory-blocks`.
+    pub struct SetMemoryBlocksArgs<'t> {
+        mem_blks: List<'t, GuestMemoryBlock> = ("mem-blks", Ty::List(Elem::Struct(MEMORY_BLOCK)), REQUIRED),
+    }
+}
+
+pub(crate) fn members(cmd: Command) -> &'static [Member] {
+    use super::args::Args as _;
+    match cmd {
+        Command::GuestSetMemoryBlocks => SetMemoryBlocksArgs::MEMBERS,
+        _ => &[],
+    }
+}
+
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: &mut dyn Memory,
+) {
+    let tape: &[u8] = frame;
+    match cmd {
+        Command::GuestGetMemoryBlocks => r.list(tape, None, |e| b.blocks(e)),
+        Command::GuestSetMemoryBlocks => {
+            let Some(a) = decode::<SetMemoryBlocksArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            r.list(tape, None, |e| b.set_blocks(a.mem_blks, e));
+        }
+        _ => {
+            let res = b.block_info();
+            r.result(tape, res, "");
+        }
+    }
+}
 
 crate::json_struct! {
     /// `GuestMemoryBlock`: returned by `guest-get-memory-blocks`, taken by the setter.

@@ -15,10 +15,12 @@
 //! Each file here is named after its family, as are the platform files that implement it
 //! (`platform-linux/src/commands/file.rs`, `platform-x86/src/commands/file.rs`).
 
-use core::marker::PhantomData;
+use ::core::marker::PhantomData;
 
 use crate::out::{ListWriter, ObjectWriter, Out, ToJson};
 
+pub mod args;
+pub mod core;
 pub mod cpu;
 pub mod disk;
 pub mod exec;
@@ -33,6 +35,167 @@ pub mod time;
 pub mod user;
 
 pub use crate::error::{Error, Result};
+
+use crate::engine::{Policy, Reply};
+use crate::schema::{Command, Family};
+use args::Member as ArgMember;
+
+/// The argument members of `cmd`, from its family's table.
+pub fn members(cmd: Command) -> &'static [ArgMember] {
+    match cmd.family() {
+        Family::Core => self::core::members(cmd),
+        Family::Clock => time::members(cmd),
+        Family::Power => power::members(cmd),
+        Family::Files => file::members(cmd),
+        Family::Filesystems => fs::members(cmd),
+        Family::Disks | Family::Network | Family::System => &[],
+        Family::Cpus => cpu::members(cmd),
+        Family::Memory => memory::members(cmd),
+        Family::Users => user::members(cmd),
+        Family::SshKeys => ssh::members(cmd),
+        Family::Exec => exec::members(cmd),
+    }
+}
+
+/// Whether `platform` serves `cmd`: its family is provided and says it supports `cmd`.
+pub fn supported(platform: &mut dyn Platform, cmd: Command) -> bool {
+    match cmd.family() {
+        Family::Core => true,
+        Family::Clock => platform.clock().is_some_and(|b| b.supports(cmd)),
+        Family::Power => platform.power().is_some_and(|b| b.supports(cmd)),
+        Family::Files => platform.files().is_some_and(|b| b.supports(cmd)),
+        Family::Filesystems => platform.filesystems().is_some_and(|b| b.supports(cmd)),
+        Family::Disks => platform.disks().is_some_and(|b| b.supports(cmd)),
+        Family::Network => platform.network().is_some_and(|b| b.supports(cmd)),
+        Family::Cpus => platform.cpus().is_some_and(|b| b.supports(cmd)),
+        Family::Memory => platform.memory().is_some_and(|b| b.supports(cmd)),
+        Family::Users => platform.users().is_some_and(|b| b.supports(cmd)),
+        Family::SshKeys => platform.ssh_keys().is_some_and(|b| b.supports(cmd)),
+        Family::Exec => platform.exec().is_some_and(|b| b.supports(cmd)),
+        Family::System => platform.system().is_some_and(|b| b.supports(cmd)),
+    }
+}
+
+/// Run `cmd` (arguments validated, family supported) and write its response.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    chunk: &mut [u8],
+    platform: &mut dyn Platform,
+    policy: &Policy,
+    frozen: bool,
+) {
+    let unsupported =
+        |r: &mut Reply<'_, '_>, frame: &[u8]| r.generic(frame, crate::error::UNSUPPORTED);
+    match cmd.family() {
+        Family::Core => self::core::run(cmd, r, frame, args, platform, policy, frozen),
+        Family::Clock => match platform.clock() {
+            Some(b) => time::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Power => match platform.power() {
+            Some(b) => power::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Files => match platform.files() {
+            Some(b) => file::run(cmd, r, frame, args, chunk, b),
+            None => unsupported(r, frame),
+        },
+        Family::Filesystems => match platform.filesystems() {
+            Some(b) => fs::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Disks => match platform.disks() {
+            Some(b) => disk::run(cmd, r, frame, b),
+            None => unsupported(r, frame),
+        },
+        Family::Network => match platform.network() {
+            Some(b) => network::run(cmd, r, frame, b),
+            None => unsupported(r, frame),
+        },
+        Family::Cpus => match platform.cpus() {
+            Some(b) => cpu::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Memory => match platform.memory() {
+            Some(b) => memory::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Users => match platform.users() {
+            Some(b) => user::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::SshKeys => match platform.ssh_keys() {
+            Some(b) => ssh::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Exec => match platform.exec() {
+            Some(b) => exec::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::System => match platform.system() {
+            Some(b) => system::run(cmd, r, frame, b),
+            None => unsupported(r, frame),
+        },
+    }
+}
+
+/// The characters upstream's `qbase64_decode` accepts (util/base64.c).
+fn base64_char_ok(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\n')
+}
+
+/// Decode the base64 string at `start..start+len` of `buf` in place, as upstream does: the
+/// character set is checked first ("Base64 data contains invalid characters"), then GLib's
+/// `g_base64_decode` runs, which skips newlines, treats `=` as a zero digit that also marks
+/// padding, and drops an incomplete final group. Returns the decoded length (the bytes now at
+/// `start..`).
+pub(crate) fn base64_decode_in_place(buf: &mut [u8], start: usize, len: usize) -> Option<usize> {
+    let src = buf.get(start..start.checked_add(len)?)?;
+    if !src.iter().all(|&b| base64_char_ok(b)) {
+        return None;
+    }
+    let mut w = start;
+    let mut v: u32 = 0;
+    let mut i = 0;
+    let mut last = [0u8; 2];
+    for r in start..start + len {
+        let c = buf.get(r).copied().unwrap_or(0);
+        let rank = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => 0,
+            _ => continue,
+        };
+        last[1] = last[0];
+        last[0] = c;
+        v = (v << 6) | rank as u32;
+        i += 1;
+        if i == 4 {
+            let mut put = |b: u8| {
+                if let Some(slot) = buf.get_mut(w) {
+                    *slot = b;
+                }
+                w += 1;
+            };
+            put((v >> 16) as u8);
+            if last[1] != b'=' {
+                put((v >> 8) as u8);
+            }
+            if last[0] != b'=' {
+                put(v as u8);
+            }
+            i = 0;
+        }
+    }
+    Some(w - start)
+}
 
 /// What a platform provides. Every method has a default of "not provided".
 pub trait Platform {
@@ -98,7 +261,10 @@ pub struct List<'t, T> {
 
 impl<'t, T: FromArg<'t> + 't> List<'t, T> {
     pub(crate) fn new(items: crate::json::Array<'t>) -> Self {
-        List { items, _t: PhantomData }
+        List {
+            items,
+            _t: PhantomData,
+        }
     }
 
     /// The number of elements.
@@ -119,7 +285,10 @@ impl<'t, T: FromArg<'t> + 't> List<'t, T> {
 
 impl<T> Clone for List<'_, T> {
     fn clone(&self) -> Self {
-        List { items: self.items.clone(), _t: PhantomData }
+        List {
+            items: self.items.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
@@ -173,7 +342,11 @@ impl ItemSink for ListWriter<'_, '_> {
 impl<'e, T: Element + ?Sized> Emitter<'e, T> {
     /// An emitter writing into `sink`.
     pub fn new(sink: &'e mut dyn ItemSink) -> Self {
-        Emitter { sink, count: 0, _t: PhantomData }
+        Emitter {
+            sink,
+            count: 0,
+            _t: PhantomData,
+        }
     }
 
     /// Write one element.

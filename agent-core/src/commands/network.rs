@@ -1,7 +1,16 @@
 //! `guest-network-get-interfaces` and `guest-network-get-route`.
 
 use super::{Emitter, Result};
+use crate::engine::Reply;
 use crate::schema::Command;
+
+pub(crate) fn run(cmd: Command, r: &mut Reply<'_, '_>, frame: &mut [u8], b: &mut dyn Network) {
+    let tape: &[u8] = frame;
+    match cmd {
+        Command::GuestNetworkGetInterfaces => r.list(tape, None, |e| b.interfaces(e)),
+        _ => r.list(tape, None, |e| b.routes(e)),
+    }
+}
 
 crate::json_enum! {
     /// `GuestIpAddressType`.

@@ -4,7 +4,58 @@
 //! the machine off before returning; it returns only to report an error.
 
 use super::Result;
+use super::args::{Member, OPTIONAL, Ty};
+use crate::engine::{Reply, decode};
 use crate::schema::Command;
+
+crate::args! {
+    /// The arguments of `guest-shutdown`.
+    pub struct ShutdownArgs<'t> {
+        mode: Option<&'t str> = ("mode", Ty::Str, OPTIONAL),
+    }
+}
+
+pub(crate) fn members(cmd: Command) -> &'static [Member] {
+    use super::args::Args as _;
+    match cmd {
+        Command::GuestShutdown => ShutdownArgs::MEMBERS,
+        _ => &[],
+    }
+}
+
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: &mut dyn Power,
+) {
+    let tape: &[u8] = frame;
+    let res = match cmd {
+        Command::GuestShutdown => {
+            let Some(a) = decode::<ShutdownArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            let mode = match a.mode {
+                None | Some("powerdown") => ShutdownMode::Powerdown,
+                Some("halt") => ShutdownMode::Halt,
+                Some("reboot") => ShutdownMode::Reboot,
+                Some(_) => {
+                    // The missing ")" is upstream's.
+                    return r.generic(
+                        tape,
+                        "mode is invalid (valid values are: halt|powerdown|reboot",
+                    );
+                }
+            };
+            b.shutdown(mode)
+        }
+        Command::GuestSuspendDisk => b.suspend(SuspendMode::Disk),
+        Command::GuestSuspendRam => b.suspend(SuspendMode::Ram),
+        _ => b.suspend(SuspendMode::Hybrid),
+    };
+    r.unit(tape, res, "");
+}
 
 crate::json_enum! {
     /// `guest-shutdown`'s `mode` (a plain `str` in the schema; the engine checks it and answers

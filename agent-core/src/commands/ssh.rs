@@ -1,18 +1,95 @@
 //! `guest-ssh-get-authorized-keys`, `guest-ssh-add-authorized-keys` and
 //! `guest-ssh-remove-authorized-keys`.
 
+use super::args::{Elem, Member, OPTIONAL, REQUIRED, Ty};
 use super::{Emitter, Result, StrList};
+use crate::engine::{Reply, decode};
 use crate::schema::Command;
 
-/// Upstream's key check for add and remove: a key must be non-empty, not start with `#` and
-/// not contain a newline. Returns the offending key.
+/// Upstream's key check for add and remove (`check_openssh_pub_key`): a key must not start
+/// with `#` nor contain a newline. (An empty key passes, as upstream's code has it.) Returns
+/// the offending key.
 pub fn check_keys<'t>(keys: &StrList<'t>) -> core::result::Result<(), &'t str> {
     for k in keys.iter() {
-        if k.is_empty() || k.starts_with('#') || k.contains('\n') {
+        if k.starts_with('#') || k.contains('\n') {
             return Err(k);
         }
     }
     Ok(())
+}
+
+crate::args! {
+    /// The arguments of `guest-ssh-get-authorized-keys`.
+    pub struct SshGetArgs<'t> {
+        username: &'t str = ("username", Ty::Str, REQUIRED),
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-ssh-add-authorized-keys`.
+    pub struct SshAddArgs<'t> {
+        username: &'t str = ("username", Ty::Str, REQUIRED),
+        keys: StrList<'t> = ("keys", Ty::List(Elem::Str), REQUIRED),
+        reset: Option<bool> = ("reset", Ty::Bool, OPTIONAL),
+    }
+}
+
+crate::args! {
+    /// The arguments of `guest-ssh-remove-authorized-keys`.
+    pub struct SshRemoveArgs<'t> {
+        username: &'t str = ("username", Ty::Str, REQUIRED),
+        keys: StrList<'t> = ("keys", Ty::List(Elem::Str), REQUIRED),
+    }
+}
+
+pub(crate) fn members(cmd: Command) -> &'static [Member] {
+    use super::args::Args as _;
+    match cmd {
+        Command::GuestSshGetAuthorizedKeys => SshGetArgs::MEMBERS,
+        Command::GuestSshAddAuthorizedKeys => SshAddArgs::MEMBERS,
+        _ => SshRemoveArgs::MEMBERS,
+    }
+}
+
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: &mut dyn SshKeys,
+) {
+    let tape: &[u8] = frame;
+    let bad_key = |r: &mut Reply<'_, '_>, k: &str| {
+        r.generic_fmt(tape, format_args!("invalid OpenSSH public key: '{k}'"))
+    };
+    match cmd {
+        Command::GuestSshGetAuthorizedKeys => {
+            let Some(a) = decode::<SshGetArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            r.list(tape, Some("keys"), |e| b.get(a.username, e));
+        }
+        Command::GuestSshAddAuthorizedKeys => {
+            let Some(a) = decode::<SshAddArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            if let Err(k) = check_keys(&a.keys) {
+                return bad_key(r, k);
+            }
+            let res = b.add(a.username, a.keys, a.reset.unwrap_or(false));
+            r.unit(tape, res, "");
+        }
+        _ => {
+            let Some(a) = decode::<SshRemoveArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            if let Err(k) = check_keys(&a.keys) {
+                return bad_key(r, k);
+            }
+            let res = b.remove(a.username, a.keys);
+            r.unit(tape, res, "");
+        }
+    }
 }
 
 /// A user's `~/.ssh/authorized_keys`.

@@ -1,7 +1,31 @@
 //! `guest-get-host-name`, `guest-get-timezone`, `guest-get-osinfo` and `guest-get-devices`.
 
 use super::{Emitter, Result};
+use crate::engine::Reply;
 use crate::schema::Command;
+
+pub(crate) fn run(cmd: Command, r: &mut Reply<'_, '_>, frame: &mut [u8], b: &mut dyn System) {
+    let tape: &[u8] = frame;
+    match cmd {
+        Command::GuestGetHostName => match b.host_name() {
+            Ok(name) => r.ok(tape, |o| {
+                o.object(|w| {
+                    w.member("host-name", name);
+                })
+            }),
+            Err(e) => r.fail(tape, &e, ""),
+        },
+        Command::GuestGetTimezone => {
+            let res = b.timezone();
+            r.result(tape, res, "");
+        }
+        Command::GuestGetOsinfo => {
+            let res = b.osinfo();
+            r.result(tape, res, "");
+        }
+        _ => r.list(tape, None, |e| b.devices(e)),
+    }
+}
 
 crate::json_struct! {
     /// `GuestTimezone`.

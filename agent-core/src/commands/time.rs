@@ -1,7 +1,52 @@
 //! `guest-get-time` and `guest-set-time`.
 
 use super::Result;
+use super::args::{Member, OPTIONAL, Ty};
+use crate::engine::{Reply, decode};
 use crate::schema::Command;
+
+crate::args! {
+    /// The arguments of `guest-set-time`.
+    pub struct SetTimeArgs<'t> {
+        time: Option<i64> = ("time", Ty::Int, OPTIONAL),
+    }
+}
+
+pub(crate) fn members(cmd: Command) -> &'static [Member] {
+    use super::args::Args as _;
+    match cmd {
+        Command::GuestSetTime => SetTimeArgs::MEMBERS,
+        _ => &[],
+    }
+}
+
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: &mut dyn Clock,
+) {
+    let tape: &[u8] = frame;
+    match cmd {
+        Command::GuestSetTime => {
+            let Some(a) = decode::<SetTimeArgs<'_>>(tape, args) else {
+                return r.generic(tape, crate::error::UNSUPPORTED);
+            };
+            if let Some(t) = a.time {
+                if let Err(text) = check_time(t) {
+                    return r.generic(tape, text);
+                }
+            }
+            let res = b.set_time(a.time);
+            r.unit(tape, res, "Failed to set time to guest");
+        }
+        _ => {
+            let res = b.get_time();
+            r.result(tape, res, "");
+        }
+    }
+}
 
 /// The guest's clock.
 pub trait Clock {
@@ -24,7 +69,11 @@ pub trait Clock {
 pub fn check_time(ns: i64) -> core::result::Result<(), &'static str> {
     // 2070-01-01T00:00:00Z is 3155760000 s after the epoch.
     let secs = ns / 1_000_000_000;
-    if (0..3_155_760_000).contains(&secs) { Ok(()) } else { Err("Invalid time") }
+    if (0..3_155_760_000).contains(&secs) {
+        Ok(())
+    } else {
+        Err("Invalid time")
+    }
 }
 
 #[cfg(test)]
@@ -32,7 +81,10 @@ mod tests {
     #[test]
     fn years() {
         assert!(super::check_time(0).is_ok());
-        assert!(super::check_time(-1).is_ok(), "truncates toward zero as upstream");
+        assert!(
+            super::check_time(-1).is_ok(),
+            "truncates toward zero as upstream"
+        );
         assert!(super::check_time(-1_000_000_000).is_err());
         assert!(super::check_time(3_155_759_999_000_000_000).is_ok());
         assert!(super::check_time(3_155_760_000_000_000_000).is_err());

@@ -7,6 +7,9 @@
 //! a [`tape`]: strings already unescaped and UTF-8-checked, so dispatch borrows `&str` from it
 //! with no scratch space and no copying.
 
+pub mod framer;
+mod lexer;
 pub mod tape;
 
+pub use framer::{Event, Framer, ParseError};
 pub use tape::{Array, Value};

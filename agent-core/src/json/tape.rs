@@ -146,6 +146,28 @@ impl<'t> Value<'t> {
         core::str::from_utf8(self.payload()?).ok()
     }
 
+    /// The raw bytes of a string (UTF-8, possibly with NUL bytes), if this is one.
+    pub fn str_bytes(&self) -> Option<&'t [u8]> {
+        if self.tape.get(self.pos) != Some(&STR) {
+            return None;
+        }
+        self.payload()
+    }
+
+    /// Where a string's bytes lie on the tape: `(start, len)`.
+    pub fn str_range(&self) -> Option<(usize, usize)> {
+        if self.tape.get(self.pos) != Some(&STR) {
+            return None;
+        }
+        let (len, used) = read_len(self.tape, self.pos + 1)?;
+        Some((self.pos + 1 + used, len))
+    }
+
+    /// The position of this value on its tape.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
     /// The number's text, if this is one.
     pub fn number_text(&self) -> Option<&'t str> {
         if self.tape.get(self.pos) != Some(&NUM) {
@@ -243,7 +265,10 @@ impl<'t> Value<'t> {
     /// The members of an object, in request order.
     pub fn members(&self) -> Members<'t> {
         let ok = self.tape.get(self.pos) == Some(&OBJ);
-        Members { tape: self.tape, pos: if ok { Some(self.pos + 1) } else { None } }
+        Members {
+            tape: self.tape,
+            pos: if ok { Some(self.pos + 1) } else { None },
+        }
     }
 
     /// The member `name` of an object (the first, if a damaged tape repeats it).
@@ -291,7 +316,10 @@ pub struct Array<'t> {
 impl<'t> Array<'t> {
     /// The elements.
     pub fn iter(&self) -> Elements<'t> {
-        Elements { tape: self.value.tape, pos: Some(self.value.pos + 1) }
+        Elements {
+            tape: self.value.tape,
+            pos: Some(self.value.pos + 1),
+        }
     }
 
     /// The number of elements (counted by walking the tape).
@@ -333,7 +361,10 @@ mod tests {
     #[test]
     fn walk_a_hand_written_tape() {
         // {"a": [1, "xy"], "b": true}
-        let t = [OBJ, STR, 1, b'a', ARR, NUM, 1, b'1', STR, 2, b'x', b'y', END_ARR, STR, 1, b'b', TRUE, END_OBJ];
+        let t = [
+            OBJ, STR, 1, b'a', ARR, NUM, 1, b'1', STR, 2, b'x', b'y', END_ARR, STR, 1, b'b', TRUE,
+            END_OBJ,
+        ];
         let v = Value::at(&t, 0);
         assert_eq!(v.end(), Some(t.len()));
         let a = v.member("a").unwrap().as_array().unwrap();
@@ -355,7 +386,10 @@ mod tests {
         assert_eq!(num("-5"), Some(Number::Int(-5)));
         assert_eq!(num("18446744073709551615"), Some(Number::Uint(u64::MAX)));
         assert_eq!(num("1.5"), Some(Number::Float(1.5)));
-        assert_eq!(num("-9223372036854775809"), Some(Number::Float(-9223372036854775809.0)));
+        assert_eq!(
+            num("-9223372036854775809"),
+            Some(Number::Float(-9223372036854775809.0))
+        );
     }
 
     #[test]

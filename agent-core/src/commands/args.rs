@@ -1,0 +1,409 @@
+//! Argument decoding, as upstream's generated marshallers and `qobject-input-visitor.c` do it.
+//!
+//! Each command's arguments are declared once, with [`args!`](crate::args), next to the family's
+//! types in `commands/<family>.rs`: a Rust struct whose fields carry their QAPI member name,
+//! QAPI type and optionality. Decoding is two steps. [`validate`] walks the member table in
+//! schema order and stops at the first failure, with upstream's text and nested path
+//! (`vcpus[0].online`); keys the schema does not know are reported only after every member was
+//! visited, as `visit_check_struct` does. Then the struct is read from the validated value,
+//! which cannot fail.
+
+use core::fmt;
+
+use crate::json::Value;
+use crate::json::tape::{Kind, Number};
+
+/// Marker for [`Member::optional`] in [`args!`](crate::args) tables.
+pub const OPTIONAL: bool = true;
+/// Marker for required members in [`args!`](crate::args) tables.
+pub const REQUIRED: bool = false;
+
+/// An element type of a QAPI list argument.
+#[derive(Clone, Copy, Debug)]
+pub enum Elem {
+    /// `['str']`
+    Str,
+    /// A list of structs with these members.
+    Struct(&'static [Member]),
+}
+
+/// A QAPI argument type.
+#[derive(Clone, Copy, Debug)]
+pub enum Ty {
+    /// `int` (int64).
+    Int,
+    /// `uint64` (negative int64 values accepted and wrapped).
+    Uint64,
+    /// `number` (int or float).
+    Number,
+    /// `bool`
+    Bool,
+    /// `str`
+    Str,
+    /// An enum with these wire names.
+    Enum(&'static [&'static str]),
+    /// The alternate `GuestFileWhence`: int or `QGASeek`.
+    Whence,
+    /// The alternate `GuestExecCaptureOutput`: bool or `GuestExecCaptureOutputMode`.
+    Capture,
+    /// A list.
+    List(Elem),
+}
+
+/// One member of an argument struct.
+#[derive(Clone, Copy, Debug)]
+pub struct Member {
+    /// Wire name.
+    pub name: &'static str,
+    /// QAPI type.
+    pub ty: Ty,
+    /// Whether it may be absent.
+    pub optional: bool,
+}
+
+/// An argument struct: its member table and its decoding from a validated object.
+pub trait Args<'t>: Sized {
+    /// Members in schema order.
+    const MEMBERS: &'static [Member];
+    /// Read the struct from an object that passed [`validate`] against [`Args::MEMBERS`].
+    fn decode(v: Value<'t>) -> Option<Self>;
+}
+
+/// A field type of an argument struct.
+pub trait Arg<'t>: Sized {
+    /// Read a validated value.
+    fn from_value(v: Value<'t>) -> Option<Self>;
+    /// Read a validated member that may be absent.
+    fn from_member(v: Option<Value<'t>>) -> Option<Self> {
+        Self::from_value(v?)
+    }
+}
+
+impl<'t, T: Arg<'t>> Arg<'t> for Option<T> {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        T::from_value(v).map(Some)
+    }
+    fn from_member(v: Option<Value<'t>>) -> Option<Self> {
+        match v {
+            None => Some(None),
+            Some(v) => T::from_value(v).map(Some),
+        }
+    }
+}
+
+impl<'t> Arg<'t> for i64 {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        v.as_i64()
+    }
+}
+
+impl<'t> Arg<'t> for u64 {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        v.as_u64()
+    }
+}
+
+impl<'t> Arg<'t> for f64 {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        v.as_f64()
+    }
+}
+
+impl<'t> Arg<'t> for bool {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        v.as_bool()
+    }
+}
+
+impl<'t> Arg<'t> for &'t str {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        v.as_str()
+    }
+}
+
+/// A validated value kept as it is on the tape (for a string the engine decodes in place).
+#[derive(Clone, Copy, Debug)]
+pub struct Raw<'t>(pub Value<'t>);
+
+impl<'t> Arg<'t> for Raw<'t> {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        Some(Raw(v))
+    }
+}
+
+impl<'t, T: super::FromArg<'t> + 't> Arg<'t> for super::List<'t, T> {
+    fn from_value(v: Value<'t>) -> Option<Self> {
+        v.as_array().map(super::List::new)
+    }
+}
+
+/// Declare a command's argument struct: fields with their wire name, QAPI type and whether
+/// they are optional, in schema order.
+///
+/// ```ignore
+/// args! {
+///     /// `guest-file-read`
+///     pub struct FileReadArgs<'t> {
+///         handle: i64 = ("handle", Ty::Int, REQUIRED),
+///         count: Option<i64> = ("count", Ty::Int, OPTIONAL),
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! args {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident<$lt:lifetime> {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = ($json:literal, $qty:expr, $opt:expr) ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone)]
+        pub struct $name<$lt> {
+            $( $(#[$fmeta])* #[doc = concat!("`", $json, "`")] pub $field: $ty, )*
+            _t: core::marker::PhantomData<&$lt ()>,
+        }
+
+        impl<$lt> $crate::commands::args::Args<$lt> for $name<$lt> {
+            const MEMBERS: &'static [$crate::commands::args::Member] = &[
+                $( $crate::commands::args::Member { name: $json, ty: $qty, optional: $opt }, )*
+            ];
+            fn decode(_v: $crate::json::Value<$lt>) -> Option<Self> {
+                Some($name {
+                    $( $field: <$ty as $crate::commands::args::Arg<$lt>>::from_member(_v.member($json))?, )*
+                    _t: core::marker::PhantomData,
+                })
+            }
+        }
+    };
+}
+
+/// Where an argument error is: `name`, `name[3]` or `name[3].inner`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Path<'t> {
+    /// The top-level member.
+    pub name: &'t str,
+    /// The list index.
+    pub index: Option<usize>,
+    /// The member of the list element.
+    pub inner: Option<&'t str>,
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)?;
+        if let Some(i) = self.index {
+            write!(f, "[{i}]")?;
+        }
+        if let Some(inner) = self.inner {
+            write!(f, ".{inner}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with an argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgErrorKind<'t> {
+    /// `Parameter '%s' is missing`
+    Missing,
+    /// `Invalid parameter type for '%s', expected: %s`
+    Type(&'static str),
+    /// `Parameter '%s' expects %s`
+    Expects(&'static str),
+    /// `Parameter '%s' does not accept value '%s'`
+    Value(&'t [u8]),
+    /// `Parameter '%s' is unexpected`
+    Unexpected,
+}
+
+/// An argument error with its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgError<'t> {
+    /// Where.
+    pub path: Path<'t>,
+    /// What.
+    pub kind: ArgErrorKind<'t>,
+}
+
+impl ArgError<'_> {
+    /// Write upstream's text (unescaped: the caller escapes it into a JSON string).
+    pub fn write_text(&self, w: &mut dyn FnMut(&[u8])) {
+        let mut path: heapless::String<64> = heapless::String::new();
+        let p = &self.path;
+        w(match self.kind {
+            ArgErrorKind::Type(_) => b"Invalid parameter type for '",
+            _ => b"Parameter '",
+        });
+        w(p.name.as_bytes());
+        if let Some(i) = p.index {
+            use core::fmt::Write as _;
+            let _ = write!(path, "[{i}]");
+            w(path.as_bytes());
+        }
+        if let Some(inner) = p.inner {
+            w(b".");
+            w(inner.as_bytes());
+        }
+        match self.kind {
+            ArgErrorKind::Missing => w(b"' is missing"),
+            ArgErrorKind::Type(t) => {
+                w(b"', expected: ");
+                w(t.as_bytes());
+            }
+            ArgErrorKind::Expects(t) => {
+                w(b"' expects ");
+                w(t.as_bytes());
+            }
+            ArgErrorKind::Value(v) => {
+                w(b"' does not accept value '");
+                // Upstream formats the value with "%s": it ends at a NUL.
+                w(v.split(|&b| b == 0).next().unwrap_or(&[]));
+                w(b"'");
+            }
+            ArgErrorKind::Unexpected => w(b"' is unexpected"),
+        }
+    }
+}
+
+/// `QGASeek`'s wire names.
+pub const SEEK_NAMES: &[&str] = &["set", "cur", "end"];
+/// `GuestExecCaptureOutputMode`'s wire names.
+pub const CAPTURE_NAMES: &[&str] = &["none", "stdout", "stderr", "separated", "merged"];
+
+/// Check `obj` (an object) against `members` as upstream's input visitor would.
+pub fn validate<'t>(members: &'static [Member], obj: Value<'t>) -> Result<(), ArgError<'t>> {
+    validate_in(members, obj, None)
+}
+
+fn validate_in<'t>(
+    members: &'static [Member],
+    obj: Value<'t>,
+    outer: Option<(&'t str, usize)>,
+) -> Result<(), ArgError<'t>> {
+    let at = |name: &'t str| match outer {
+        None => Path {
+            name,
+            index: None,
+            inner: None,
+        },
+        Some((o, i)) => Path {
+            name: o,
+            index: Some(i),
+            inner: Some(name),
+        },
+    };
+    for m in members {
+        match obj.member(m.name) {
+            None if m.optional => {}
+            None => {
+                return Err(ArgError {
+                    path: at(m.name),
+                    kind: ArgErrorKind::Missing,
+                });
+            }
+            Some(v) => check(m, v, at(m.name), outer.is_none())?,
+        }
+    }
+    for (k, _) in obj.members() {
+        if !members.iter().any(|m| m.name == k) {
+            return Err(ArgError {
+                path: at(k),
+                kind: ArgErrorKind::Unexpected,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check<'t>(
+    m: &'static Member,
+    v: Value<'t>,
+    path: Path<'t>,
+    top: bool,
+) -> Result<(), ArgError<'t>> {
+    let err = |kind| Err(ArgError { path, kind });
+    let enum_check = |names: &[&str]| -> Result<(), ArgError<'t>> {
+        match v.str_bytes() {
+            None => Err(ArgError {
+                path,
+                kind: ArgErrorKind::Type("string"),
+            }),
+            Some(s) if names.iter().any(|n| n.as_bytes() == s) => Ok(()),
+            Some(s) => Err(ArgError {
+                path,
+                kind: ArgErrorKind::Value(s),
+            }),
+        }
+    };
+    match m.ty {
+        Ty::Int => match v.as_i64() {
+            Some(_) => Ok(()),
+            None => err(ArgErrorKind::Type("integer")),
+        },
+        Ty::Uint64 => match v.as_u64() {
+            Some(_) => Ok(()),
+            None => err(ArgErrorKind::Expects("uint64")),
+        },
+        Ty::Number => match v.kind() {
+            Kind::Number => Ok(()),
+            _ => err(ArgErrorKind::Type("number")),
+        },
+        Ty::Bool => match v.kind() {
+            Kind::Bool => Ok(()),
+            _ => err(ArgErrorKind::Type("boolean")),
+        },
+        Ty::Str => match v.kind() {
+            Kind::String => Ok(()),
+            _ => err(ArgErrorKind::Type("string")),
+        },
+        Ty::Enum(names) => enum_check(names),
+        Ty::Whence => match v.kind() {
+            Kind::Number => match v.as_number() {
+                Some(Number::Int(_)) => Ok(()),
+                _ => err(ArgErrorKind::Type("integer")),
+            },
+            Kind::String => enum_check(SEEK_NAMES),
+            _ => err(ArgErrorKind::Type("GuestFileWhence")),
+        },
+        Ty::Capture => match v.kind() {
+            Kind::Bool => Ok(()),
+            Kind::String => enum_check(CAPTURE_NAMES),
+            _ => err(ArgErrorKind::Type("GuestExecCaptureOutput")),
+        },
+        Ty::List(elem) => {
+            let Some(items) = v.as_array() else {
+                return err(ArgErrorKind::Type("array"));
+            };
+            // Lists of lists do not occur in the schema; lists are top-level members.
+            let _ = top;
+            for (i, e) in items.iter().enumerate() {
+                let here = Path {
+                    name: path.name,
+                    index: Some(i),
+                    inner: None,
+                };
+                match elem {
+                    Elem::Str => {
+                        if e.kind() != Kind::String {
+                            return Err(ArgError {
+                                path: here,
+                                kind: ArgErrorKind::Type("string"),
+                            });
+                        }
+                    }
+                    Elem::Struct(ms) => {
+                        if e.kind() != Kind::Object {
+                            return Err(ArgError {
+                                path: here,
+                                kind: ArgErrorKind::Type("object"),
+                            });
+                        }
+                        validate_in(ms, e, Some((path.name, i)))?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

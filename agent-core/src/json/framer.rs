@@ -1,0 +1,777 @@
+//! Streamer and parser in one pass: tokens from the [lexer](super::lexer) are counted as
+//! upstream's `json-streamer.c` counts them, to find where a request ends, and checked against
+//! the grammar as upstream's `json-parser.c` would check them once the request is complete, while
+//! the value is written to the frame buffer as a [tape](super::tape).
+//!
+//! Upstream queues every token of a request and parses them when the braces balance; the first
+//! parse error in token order is reported. Parsing as tokens arrive gives the same first error
+//! (upstream's parser is a left-to-right recursive descent that stops at its first error), so
+//! the checker remembers that error and reports it when the streamer says the request is
+//! complete. A lexical error, a limit error and an oversized request end the request at once,
+//! dropping what was queued ("flush"), as upstream does.
+//!
+//! Storage: the tape grows from the start of the frame; the raw bytes of the token being lexed
+//! are kept just past the tape's end (at `tape_end + R`, leaving room for a tape header), so
+//! that a lexical error can quote the partial token as upstream does, and a string is then
+//! decoded in place into the tape. Container state lives in the caller's nesting slice, one
+//! [`NestSlot`] per open `{` or `[`: there is no recursion.
+//!
+//! Duplicate keys are found with a 64-bit Bloom filter per object and, on a hit, a walk over the
+//! object's earlier keys on the tape. Objects of a few dozen keys never walk; an adversarial
+//! object with thousands of keys costs a walk per key (quadratic in the key count, bounded by
+//! the frame size).
+
+use super::lexer::{Lex, Step, Tok, step};
+use super::tape;
+use crate::engine::NestSlot;
+use crate::out::{Out, mod_utf8_codepoint};
+
+/// upstream's `MAX_TOKEN_COUNT`.
+pub const MAX_TOKEN_COUNT: usize = 2 << 20;
+
+/// A request that could not be parsed, with what upstream says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// A lexical error: the partial token plus the offending byte lie at `start..start+len` in
+    /// the frame buffer.
+    Stray {
+        /// Position in the frame buffer.
+        start: usize,
+        /// Length.
+        len: usize,
+    },
+    /// `expecting value`
+    ExpectingValue,
+    /// `missing : in object pair`
+    MissingColon,
+    /// `expected separator in dict`
+    SeparatorDict,
+    /// `expected separator in list`
+    SeparatorList,
+    /// `key is not a string in object`
+    KeyNotString,
+    /// `duplicate key`
+    DuplicateKey,
+    /// `invalid escape sequence in string`
+    InvalidEscape,
+    /// `invalid UTF-8 sequence in string`
+    InvalidUtf8,
+    /// `\uXXXX is not a valid Unicode character`, quoting up to 6 bytes of the escape.
+    BadUnicode {
+        /// The escape as written.
+        text: [u8; 6],
+        /// How many bytes of `text` are used.
+        len: u8,
+    },
+    /// `invalid keyword 'x'`: the keyword lies at `start..start+len` in the frame buffer.
+    InvalidKeyword {
+        /// Position in the frame buffer.
+        start: usize,
+        /// Length.
+        len: usize,
+    },
+    /// `premature EOI` (not reachable from a byte stream; kept for completeness).
+    PrematureEoi,
+    /// `JSON nesting depth limit exceeded`
+    Nesting,
+    /// `JSON token size limit exceeded`: the request does not fit the frame buffer.
+    TokenSize,
+    /// `JSON token count limit exceeded`
+    TokenCount,
+}
+
+impl ParseError {
+    /// Write the error's `desc`, without quotes, as upstream words it.
+    pub fn write_desc(&self, frame: &[u8], out: &mut Out<'_>) {
+        let body = |out: &mut Out<'_>, s: &str| out.string_body(s.as_bytes());
+        match *self {
+            ParseError::Stray { start, len } => {
+                let tok = frame.get(start..start.saturating_add(len)).unwrap_or(&[]);
+                // Upstream formats the token with "%s": it ends at a NUL byte.
+                let tok = tok.split(|&b| b == 0).next().unwrap_or(&[]);
+                body(out, "JSON parse error, stray '");
+                out.string_body(tok);
+                body(out, "'");
+            }
+            ParseError::Nesting => body(out, "JSON nesting depth limit exceeded"),
+            ParseError::TokenSize => body(out, "JSON token size limit exceeded"),
+            ParseError::TokenCount => body(out, "JSON token count limit exceeded"),
+            ParseError::InvalidKeyword { start, len } => {
+                // Upstream formats parser messages into a 1024-byte buffer.
+                body(out, "JSON parse error, ");
+                let kw = frame.get(start..start.saturating_add(len)).unwrap_or(&[]);
+                const PREFIX: &[u8] = b"invalid keyword '";
+                let room = 1023 - PREFIX.len();
+                out.string_body(PREFIX);
+                out.string_body(kw.get(..room.min(kw.len())).unwrap_or(&[]));
+                if kw.len() < room {
+                    out.string_body(b"'");
+                }
+            }
+            ParseError::BadUnicode { text, len } => {
+                body(out, "JSON parse error, ");
+                out.string_body(text.get(..len as usize).unwrap_or(&[]));
+                body(out, " is not a valid Unicode character");
+            }
+            other => {
+                body(out, "JSON parse error, ");
+                body(out, other.parser_text());
+            }
+        }
+    }
+
+    fn parser_text(&self) -> &'static str {
+        match self {
+            ParseError::ExpectingValue => "expecting value",
+            ParseError::MissingColon => "missing : in object pair",
+            ParseError::SeparatorDict => "expected separator in dict",
+            ParseError::SeparatorList => "expected separator in list",
+            ParseError::KeyNotString => "key is not a string in object",
+            ParseError::DuplicateKey => "duplicate key",
+            ParseError::InvalidEscape => "invalid escape sequence in string",
+            ParseError::InvalidUtf8 => "invalid UTF-8 sequence in string",
+            ParseError::PrematureEoi => "premature EOI",
+            _ => "",
+        }
+    }
+}
+
+/// What the framer found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete value is on the tape at position 0 of the frame buffer.
+    Value,
+    /// A request failed; answer with this error.
+    Error(ParseError),
+}
+
+/// What the parser expects next in the innermost container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Want {
+    TopValue = 0,
+    TopDone,
+    ObjKeyOrEnd,
+    ObjKey,
+    ObjColon,
+    ObjValue,
+    ObjCommaOrEnd,
+    ArrValueOrEnd,
+    ArrValue,
+    ArrCommaOrEnd,
+}
+
+impl Want {
+    fn from_u8(v: u8) -> Want {
+        match v {
+            1 => Want::TopDone,
+            2 => Want::ObjKeyOrEnd,
+            3 => Want::ObjKey,
+            4 => Want::ObjColon,
+            5 => Want::ObjValue,
+            6 => Want::ObjCommaOrEnd,
+            7 => Want::ArrValueOrEnd,
+            8 => Want::ArrValue,
+            9 => Want::ArrCommaOrEnd,
+            _ => Want::TopValue,
+        }
+    }
+}
+
+const SLOT_DUP: u8 = 1;
+
+/// The framing and parsing state between calls; all storage is the caller's.
+#[derive(Debug)]
+pub struct Framer {
+    lex: Lex,
+    /// Raw bytes of the current token stored so far (at `tape_end + reserve`).
+    tok_len: usize,
+    braces: i64,
+    brackets: i64,
+    tokens: usize,
+    tape_end: usize,
+    depth: usize,
+    want: Want,
+    error: Option<ParseError>,
+    oversized: bool,
+    /// The previous request ended: start the next one afresh.
+    fresh: bool,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer::new()
+    }
+}
+
+fn vlen(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+impl Framer {
+    /// A framer in its initial state.
+    pub const fn new() -> Self {
+        Framer {
+            lex: Lex::Start,
+            tok_len: 0,
+            braces: 0,
+            brackets: 0,
+            tokens: 0,
+            tape_end: 0,
+            depth: 0,
+            want: Want::TopValue,
+            error: None,
+            oversized: false,
+            fresh: false,
+        }
+    }
+
+    /// Forget everything: a partial request and the lexer state.
+    pub fn reset(&mut self) {
+        *self = Framer::new();
+    }
+
+    /// Whether a request is partly received (or the lexer is inside a token or recovering).
+    pub fn idle(&self) -> bool {
+        (self.fresh || (self.tokens == 0 && self.tok_len == 0)) && self.lex == Lex::Start
+    }
+
+    fn begin_message(&mut self) {
+        self.braces = 0;
+        self.brackets = 0;
+        self.tokens = 0;
+        self.tape_end = 0;
+        self.depth = 0;
+        self.want = Want::TopValue;
+        self.error = None;
+        self.oversized = false;
+        self.fresh = false;
+    }
+
+    /// Room kept before a token's raw bytes for the tape header written over them.
+    fn reserve(frame: &[u8]) -> usize {
+        1 + vlen(frame.len())
+    }
+
+    fn store(&mut self, bytes: &[u8], frame: &mut [u8]) {
+        if self.oversized {
+            return;
+        }
+        let at = self.tape_end + Self::reserve(frame) + self.tok_len;
+        match frame.get_mut(at..at.saturating_add(bytes.len())) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.tok_len += bytes.len();
+            }
+            None => self.oversized = true,
+        }
+    }
+
+    /// Lex `input` until it is used up or an event occurs. Returns how many bytes were used
+    /// and the event. The frame buffer holds the request (and an error's quoted text) until the
+    /// next call.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        frame: &mut [u8],
+        nest: &mut [NestSlot],
+    ) -> (usize, Option<Event>) {
+        if self.fresh {
+            self.begin_message();
+        }
+        let mut i = 0;
+        while let Some(&b) = input.get(i) {
+            // Fast path: a run of ordinary string bytes.
+            if matches!(self.lex, Lex::Dq | Lex::Sq) {
+                let quote = if self.lex == Lex::Dq { b'"' } else { b'\'' };
+                let rest = input.get(i..).unwrap_or(&[]);
+                let run = rest
+                    .iter()
+                    .position(|&c| c == quote || c == b'\\' || !(0x20..=0xFD).contains(&c))
+                    .unwrap_or(rest.len());
+                if run > 0 {
+                    self.store(rest.get(..run).unwrap_or(&[]), frame);
+                    i += run;
+                    continue;
+                }
+            }
+            match step(self.lex, b) {
+                Step::Go(s) => {
+                    self.store(&[b], frame);
+                    self.lex = s;
+                    i += 1;
+                }
+                Step::Skip | Step::RecoverSkip => i += 1,
+                Step::RecoverEnd => self.lex = Lex::Start,
+                Step::Punct(t) => {
+                    i += 1;
+                    if let Some(ev) = self.token(t, frame, nest) {
+                        return (i, Some(ev));
+                    }
+                }
+                Step::StringEnd => {
+                    self.store(&[b], frame);
+                    i += 1;
+                    self.lex = Lex::Start;
+                    if let Some(ev) = self.token(Tok::String, frame, nest) {
+                        return (i, Some(ev));
+                    }
+                }
+                Step::Emit(t) => {
+                    self.lex = Lex::Start;
+                    if let Some(ev) = self.token(t, frame, nest) {
+                        return (i, Some(ev));
+                    }
+                }
+                Step::Error => {
+                    self.store(&[b], frame);
+                    i += 1;
+                    self.lex = Lex::Recovery;
+                    let e = ParseError::Stray {
+                        start: self.tape_end + Self::reserve(frame),
+                        len: self.tok_len,
+                    };
+                    return (i, Some(self.flush(e)));
+                }
+            }
+        }
+        (i, None)
+    }
+
+    /// End the request with an error (upstream's flush).
+    fn flush(&mut self, e: ParseError) -> Event {
+        let e = if self.oversized {
+            ParseError::TokenSize
+        } else {
+            e
+        };
+        self.tok_len = 0;
+        self.fresh = true;
+        Event::Error(e)
+    }
+
+    /// The streamer: count, check limits, parse, and decide whether the request is complete.
+    fn token(&mut self, t: Tok, frame: &mut [u8], nest: &mut [NestSlot]) -> Option<Event> {
+        match t {
+            Tok::LCurly => self.braces += 1,
+            Tok::RCurly => self.braces -= 1,
+            Tok::LSquare => self.brackets += 1,
+            Tok::RSquare => self.brackets -= 1,
+            _ => {}
+        }
+        self.tokens += 1;
+        if self.tokens > MAX_TOKEN_COUNT {
+            return Some(self.flush(ParseError::TokenCount));
+        }
+        if self.braces + self.brackets > nest.len() as i64 {
+            return Some(self.flush(ParseError::Nesting));
+        }
+        if !self.oversized && self.error.is_none() {
+            self.parse(t, frame, nest);
+        }
+        self.tok_len = 0;
+        if (self.braces > 0 || self.brackets > 0) && self.braces >= 0 && self.brackets >= 0 {
+            return None;
+        }
+        let ev = if self.oversized {
+            Event::Error(ParseError::TokenSize)
+        } else if let Some(e) = self.error {
+            Event::Error(e)
+        } else if self.want == Want::TopDone {
+            Event::Value
+        } else {
+            Event::Error(ParseError::PrematureEoi)
+        };
+        self.fresh = true;
+        Some(ev)
+    }
+
+    fn fail(&mut self, e: ParseError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    fn put(&mut self, frame: &mut [u8], tag: u8) -> bool {
+        match frame.get_mut(self.tape_end) {
+            Some(slot) => {
+                *slot = tag;
+                self.tape_end += 1;
+                true
+            }
+            None => {
+                self.oversized = true;
+                false
+            }
+        }
+    }
+
+    fn parse(&mut self, t: Tok, frame: &mut [u8], nest: &mut [NestSlot]) {
+        match t {
+            Tok::LCurly | Tok::LSquare => self.open(t == Tok::LCurly, frame, nest),
+            Tok::RCurly | Tok::RSquare => self.close(t == Tok::RCurly, frame, nest),
+            Tok::Colon => match self.want {
+                Want::ObjColon => self.want = Want::ObjValue,
+                Want::TopDone => {}
+                w => self.fail(Self::not_a_value(w)),
+            },
+            Tok::Comma => match self.want {
+                Want::ObjCommaOrEnd => self.want = Want::ObjKey,
+                Want::ArrCommaOrEnd => self.want = Want::ArrValue,
+                Want::TopDone => {}
+                w => self.fail(Self::not_a_value(w)),
+            },
+            Tok::String | Tok::Integer | Tok::Float | Tok::Keyword => self.scalar(t, frame, nest),
+        }
+    }
+
+    /// The error for a token that cannot come next in state `w`, when it is neither a value
+    /// (where one is allowed) nor the token `w` waits for.
+    fn not_a_value(w: Want) -> ParseError {
+        match w {
+            Want::ObjColon => ParseError::MissingColon,
+            Want::ObjCommaOrEnd => ParseError::SeparatorDict,
+            Want::ArrCommaOrEnd => ParseError::SeparatorList,
+            _ => ParseError::ExpectingValue,
+        }
+    }
+
+    /// Whether a value may start here (in key position too: upstream parses any value as a
+    /// key and then rejects it if it is not a string).
+    fn value_allowed(&mut self) -> bool {
+        match self.want {
+            Want::ObjColon | Want::ObjCommaOrEnd | Want::ArrCommaOrEnd => {
+                let e = Self::not_a_value(self.want);
+                self.fail(e);
+                false
+            }
+            Want::TopDone => false,
+            _ => true,
+        }
+    }
+
+    fn open(&mut self, obj: bool, frame: &mut [u8], nest: &mut [NestSlot]) {
+        if !self.value_allowed() {
+            return;
+        }
+        let start = self.tape_end;
+        if !self.put(frame, if obj { tape::OBJ } else { tape::ARR }) {
+            return;
+        }
+        let Some(slot) = nest.get_mut(self.depth) else {
+            self.fail(ParseError::Nesting);
+            return;
+        };
+        *slot = NestSlot {
+            start,
+            bloom: 0,
+            parent: self.want as u8,
+            flags: 0,
+        };
+        self.depth += 1;
+        self.want = if obj {
+            Want::ObjKeyOrEnd
+        } else {
+            Want::ArrValueOrEnd
+        };
+    }
+
+    fn close(&mut self, obj: bool, frame: &mut [u8], nest: &mut [NestSlot]) {
+        let ok = match self.want {
+            Want::ObjKeyOrEnd | Want::ObjCommaOrEnd => obj,
+            Want::ArrValueOrEnd | Want::ArrCommaOrEnd => !obj,
+            _ => false,
+        };
+        if !ok {
+            let e = match (self.want, obj) {
+                (Want::ObjColon, _) => ParseError::MissingColon,
+                (Want::ObjCommaOrEnd, false) => ParseError::SeparatorDict,
+                (Want::ArrCommaOrEnd, true) => ParseError::SeparatorList,
+                (Want::TopDone, _) => return,
+                _ => ParseError::ExpectingValue,
+            };
+            self.fail(e);
+            return;
+        }
+        if !self.put(frame, if obj { tape::END_OBJ } else { tape::END_ARR }) {
+            return;
+        }
+        self.depth = self.depth.saturating_sub(1);
+        let parent = nest.get(self.depth).map(|s| s.parent).unwrap_or(0);
+        self.want = Want::from_u8(parent);
+        self.value_done(nest);
+    }
+
+    /// A value just ended in the current context.
+    fn value_done(&mut self, nest: &mut [NestSlot]) {
+        match self.want {
+            Want::TopValue => self.want = Want::TopDone,
+            Want::ObjValue => {
+                let dup = self
+                    .depth
+                    .checked_sub(1)
+                    .and_then(|d| nest.get(d))
+                    .is_some_and(|s| s.flags & SLOT_DUP != 0);
+                if dup {
+                    self.fail(ParseError::DuplicateKey);
+                } else {
+                    self.want = Want::ObjCommaOrEnd;
+                }
+            }
+            Want::ArrValueOrEnd | Want::ArrValue => self.want = Want::ArrCommaOrEnd,
+            Want::ObjKeyOrEnd | Want::ObjKey => self.fail(ParseError::KeyNotString),
+            _ => {}
+        }
+    }
+
+    fn scalar(&mut self, t: Tok, frame: &mut [u8], nest: &mut [NestSlot]) {
+        if !self.value_allowed() {
+            return;
+        }
+        let raw = self.tape_end + Self::reserve(frame);
+        let len = self.tok_len;
+        match t {
+            Tok::String => {
+                let content = len.saturating_sub(2);
+                let hmax = 1 + vlen(content);
+                let dst = self.tape_end + hmax;
+                let n = match decode_string(frame, raw + 1, content, dst) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                };
+                let h = 1 + vlen(n);
+                if h < hmax {
+                    frame.copy_within(dst..dst + n, self.tape_end + h);
+                }
+                let pos = self.tape_end;
+                if let Some(tag) = frame.get_mut(pos) {
+                    *tag = tape::STR;
+                }
+                let _ = tape::write_len(frame, pos + 1, n);
+                self.tape_end = pos + h + n;
+                if matches!(self.want, Want::ObjKeyOrEnd | Want::ObjKey) {
+                    self.key(pos, pos + h, n, frame, nest);
+                    self.want = Want::ObjColon;
+                    return;
+                }
+            }
+            Tok::Integer | Tok::Float => {
+                let h = 1 + vlen(len);
+                let pos = self.tape_end;
+                frame.copy_within(raw..raw + len, pos + h);
+                if let Some(tag) = frame.get_mut(pos) {
+                    *tag = tape::NUM;
+                }
+                let _ = tape::write_len(frame, pos + 1, len);
+                self.tape_end = pos + h + len;
+            }
+            _ => {
+                let word = frame.get(raw..raw + len).unwrap_or(&[]);
+                let tag = match word {
+                    b"true" => tape::TRUE,
+                    b"false" => tape::FALSE,
+                    b"null" => tape::NULL,
+                    _ => {
+                        self.fail(ParseError::InvalidKeyword { start: raw, len });
+                        // Keep the keyword: later tokens are stored past it.
+                        self.tape_end = raw + len;
+                        return;
+                    }
+                };
+                self.put(frame, tag);
+            }
+        }
+        self.value_done(nest);
+    }
+
+    /// A key was written at `pos` (payload at `text..text+n`): note whether it repeats one of
+    /// the current object's earlier keys.
+    fn key(&mut self, pos: usize, text: usize, n: usize, frame: &[u8], nest: &mut [NestSlot]) {
+        let Some(slot) = self.depth.checked_sub(1).and_then(|d| nest.get_mut(d)) else {
+            return;
+        };
+        let key = frame.get(text..text + n).unwrap_or(&[]);
+        let h = fnv1a(key);
+        let bits = (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63));
+        let mut dup = false;
+        if slot.bloom & bits == bits {
+            let tape_so_far = frame.get(..pos).unwrap_or(&[]);
+            let mut at = slot.start + 1;
+            while at < pos {
+                let k = tape::Value::at(tape_so_far, at);
+                let Some(vpos) = k.end() else { break };
+                if k.str_bytes() == Some(key) {
+                    dup = true;
+                    break;
+                }
+                match tape::Value::at(tape_so_far, vpos).end() {
+                    Some(next) => at = next,
+                    None => break,
+                }
+            }
+        }
+        slot.bloom |= bits;
+        if dup {
+            slot.flags |= SLOT_DUP;
+        } else {
+            slot.flags &= !SLOT_DUP;
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn is_valid_codepoint(cp: i32) -> bool {
+    (0..=0x10FFFF).contains(&cp)
+        && !(0xFDD0..=0xFDEF).contains(&cp)
+        && cp & 0xFFFE != 0xFFFE
+        && !(0xD800..=0xDFFF).contains(&cp)
+}
+
+fn hex4(f: &[u8], at: usize, end: usize) -> i32 {
+    let mut cp = 0i32;
+    for k in 0..4 {
+        let b = if at + k < end {
+            f.get(at + k).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return -1,
+        };
+        cp = (cp << 4) | d as i32;
+    }
+    cp
+}
+
+fn put_at(f: &mut [u8], w: &mut usize, b: u8) {
+    if let Some(slot) = f.get_mut(*w) {
+        *slot = b;
+    }
+    *w += 1;
+}
+
+/// Decode a string token's content (`len` raw bytes at `src`, followed by the closing quote) to
+/// UTF-8 at `dst <= src`, as upstream's `parse_string` does: escapes (including `\'` and
+/// surrogate pairs) decoded, raw bytes checked with `mod_utf8_codepoint`. `\u0000` and the
+/// two-byte `\xC0\x80` become a NUL byte. Returns the decoded length.
+fn decode_string(f: &mut [u8], src: usize, len: usize, dst: usize) -> Result<usize, ParseError> {
+    let end = src + len;
+    let mut r = src;
+    let mut w = dst;
+    while r < end {
+        let rest = f.get(r..end).unwrap_or(&[]);
+        let run = rest
+            .iter()
+            .position(|&c| c == b'\\' || c >= 0x80)
+            .unwrap_or(rest.len());
+        if run > 0 {
+            f.copy_within(r..r + run, w);
+            r += run;
+            w += run;
+            continue;
+        }
+        let c = f.get(r).copied().unwrap_or(0);
+        if c == b'\\' {
+            let beg = r;
+            let e = if r + 1 < end {
+                f.get(r + 1).copied().unwrap_or(0)
+            } else {
+                0
+            };
+            r += 2;
+            let out = match e {
+                b'"' => b'"',
+                b'\'' => b'\'',
+                b'\\' => b'\\',
+                b'/' => b'/',
+                b'b' => 0x08,
+                b'f' => 0x0C,
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'u' => {
+                    let mut cp = hex4(f, r, end);
+                    r += 4;
+                    let at = |k: usize| if k < end { f.get(k).copied() } else { None };
+                    if (0xD800..=0xDBFF).contains(&cp)
+                        && at(r) == Some(b'\\')
+                        && at(r + 1) == Some(b'u')
+                    {
+                        cp = 0x10000 + ((cp & 0x3FF) << 10);
+                        let trailing = hex4(f, r + 2, end);
+                        if (0xDC00..=0xDFFF).contains(&trailing) {
+                            cp |= trailing & 0x3FF;
+                            r += 6;
+                        } else {
+                            cp = -1;
+                        }
+                    }
+                    if !is_valid_codepoint(cp) {
+                        // "%.*s" of the escape, cut at the end of the token (its closing
+                        // quote is part of the token).
+                        let stop = r.min(end + 1);
+                        let quoted = f.get(beg..stop).unwrap_or(&[]);
+                        let mut text = [0u8; 6];
+                        let n = quoted.len().min(6);
+                        for (d, s) in text.iter_mut().zip(quoted) {
+                            *d = *s;
+                        }
+                        return Err(ParseError::BadUnicode { text, len: n as u8 });
+                    }
+                    let cp = cp as u32;
+                    if cp < 0x80 {
+                        put_at(f, &mut w, cp as u8);
+                    } else if cp < 0x800 {
+                        put_at(f, &mut w, 0xC0 | (cp >> 6) as u8);
+                        put_at(f, &mut w, 0x80 | (cp & 0x3F) as u8);
+                    } else if cp < 0x10000 {
+                        put_at(f, &mut w, 0xE0 | (cp >> 12) as u8);
+                        put_at(f, &mut w, 0x80 | ((cp >> 6) & 0x3F) as u8);
+                        put_at(f, &mut w, 0x80 | (cp & 0x3F) as u8);
+                    } else {
+                        put_at(f, &mut w, 0xF0 | (cp >> 18) as u8);
+                        put_at(f, &mut w, 0x80 | ((cp >> 12) & 0x3F) as u8);
+                        put_at(f, &mut w, 0x80 | ((cp >> 6) & 0x3F) as u8);
+                        put_at(f, &mut w, 0x80 | (cp & 0x3F) as u8);
+                    }
+                    continue;
+                }
+                _ => return Err(ParseError::InvalidEscape),
+            };
+            put_at(f, &mut w, out);
+        } else {
+            let seq = f.get(r..end.min(r + 6)).unwrap_or(&[]);
+            let (cp, used) = mod_utf8_codepoint(seq);
+            if cp < 0 {
+                return Err(ParseError::InvalidUtf8);
+            }
+            if cp == 0 {
+                put_at(f, &mut w, 0);
+            } else {
+                f.copy_within(r..r + used, w);
+                w += used;
+            }
+            r += used;
+        }
+    }
+    Ok(w - dst)
+}
