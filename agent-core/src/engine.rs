@@ -385,11 +385,11 @@ impl<'c, 'a> Reply<'c, 'a> {
         if wrap.is_some() {
             self.out.raw(b"}");
         }
-        if let Err(e) = res {
-            if self.out.rollback() {
-                self.fail(tape, &e, "");
-                return;
-            }
+        if let Err(e) = res
+            && self.out.rollback()
+        {
+            self.fail(tape, &e, "");
+            return;
         }
         self.write_id(tape);
         self.out.raw(b"}\n");

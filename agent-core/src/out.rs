@@ -157,7 +157,7 @@ impl<'a> Out<'a> {
             // Copy the longest run that needs no escaping in one go.
             let plain = rest
                 .iter()
-                .position(|&b| b < 0x20 || b >= 0x7F || b == b'"' || b == b'\\')
+                .position(|&b| !(0x20..0x7F).contains(&b) || b == b'"' || b == b'\\')
                 .unwrap_or(rest.len());
             let (run, tail) = rest.split_at(plain);
             self.raw(run);
@@ -328,6 +328,7 @@ pub struct ListWriter<'o, 'a> {
 
 impl<'a> ListWriter<'_, 'a> {
     /// Start the next element and return the stream for it.
+    #[allow(clippy::should_implement_trait)] // not an iterator: it writes a separator
     pub fn next(&mut self) -> &mut Out<'a> {
         if !self.first {
             self.out.raw(b", ");

@@ -23,6 +23,7 @@ crate::json_enum! {
     }
 }
 
+#[allow(clippy::derivable_impls)] // the enum comes from json_enum!
 impl Default for GuestDiskBusType {
     fn default() -> Self {
         GuestDiskBusType::Unknown

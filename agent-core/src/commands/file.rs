@@ -262,10 +262,10 @@ fn read(
             }
         }
     });
-    if let Some(e) = failed {
-        if r.out.rollback() {
-            return r.fail(tape, &e, "failed to read file");
-        }
+    if let Some(e) = failed
+        && r.out.rollback()
+    {
+        return r.fail(tape, &e, "failed to read file");
     }
     r.out.raw(b", \"count\": ");
     r.out.uint(total as u64);

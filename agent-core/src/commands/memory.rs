@@ -91,6 +91,7 @@ crate::json_enum! {
     }
 }
 
+#[allow(clippy::derivable_impls)] // the enum comes from json_enum!
 impl Default for GuestMemoryBlockResponseType {
     fn default() -> Self {
         GuestMemoryBlockResponseType::Success

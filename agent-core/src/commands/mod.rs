@@ -286,7 +286,7 @@ impl<'t, T: FromArg<'t> + 't> List<'t, T> {
 impl<T> Clone for List<'_, T> {
     fn clone(&self) -> Self {
         List {
-            items: self.items.clone(),
+            items: self.items,
             _t: PhantomData,
         }
     }

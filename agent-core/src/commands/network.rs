@@ -17,6 +17,7 @@ crate::json_enum! {
     pub enum GuestIpAddressType { Ipv4 = "ipv4", Ipv6 = "ipv6" }
 }
 
+#[allow(clippy::derivable_impls)] // the enum comes from json_enum!
 impl Default for GuestIpAddressType {
     fn default() -> Self {
         GuestIpAddressType::Ipv4

@@ -33,10 +33,10 @@ pub(crate) fn run(
             let Some(a) = decode::<SetTimeArgs<'_>>(tape, args) else {
                 return r.generic(tape, crate::error::UNSUPPORTED);
             };
-            if let Some(t) = a.time {
-                if let Err(text) = check_time(t) {
-                    return r.generic(tape, text);
-                }
+            if let Some(t) = a.time
+                && let Err(text) = check_time(t)
+            {
+                return r.generic(tape, text);
             }
             let res = b.set_time(a.time);
             r.unit(tape, res, "Failed to set time to guest");

@@ -184,10 +184,10 @@ impl<'t> Value<'t> {
             if let Ok(v) = text.parse::<i64>() {
                 return Some(Number::Int(v));
             }
-            if !text.starts_with('-') {
-                if let Ok(v) = text.parse::<u64>() {
-                    return Some(Number::Uint(v));
-                }
+            if !text.starts_with('-')
+                && let Ok(v) = text.parse::<u64>()
+            {
+                return Some(Number::Uint(v));
             }
         }
         text.parse::<f64>().ok().map(Number::Float)

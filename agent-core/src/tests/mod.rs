@@ -8,7 +8,7 @@ pub(crate) use platform::MemPlatform;
 
 /// Feed `input` in one piece to a fresh agent over `p`; return the response bytes.
 pub(crate) fn exchange_with(p: &mut MemPlatform, input: &[u8]) -> Vec<u8> {
-    let mut bufs: Box<StaticBuffers> = Box::new(StaticBuffers::new());
+    let mut bufs: Box<StaticBuffers> = Box::default();
     let mut agent = Agent::new(bufs.as_buffers());
     let mut out = Vec::new();
     agent.feed(input, p, &mut out).unwrap();
