@@ -518,12 +518,17 @@ pub fn parse_line(line: &[u8]) -> Result<Value> {
             String::from_utf8_lossy(line)
         )));
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ClientError::Protocol(format!(
-            "response is not JSON ({e}): {}",
-            String::from_utf8_lossy(line)
-        ))
-    })?;
+    // Responses may echo a deeply nested `id` (up to upstream's nesting limit of 1024).
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.disable_recursion_limit();
+    let v: Value = serde::Deserialize::deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| {
+            ClientError::Protocol(format!(
+                "response is not JSON ({e}): {}",
+                String::from_utf8_lossy(line)
+            ))
+        })?;
     if !v.is_object() {
         return Err(ClientError::Protocol(format!(
             "response is not an object: {v}"
