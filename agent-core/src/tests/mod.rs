@@ -2,19 +2,89 @@
 
 mod fixtures;
 mod platform;
+mod split;
 
-use crate::engine::{Agent, StaticBuffers};
+use crate::engine::{Agent, Buffers, NestSlot};
+use crate::schema::Command;
 pub(crate) use platform::MemPlatform;
 
-/// Feed `input` in one piece to a fresh agent over `p`; return the response bytes.
-pub(crate) fn exchange_with(p: &mut MemPlatform, input: &[u8]) -> Vec<u8> {
-    let mut bufs: Box<StaticBuffers> = Box::default();
-    let mut agent = Agent::new(bufs.as_buffers());
+/// Buffer sizes and policy for a test agent.
+#[derive(Clone)]
+pub(crate) struct Cfg {
+    pub frame: usize,
+    pub chunk: usize,
+    pub tx: usize,
+    pub nest: usize,
+    pub block: Vec<Command>,
+    pub allow: Vec<Command>,
+}
+
+impl Default for Cfg {
+    fn default() -> Self {
+        Cfg {
+            frame: 64 * 1024,
+            chunk: 4096,
+            tx: 4096,
+            nest: 1024,
+            block: vec![],
+            allow: vec![],
+        }
+    }
+}
+
+/// Owned storage for [`Buffers`].
+pub(crate) struct Store {
+    frame: Vec<u8>,
+    chunk: Vec<u8>,
+    tx: Vec<u8>,
+    nest: Vec<NestSlot>,
+}
+
+impl Store {
+    pub fn new(cfg: &Cfg) -> Self {
+        Store {
+            frame: vec![0; cfg.frame],
+            chunk: vec![0; cfg.chunk],
+            tx: vec![0; cfg.tx],
+            nest: vec![NestSlot::EMPTY; cfg.nest],
+        }
+    }
+
+    pub fn agent(&mut self, cfg: &Cfg) -> Agent<'_> {
+        let mut a = Agent::new(Buffers {
+            frame: &mut self.frame,
+            chunk: &mut self.chunk,
+            tx: &mut self.tx,
+            nesting: &mut self.nest,
+        });
+        for &c in &cfg.block {
+            a.policy_mut().block(c);
+        }
+        for &c in &cfg.allow {
+            a.policy_mut().allow(c);
+        }
+        a
+    }
+}
+
+/// Feed `pieces` one after another to a fresh agent configured by `cfg` over `p`.
+pub(crate) fn run_pieces(p: &mut MemPlatform, cfg: &Cfg, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut store = Store::new(cfg);
+    let mut agent = store.agent(cfg);
     let mut out = Vec::new();
-    agent.feed(input, p, &mut out).unwrap();
+    for piece in pieces {
+        agent.feed(piece, p, &mut out).unwrap();
+    }
     out
 }
 
+/// Feed `input` in one piece to a fresh agent over `p`; return the response bytes.
+pub(crate) fn exchange_with(p: &mut MemPlatform, input: &[u8]) -> Vec<u8> {
+    run_pieces(p, &Cfg::default(), &[input])
+}
+
+/// Feed `input` to a fresh agent over a full in-memory platform; the responses as text (0xFF
+/// shown as U+FFFD).
 pub(crate) fn exchange(input: &[u8]) -> String {
     let mut p = MemPlatform::full();
     String::from_utf8_lossy(&exchange_with(&mut p, input)).into_owned()

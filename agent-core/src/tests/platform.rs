@@ -325,7 +325,13 @@ impl SshKeys for MemSsh {
 }
 
 /// What one `guest-exec` received: path, args, env, stdin, capture mode.
-pub(crate) type Started = (String, Vec<String>, Option<Vec<String>>, Option<Vec<u8>>, CaptureMode);
+pub(crate) type Started = (
+    String,
+    Vec<String>,
+    Option<Vec<String>>,
+    Option<Vec<u8>>,
+    CaptureMode,
+);
 
 #[derive(Default)]
 pub(crate) struct MemExec {
