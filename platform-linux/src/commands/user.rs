@@ -7,23 +7,17 @@
 //! the earliest login time.
 //!
 //! Passwords are set by running `chpasswd` (`-e` for a crypted password) with
-//! `user:password\n` on its standard input, in a new session, its standard output and error
-//! captured together for upstream's error text.
+//! `user:password\n` on its standard input, through the crate's `run::run_command` (upstream's
+//! `ga_run_command`: a new session, output and errors captured together for the error text).
 
 // agent_core::Error carries its message inline (no allocation in the core), so every
 // Result in these backends is as large as that message, by design.
 #![allow(clippy::result_large_err)]
 
-use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
-use agent_core::Error;
 use agent_core::commands::user::{GuestUser, Users};
 use agent_core::commands::{Emitter, Result};
-
-use super::system::{errno_of, strerror};
 
 /// The Linux users backend.
 #[derive(Debug)]
@@ -66,87 +60,13 @@ impl Users for LinuxUsers {
         input.push(b':');
         input.extend_from_slice(pw);
         input.push(b'\n');
-        let mut cmd = Command::new(&self.chpasswd);
-        if crypted {
-            cmd.arg("-e");
-        }
-        run_command(cmd, &input, "set user password")
-    }
-}
-
-/// Upstream's `ga_run_command`: run `cmd` in a new session with `input` on its standard input
-/// and its standard output and error in one pipe; a failure is reported with the output.
-pub(crate) fn run_command(mut cmd: Command, input: &[u8], action: &str) -> Result<()> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let (mut reader, writer) =
-        std::io::pipe().map_err(|_| Error::msg(format_args!("cannot create pipe FDs")))?;
-    let writer2 = writer
-        .try_clone()
-        .map_err(|_| Error::msg(format_args!("cannot create pipe FDs")))?;
-    cmd.stdin(Stdio::piped()).stdout(writer).stderr(writer2);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            // Upstream's child reports a failed exec on the pipe ("failed to exec '<cmd>':
-            // <strerror>\n" from perror) and exits 1.
-            return Err(Error::msg(format_args!(
-                "child process has failed to {action}: failed to exec '{program}': {}\n",
-                strerror(errno_of(&e))
-            )));
-        }
-    };
-    // The Command holds the parent's copies of the pipe's write end: drop them so that the
-    // read below ends when the child exits.
-    drop(cmd);
-    if let Some(mut stdin) = child.stdin.take()
-        && stdin.write_all(input).is_err()
-    {
-        let e = std::io::Error::last_os_error();
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(Error::msg(format_args!(
-            "{action}: cannot write to stdin pipe: {}",
-            strerror(errno_of(&e))
-        )));
-    }
-    let mut output = Vec::new();
-    let read = reader.read_to_end(&mut output);
-    let status = child.wait().map_err(|e| {
-        Error::msg(format_args!(
-            "failed to wait for child process: {}",
-            strerror(errno_of(&e))
-        ))
-    })?;
-    if read.is_err() {
-        return Err(Error::msg(format_args!(
-            "{action}: cannot read from stdout/stderr pipe"
-        )));
-    }
-    let text = String::from_utf8_lossy(&output);
-    match status.code() {
-        Some(0) => Ok(()),
-        Some(code) if text.is_empty() => Err(Error::msg(format_args!(
-            "child process has failed to {action}: exit status {code}"
-        ))),
-        Some(_) => Err(Error::msg(format_args!(
-            "child process has failed to {action}: {text}"
-        ))),
-        None if text.is_empty() => {
-            let _ = status.signal();
-            Err(Error::msg(format_args!(
-                "child process has terminated abnormally"
-            )))
-        }
-        None => Err(Error::msg(format_args!(
-            "child process has terminated abnormally: {text}"
-        ))),
+        let program = self.chpasswd.to_string_lossy();
+        let argv: &[&str] = if crypted {
+            &[&program, "-e"]
+        } else {
+            &[&program]
+        };
+        crate::run::run_command(argv, Some(&input), "set user password").map(|_| ())
     }
 }
 
