@@ -6,6 +6,7 @@
 //! (`cargo xtask qga|push|pull|run|bench`) share one client and one way of starting and killing
 //! processes, and a fix in one place serves them all.
 
+pub mod baremetal;
 pub mod bench;
 pub mod client;
 pub mod host_agent;

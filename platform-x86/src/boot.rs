@@ -1,0 +1,160 @@
+//! From the PVH entry to Rust: the Xen ELF note, 32-bit start, page tables, GDT and long mode.
+//!
+//! The PVH boot ABI enters at the 32-bit address named by the `XEN_ELFNOTE_PHYS32_ENTRY` note, in
+//! flat 32-bit protected mode with paging off, `%ebx` holding the physical address of an
+//! `hvm_start_info` (see [`crate::pvh`]). Nothing else is set up: no stack, no long mode, and
+//! the loader does not promise a zeroed `.bss`. This code clears `.bss`, identity-maps the first
+//! 4 GiB with 2 MiB pages (RAM, the ACPI tables, the local APIC and the 32-bit PCI window all
+//! live there), enables PAE and `EFER.LME`, turns on paging, loads a three-entry GDT and far-jumps
+//! into 64-bit code, which calls `image::entry` (then [`crate::image::run`]) with the start-info address.
+//!
+//! The note's descriptor is a `.quad`: QEMU reads a host `size_t` from it, as Linux's own
+//! `_ASM_PTR` note is written. Its name is "Xen" padded to 4 bytes and the note section is only
+//! 4-aligned, so QEMU's `ALIGN_UP(namesz, p_align)` lands exactly on the descriptor.
+
+/// Size of the boot stack. The stack is painted at start-up; `stack` (a built-in program) and
+/// the self-test report how much of it was ever used.
+pub const STACK_SIZE: usize = 64 * 1024;
+
+#[cfg(target_os = "none")]
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4            /* namesz */
+    .long 8            /* descsz */
+    .long 18           /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .quad pvh_start32
+
+    .section .bss.pagetables, "aw", @nobits
+    .balign 4096
+    boot_pml4:  .skip 4096
+    boot_pdpt:  .skip 4096
+    boot_pd:    .skip 4096 * 4
+
+    .section .bss.stack, "aw", @nobits
+    .balign 16
+    .global __stack_bottom
+    __stack_bottom:
+    .skip {stack_size}
+    .global __stack_top
+    __stack_top:
+
+    .section .rodata.gdt, "a"
+    .balign 16
+    boot_gdt:
+    .quad 0
+    .quad 0x00209a0000000000   /* 0x08: 64-bit code, present, DPL 0 */
+    .quad 0x00cf92000000ffff   /* 0x10: flat data */
+    boot_gdt_end:
+    boot_gdt_ptr:
+    .word boot_gdt_end - boot_gdt - 1
+    .quad boot_gdt
+
+    .section .text.boot, "ax"
+    .code32
+    .global pvh_start32
+    pvh_start32:
+    cli
+    cld
+    mov %ebx, %esi                 /* keep the start-info address */
+
+    /* Zero .bss (it holds the page tables and the stack). */
+    mov $__bss_start, %edi
+    mov $__bss_end, %ecx
+    sub %edi, %ecx
+    xor %eax, %eax
+    rep stosb
+
+    /* PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3; PDn: 2 MiB identity pages. */
+    mov $boot_pdpt, %eax
+    or $0x3, %eax
+    mov %eax, boot_pml4
+    mov $boot_pd, %eax
+    or $0x3, %eax
+    mov %eax, boot_pdpt
+    add $4096, %eax
+    mov %eax, boot_pdpt + 8
+    add $4096, %eax
+    mov %eax, boot_pdpt + 16
+    add $4096, %eax
+    mov %eax, boot_pdpt + 24
+    mov $boot_pd, %edi
+    xor %ecx, %ecx
+1:
+    mov %ecx, %eax
+    shl $21, %eax
+    or $0x83, %eax                 /* present, writable, 2 MiB page */
+    mov %eax, (%edi,%ecx,8)
+    inc %ecx
+    cmp $2048, %ecx
+    jne 1b
+
+    mov $boot_pml4, %eax
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $0x20, %eax                 /* PAE */
+    mov %eax, %cr4
+    mov $0xC0000080, %ecx          /* EFER */
+    rdmsr
+    or $0x100, %eax                /* LME */
+    wrmsr
+    mov %cr0, %eax
+    or $0x80000001, %eax           /* PG | PE */
+    mov %eax, %cr0
+
+    lgdt boot_gdt_ptr
+    ljmp $0x08, $pvh_start64
+
+    .code64
+    pvh_start64:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    xor %eax, %eax
+    mov %ax, %fs
+    mov %ax, %gs
+    mov $__stack_top, %rsp
+    xor %ebp, %ebp
+    mov %esi, %edi                 /* first argument: start-info address */
+    call {main}
+2:
+    cli
+    hlt
+    jmp 2b
+    "#,
+    stack_size = const STACK_SIZE,
+    main = sym crate::image::entry,
+    options(att_syntax)
+);
+
+/// The stack's bounds `(bottom, top)`, as addresses.
+#[cfg(target_os = "none")]
+pub fn stack_bounds() -> (usize, usize) {
+    unsafe extern "C" {
+        static __stack_bottom: u8;
+        static __stack_top: u8;
+    }
+    (
+        core::ptr::addr_of!(__stack_bottom) as usize,
+        core::ptr::addr_of!(__stack_top) as usize,
+    )
+}
+
+/// The image's static memory bounds `(image start, .bss start, .bss end)`.
+#[cfg(target_os = "none")]
+pub fn image_bounds() -> (usize, usize, usize) {
+    unsafe extern "C" {
+        static __image_start: u8;
+        static __bss_start: u8;
+        static __bss_end: u8;
+    }
+    (
+        core::ptr::addr_of!(__image_start) as usize,
+        core::ptr::addr_of!(__bss_start) as usize,
+        core::ptr::addr_of!(__bss_end) as usize,
+    )
+}

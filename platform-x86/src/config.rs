@@ -1,0 +1,251 @@
+//! Settings, from the build environment and from the kernel command line.
+//!
+//! A bare-metal image has no configuration file, so each setting has a build-time default
+//! (an environment variable read by `option_env!` when the image is compiled) which the kernel
+//! command line (`-append` in QEMU) overrides at boot. Command-line options are
+//! `qga.<name>=<value>` separated by spaces; a value may be double-quoted to hold spaces
+//! (`qga.os.pretty-name="Bare metal 1.0"`). Unknown words are ignored, as a kernel does.
+//!
+//! | option | build-time variable | meaning |
+//! |---|---|---|
+//! | `qga.transport=auto\|com1\|com2\|virtio` | `QGA_TRANSPORT` | the agent channel; `auto` (default) is the virtio port if a virtio-serial device exists, else COM1 |
+//! | `qga.log=auto\|com1\|com2\|off` | | the debug log; `auto` is COM2 when the agent is on COM1, else COM1 |
+//! | `qga.hostname=` | `QGA_HOSTNAME` | `guest-get-host-name` (default `qga-baremetal`) |
+//! | `qga.os.id=`, `qga.os.name=`, `qga.os.pretty-name=`, `qga.os.version=`, `qga.os.version-id=`, `qga.os.variant=`, `qga.os.variant-id=` | `QGA_OS_ID`, `QGA_OS_NAME`, ... | `guest-get-osinfo` |
+//! | `qga.block=cmd,cmd` | | commands to disable (`guest-info` shows them disabled) |
+//! | `qga.selftest` | | run the self-tests, report through isa-debug-exit and stop |
+//!
+//! `QGA_CMDLINE` at build time holds default options in the same syntax, read before the real
+//! command line.
+
+/// Which device carries the agent protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Virtio-serial if present, else COM1.
+    Auto,
+    /// The first 16550 (I/O port 0x3F8).
+    Com1,
+    /// The second 16550 (I/O port 0x2F8).
+    Com2,
+    /// The virtio-console port named `org.qemu.guest_agent.0`.
+    Virtio,
+}
+
+impl Transport {
+    /// The option value naming it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Auto => "auto",
+            Transport::Com1 => "com1",
+            Transport::Com2 => "com2",
+            Transport::Virtio => "virtio",
+        }
+    }
+
+    /// Parse a name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Transport::Auto),
+            "com1" | "ttyS0" => Some(Transport::Com1),
+            "com2" | "ttyS1" => Some(Transport::Com2),
+            "virtio" | "virtio-serial" => Some(Transport::Virtio),
+            _ => None,
+        }
+    }
+}
+
+/// Where the debug log goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The COM port the agent does not use.
+    Auto,
+    /// COM1.
+    Com1,
+    /// COM2.
+    Com2,
+    /// Nowhere.
+    Off,
+}
+
+/// The effective settings. Strings borrow the command line or the build-time constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config<'a> {
+    /// The agent channel.
+    pub transport: Transport,
+    /// The log channel.
+    pub log: LogTarget,
+    /// `guest-get-host-name`.
+    pub hostname: &'a str,
+    /// `guest-get-osinfo` `id`.
+    pub os_id: &'a str,
+    /// `name`.
+    pub os_name: &'a str,
+    /// `pretty-name`.
+    pub os_pretty_name: &'a str,
+    /// `version`.
+    pub os_version: &'a str,
+    /// `version-id`.
+    pub os_version_id: &'a str,
+    /// `variant` (absent if empty).
+    pub os_variant: &'a str,
+    /// `variant-id` (absent if empty).
+    pub os_variant_id: &'a str,
+    /// Comma-separated commands to disable.
+    pub block: &'a str,
+    /// Run the self-tests instead of the agent.
+    pub selftest: bool,
+}
+
+macro_rules! build_env {
+    ($name:literal, $default:expr) => {
+        match option_env!($name) {
+            Some(v) => v,
+            None => $default,
+        }
+    };
+}
+
+impl Config<'static> {
+    /// The build-time defaults.
+    pub const fn built_in() -> Self {
+        let transport = match option_env!("QGA_TRANSPORT") {
+            Some(t) => parse_transport_const(t),
+            None => Transport::Auto,
+        };
+        Config {
+            transport,
+            log: LogTarget::Auto,
+            hostname: build_env!("QGA_HOSTNAME", "qga-baremetal"),
+            os_id: build_env!("QGA_OS_ID", "qga-baremetal"),
+            os_name: build_env!("QGA_OS_NAME", "QGA bare metal"),
+            os_pretty_name: build_env!(
+                "QGA_OS_PRETTY_NAME",
+                concat!("QGA bare metal ", env!("CARGO_PKG_VERSION"))
+            ),
+            os_version: build_env!("QGA_OS_VERSION", env!("CARGO_PKG_VERSION")),
+            os_version_id: build_env!("QGA_OS_VERSION_ID", env!("CARGO_PKG_VERSION")),
+            os_variant: build_env!("QGA_OS_VARIANT", ""),
+            os_variant_id: build_env!("QGA_OS_VARIANT_ID", ""),
+            block: "",
+            selftest: false,
+        }
+    }
+}
+
+const fn parse_transport_const(s: &str) -> Transport {
+    match s.as_bytes() {
+        b"com1" => Transport::Com1,
+        b"com2" => Transport::Com2,
+        b"virtio" => Transport::Virtio,
+        _ => Transport::Auto,
+    }
+}
+
+/// The build-time default options (`QGA_CMDLINE`).
+pub const BUILD_CMDLINE: &str = build_env!("QGA_CMDLINE", "");
+
+impl<'a> Config<'a> {
+    /// Apply the options found in `cmdline` on top of `self`.
+    pub fn apply(mut self, cmdline: &'a str) -> Self {
+        for (key, value) in words(cmdline) {
+            match (key, value) {
+                ("qga.transport", Some(v)) => {
+                    if let Some(t) = Transport::from_name(v) {
+                        self.transport = t;
+                    }
+                }
+                ("qga.log", Some(v)) => {
+                    self.log = match v {
+                        "com1" => LogTarget::Com1,
+                        "com2" => LogTarget::Com2,
+                        "off" | "none" => LogTarget::Off,
+                        _ => LogTarget::Auto,
+                    }
+                }
+                ("qga.hostname", Some(v)) => self.hostname = v,
+                ("qga.os.id", Some(v)) => self.os_id = v,
+                ("qga.os.name", Some(v)) => self.os_name = v,
+                ("qga.os.pretty-name", Some(v)) => self.os_pretty_name = v,
+                ("qga.os.version", Some(v)) => self.os_version = v,
+                ("qga.os.version-id", Some(v)) => self.os_version_id = v,
+                ("qga.os.variant", Some(v)) => self.os_variant = v,
+                ("qga.os.variant-id", Some(v)) => self.os_variant_id = v,
+                ("qga.block", Some(v)) => self.block = v,
+                ("qga.selftest", None) => self.selftest = true,
+                ("qga.selftest", Some(v)) => self.selftest = !matches!(v, "0" | "off" | "no"),
+                _ => {}
+            }
+        }
+        self
+    }
+}
+
+/// The `key[=value]` words of a command line; a value may be double-quoted.
+pub fn words(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    let mut rest = s;
+    core::iter::from_fn(move || {
+        rest = rest.trim_start_matches([' ', '\t', '\n']);
+        if rest.is_empty() {
+            return None;
+        }
+        let key_end = rest.find([' ', '\t', '\n', '=']).unwrap_or(rest.len());
+        let (key, after) = rest.split_at_checked(key_end)?;
+        let Some(after_eq) = after.strip_prefix('=') else {
+            rest = after;
+            return Some((key, None));
+        };
+        if let Some(quoted) = after_eq.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            let (value, tail) = quoted.split_at_checked(end)?;
+            rest = tail.strip_prefix('"').unwrap_or(tail);
+            return Some((key, Some(value)));
+        }
+        let end = after_eq.find([' ', '\t', '\n']).unwrap_or(after_eq.len());
+        let (value, tail) = after_eq.split_at_checked(end)?;
+        rest = tail;
+        Some((key, Some(value)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_words_and_quotes() {
+        let w: Vec<_> = words(r#" a=1  b  c="x y" d="" e= f"#).collect();
+        assert_eq!(
+            w,
+            vec![
+                ("a", Some("1")),
+                ("b", None),
+                ("c", Some("x y")),
+                ("d", Some("")),
+                ("e", Some("")),
+                ("f", None)
+            ]
+        );
+        let w: Vec<_> = words(r#"k="unterminated value"#).collect();
+        assert_eq!(w, vec![("k", Some("unterminated value"))]);
+    }
+
+    #[test]
+    fn command_line_overrides_build_time() {
+        let c = Config::built_in().apply(
+            r#"console=ttyS0 qga.transport=virtio qga.hostname=node-7 qga.os.pretty-name="Fw 2" qga.selftest qga.block=guest-ping"#,
+        );
+        assert_eq!(c.transport, Transport::Virtio);
+        assert_eq!(c.hostname, "node-7");
+        assert_eq!(c.os_pretty_name, "Fw 2");
+        assert!(c.selftest);
+        assert_eq!(c.block, "guest-ping");
+        let d = Config::built_in().apply("qga.transport=bogus qga.log=off");
+        assert_eq!(
+            d.transport,
+            Config::built_in().transport,
+            "an unknown value is ignored"
+        );
+        assert_eq!(d.log, LogTarget::Off);
+        assert_eq!(d.hostname, "qga-baremetal");
+    }
+}

@@ -1,0 +1,90 @@
+//! A monotonic clock from the TSC, calibrated against PIT channel 2.
+//!
+//! The PIT runs at a fixed 1.193182 MHz on every PC (and in QEMU it follows the virtual clock),
+//! so timing 10 ms of it with the TSC gives the TSC's rate. Channel 2 is the one whose gate
+//! software controls (port 0x61) and whose output can be read back, so no interrupt is needed.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The PIT's input clock in Hz.
+pub const PIT_HZ: u64 = 1_193_182;
+
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// Read the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads a counter; it has no side effects and is available on every
+    // x86_64 CPU.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Measure the TSC rate over `ms` milliseconds of PIT channel 2 and remember it.
+pub fn calibrate(ms: u32) -> u64 {
+    let ticks = (PIT_HZ * ms as u64 / 1000).clamp(1, 0xffff) as u16;
+    // SAFETY: ports 0x61 (system control port B) and 0x42/0x43 (PIT channel 2 and mode) are
+    // the PC's fixed timer ports; channel 2 drives only the speaker, which stays gated off
+    // (bit 1 clear), and nothing else in the image uses them.
+    let (start, end) = unsafe {
+        let ctrl = super::inb(0x61);
+        super::outb(0x61, (ctrl & !0x02) | 0x01); // gate on, speaker off
+        super::outb(0x43, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
+        super::outb(0x42, (ticks & 0xff) as u8);
+        super::outb(0x42, (ticks >> 8) as u8);
+        let start = rdtsc();
+        // OUT2 (bit 5 of port 0x61) rises when the count reaches zero. Bound the wait by TSC
+        // too, in case the PIT is absent: 10 G cycles is seconds on any real or emulated CPU.
+        while super::inb(0x61) & 0x20 == 0 {
+            if rdtsc().wrapping_sub(start) > 10_000_000_000 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        let end = rdtsc();
+        super::outb(0x61, ctrl & !0x03);
+        (start, end)
+    };
+    let hz = hz_from(end.wrapping_sub(start), ticks as u64);
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    hz
+}
+
+/// The TSC rate for `cycles` counted over `pit_ticks` PIT ticks (at least 1 MHz).
+pub fn hz_from(cycles: u64, pit_ticks: u64) -> u64 {
+    let hz = (cycles as u128 * PIT_HZ as u128 / pit_ticks.max(1) as u128) as u64;
+    hz.max(1_000_000)
+}
+
+/// Replace the rate (with a better measurement, e.g. against RTC seconds); ignored below 1 MHz.
+pub fn set_hz(hz: u64) {
+    if hz >= 1_000_000 {
+        TSC_HZ.store(hz, Ordering::Relaxed);
+    }
+}
+
+/// The calibrated rate (1 GHz if never calibrated).
+pub fn hz() -> u64 {
+    match TSC_HZ.load(Ordering::Relaxed) {
+        0 => 1_000_000_000,
+        hz => hz,
+    }
+}
+
+/// Nanoseconds for `cycles` TSC cycles.
+pub fn cycles_to_ns(cycles: u64) -> u64 {
+    (cycles as u128 * 1_000_000_000 / hz() as u128) as u64
+}
+
+/// Nanoseconds since `since` (a TSC value).
+pub fn ns_since(since: u64) -> u64 {
+    cycles_to_ns(rdtsc().wrapping_sub(since))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rate_arithmetic() {
+        // 10 ms of PIT at 2 GHz is 20 M cycles.
+        assert_eq!(super::hz_from(20_000_000, 11_931), 2_000_137_457);
+        assert_eq!(super::hz_from(0, 0), 1_000_000);
+    }
+}

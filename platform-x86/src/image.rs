@@ -1,0 +1,312 @@
+//! The image's main program: gather the boot facts, pick the transport, run the agent.
+//!
+//! Order matters for boot-to-first-answer time: the start info is copied first (the loader's
+//! copy is in unreserved RAM), the log UART comes up so every later step can report, the TSC
+//! is calibrated over 10 ms of PIT, ACPI is read, and the agent starts. Nothing waits for the
+//! RTC to tick ([`crate::commands::time`] re-anchors later).
+//!
+//! All large state lives in `static`s taken exactly once ([`crate::sync::Once`]): the engine's
+//! buffers, the RAM file store, the process table and the virtqueues. The agent loop polls the
+//! transport; interrupts stay disabled throughout.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use agent_core::out::{Transmit, TxError};
+use agent_core::{Agent, Command, StaticBuffers};
+
+use crate::commands::{self, Machine};
+use crate::config::{Config, LogTarget, Transport};
+use crate::hw::{self, acpi, tsc, uart, virtio};
+use crate::pvh::BootInfo;
+use crate::sync::{Once, SetOnce};
+
+/// The engine's buffers: a 64 KiB request frame (a `guest-file-write` of 48 KiB fits), a 4 KiB
+/// file chunk, a 4 KiB transmit buffer and 1024 nesting slots (upstream's limit).
+pub type Buffers = StaticBuffers<{ 64 * 1024 }, 4096, 4096, 1024>;
+
+/// The engine's buffers.
+pub static AGENT_BUFFERS: Once<Buffers> = Once::new(Buffers::new());
+/// The RAM file store.
+pub static FILE_STORE: Once<commands::file::RamFiles> = Once::new(commands::file::RamFiles::new());
+/// The process table.
+pub static PROCESSES: Once<commands::exec::Processes> = Once::new(commands::exec::Processes::new(
+    commands::exec::Programs::new(),
+));
+/// What the loader told us.
+pub static BOOT: SetOnce<BootInfo> = SetOnce::new();
+/// What ACPI told us.
+pub static ACPI: SetOnce<acpi::Info> = SetOnce::new();
+
+/// TSC at the PVH entry.
+pub static ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
+/// TSC when the first response byte was sent (0 until then).
+pub static FIRST_ANSWER_TSC: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(target_os = "none")]
+const PAINT: u8 = 0xa5;
+
+/// Fill the unused part of the stack with [`PAINT`] (the high-water mark is where it stops).
+#[cfg(target_os = "none")]
+#[inline(never)]
+fn paint_stack() {
+    let (bottom, _) = crate::boot::stack_bounds();
+    let marker = 0u8;
+    let here = core::ptr::addr_of!(marker) as usize;
+    // Leave 256 bytes below this frame alone: that is where this function itself runs.
+    let end = here.saturating_sub(256);
+    let mut p = bottom;
+    while p < end {
+        // SAFETY: [bottom, end) is the part of the boot stack below the live frames (the stack
+        // grows down from `__stack_top`), so nothing uses those bytes yet.
+        unsafe { (p as *mut u8).write_volatile(PAINT) };
+        p += 1;
+    }
+}
+
+/// `(bytes ever used, stack size)` of the boot stack, in the image.
+pub fn stack_usage() -> Option<(usize, usize)> {
+    #[cfg(target_os = "none")]
+    {
+        let (bottom, top) = crate::boot::stack_bounds();
+        let mut p = bottom;
+        // SAFETY: reading bytes of our own stack below the current frame; volatile because
+        // the compiler cannot know calls may have written them.
+        while p < top && unsafe { (p as *const u8).read_volatile() } == PAINT {
+            p += 1;
+        }
+        Some((top - p, top - bottom))
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        None
+    }
+}
+
+/// The `.data`+`.bss` span of the running image, `(image bytes in memory, bss bytes)`.
+pub fn static_memory() -> Option<(usize, usize)> {
+    #[cfg(target_os = "none")]
+    {
+        let (start, bss_start, bss_end) = crate::boot::image_bounds();
+        Some((bss_end - start, bss_end - bss_start))
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        None
+    }
+}
+
+/// The PVH entry's Rust half (called by [`crate::boot`] on the boot stack).
+///
+/// # Safety
+/// Called once, by the boot code, with the loader's start-info address.
+#[cfg(target_os = "none")]
+pub unsafe extern "C" fn entry(start_info: u32) -> ! {
+    ENTRY_TSC.store(tsc::rdtsc(), Ordering::Relaxed);
+    paint_stack();
+    run(start_info as u64)
+}
+
+fn read_phys(addr: u64, len: usize) -> Option<&'static [u8]> {
+    // SAFETY: the loader's start info, command line and memory map sit in RAM it wrote and
+    // nothing else writes before this copy is taken (this runs first, on one CPU).
+    unsafe { hw::mem::phys_bytes(addr, len) }
+}
+
+/// Sends through the chosen transport and notes the first answer.
+struct Link<'a> {
+    kind: LinkKind<'a>,
+}
+
+enum LinkKind<'a> {
+    Serial(&'a mut uart::Uart),
+    Virtio(&'a mut virtio::Console),
+}
+
+impl Transmit for Link<'_> {
+    fn send(&mut self, bytes: &[u8]) -> Result<(), TxError> {
+        if FIRST_ANSWER_TSC.load(Ordering::Relaxed) == 0 && !bytes.is_empty() {
+            FIRST_ANSWER_TSC.store(tsc::rdtsc(), Ordering::Relaxed);
+            let entry = ENTRY_TSC.load(Ordering::Relaxed);
+            crate::log!(
+                "first answer {} us after entry",
+                tsc::ns_since(entry) / 1000
+            );
+        }
+        match &mut self.kind {
+            LinkKind::Serial(u) => {
+                u.write_all(bytes);
+                Ok(())
+            }
+            LinkKind::Virtio(c) => c.send(bytes).map_err(|_| TxError),
+        }
+    }
+}
+
+/// Apply `qga.block=` to the engine's policy.
+pub fn apply_block_list(agent: &mut Agent<'_>, list: &str) {
+    for name in list.split(',').filter(|s| !s.is_empty()) {
+        match Command::from_name(name) {
+            Some(cmd) => agent.policy_mut().block(cmd),
+            None => crate::log!("qga.block: unknown command {name}"),
+        }
+    }
+}
+
+/// Everything after the stack is painted: boot facts, transport, agent loop. Never returns.
+pub fn run(start_info: u64) -> ! {
+    let info = read_phys(start_info, 56)
+        .map(|head| BootInfo::parse(head, &read_phys))
+        .unwrap_or(BootInfo::empty());
+    let _ = BOOT.set(info);
+    let boot = BOOT.get();
+    let cmdline = boot.map(|b| b.cmdline()).unwrap_or("");
+    let config = Config::built_in()
+        .apply(crate::config::BUILD_CMDLINE)
+        .apply(cmdline);
+
+    // The debug log goes to the COM port the agent does not use.
+    let log_port = match (config.log, config.transport) {
+        (LogTarget::Off, _) => None,
+        (LogTarget::Com1, _) => Some(uart::COM1),
+        (LogTarget::Com2, _) => Some(uart::COM2),
+        (LogTarget::Auto, Transport::Com1) => Some(uart::COM2),
+        (LogTarget::Auto, _) => Some(uart::COM1),
+    };
+    let agent_port = match config.transport {
+        Transport::Com2 => Some(uart::COM2),
+        Transport::Com1 => Some(uart::COM1),
+        _ => None,
+    };
+    if let Some(p) = log_port.filter(|&p| Some(p) != agent_port)
+        && uart::Uart::open(p).is_some()
+    {
+        hw::log::set_port(p);
+    }
+    crate::log!("booted, command line: \"{cmdline}\"");
+
+    let hz = tsc::calibrate(10);
+    crate::log!("TSC {} kHz", hz / 1000);
+    let _ = ACPI.set(acpi::discover(boot.and_then(|b| b.rsdp)));
+    let acpi = ACPI.get();
+    if let Some(a) = acpi {
+        crate::log!(
+            "ACPI: FADT {}, _S5 {}, {} processor(s)",
+            if a.fadt.is_some() { "found" } else { "missing" },
+            if a.s5.is_some() { "found" } else { "missing" },
+            a.cpus().len()
+        );
+    }
+
+    if config.selftest {
+        let ok = crate::selftest::run(&config);
+        if ok {
+            hw::exit::success();
+        } else {
+            hw::exit::failure();
+        }
+        halt();
+    }
+
+    let (Some(files), Some(procs), Some(bufs)) =
+        (FILE_STORE.take(), PROCESSES.take(), AGENT_BUFFERS.take())
+    else {
+        crate::log!("static state already taken");
+        halt();
+    };
+    *procs.programs_mut() = crate::programs::builtins();
+    let empty = acpi::Info::empty();
+    let acpi = acpi.unwrap_or(&empty);
+    let mut machine = Machine {
+        clock: commands::time::RtcClock::start(acpi.fadt.and_then(|f| f.century)),
+        power: commands::power::AcpiPower::new(acpi.fadt, acpi.s5),
+        files,
+        cpus: commands::cpu::MadtCpus::new(acpi.cpus(), acpi.madt),
+        memory: commands::memory::MapMemory::new(boot.map(|b| b.regions()).unwrap_or(&[])),
+        system: commands::system::ConfiguredSystem::new(config),
+        exec: procs,
+        users: commands::user::NoUsers,
+        network: commands::network::NoNetwork,
+        disks: commands::disk::NoDisks,
+    };
+    let mut agent = Agent::new(bufs.as_buffers());
+    apply_block_list(&mut agent, config.block);
+
+    // Transport: virtio when asked (or, on auto, when a virtio console exists), else a UART.
+    let want_virtio = matches!(config.transport, Transport::Virtio | Transport::Auto);
+    if want_virtio {
+        match virtio::find().and_then(|f| virtio::Console::open(&f)) {
+            Ok(mut console) => {
+                crate::log!("agent on virtio-console");
+                serve_virtio(&mut agent, &mut machine, &mut console);
+            }
+            Err(e) => crate::log!("virtio-console: {}", e.as_str()),
+        }
+    }
+    let port = agent_port.unwrap_or(uart::COM1);
+    match uart::Uart::open(port) {
+        Some(mut u) => {
+            crate::log!("agent on UART {port:#x}");
+            serve_serial(&mut agent, &mut machine, &mut u);
+        }
+        None => {
+            crate::log!("no UART at {port:#x}: nothing to serve on");
+            halt();
+        }
+    }
+}
+
+/// Poll for the RTC tick at most this often (TSC cycles computed at run time from ms).
+const CLOCK_POLL_MS: u64 = 1;
+
+fn serve_serial(agent: &mut Agent<'_>, machine: &mut Machine<'_>, u: &mut uart::Uart) -> ! {
+    let mut buf = [0u8; 512];
+    let mut last_poll = tsc::rdtsc();
+    let poll_every = tsc::hz() / 1000 * CLOCK_POLL_MS;
+    loop {
+        let n = u.read(&mut buf);
+        if n > 0 {
+            let mut link = Link {
+                kind: LinkKind::Serial(u),
+            };
+            let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut link);
+        } else if tsc::rdtsc().wrapping_sub(last_poll) > poll_every {
+            machine.clock.poll();
+            last_poll = tsc::rdtsc();
+        } else {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+fn serve_virtio(agent: &mut Agent<'_>, machine: &mut Machine<'_>, c: &mut virtio::Console) -> ! {
+    let mut buf = [0u8; virtio::RX_BUF];
+    let mut last_poll = tsc::rdtsc();
+    let poll_every = tsc::hz() / 1000 * CLOCK_POLL_MS;
+    loop {
+        match c.poll(&mut buf) {
+            virtio::Event::Data(n) => {
+                let mut link = Link {
+                    kind: LinkKind::Virtio(c),
+                };
+                let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut link);
+            }
+            virtio::Event::Opened | virtio::Event::Closed => agent.reset(),
+            virtio::Event::Idle => {
+                if tsc::rdtsc().wrapping_sub(last_poll) > poll_every {
+                    machine.clock.poll();
+                    last_poll = tsc::rdtsc();
+                } else {
+                    core::hint::spin_loop();
+                }
+            }
+        }
+    }
+}
+
+/// Stop for good.
+pub fn halt() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
