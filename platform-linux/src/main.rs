@@ -134,6 +134,19 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
             return 1;
         }
     };
+    // The log file first (unlike upstream), so that it gets every line, the first included.
+    let mut deferred_log = None;
+    if let Some(path) = &config.logfile {
+        if frozen {
+            deferred_log = Some(path.clone());
+        } else if let Err(e) = log::open_file(path) {
+            critical(&format!(
+                "unable to open specified log file: {}",
+                config::io_text(&e)
+            ));
+            return 1;
+        }
+    }
     crate::log!(
         Level::Debug,
         "Guest agent version {} started",
@@ -152,18 +165,6 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
         let pidfile = (!frozen).then_some(config.pidfile.as_str());
         if let Err(e) = daemon::become_daemon(pidfile) {
             critical(&e);
-            return 1;
-        }
-    }
-    let mut deferred_log = None;
-    if let Some(path) = &config.logfile {
-        if frozen {
-            deferred_log = Some(path.clone());
-        } else if let Err(e) = log::open_file(path) {
-            critical(&format!(
-                "unable to open specified log file: {}",
-                config::io_text(&e)
-            ));
             return 1;
         }
     }
