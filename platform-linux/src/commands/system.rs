@@ -164,15 +164,15 @@ pub(crate) fn read_os_release(explicit: Option<PathBuf>) -> OsRelease {
         None => vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
     };
     for path in candidates {
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        // Upstream: a file that is not UTF-8 or does not parse yields no fields at all, and
-        // (unlike a missing file) stops the fallback.
-        return match String::from_utf8(bytes) {
-            Ok(text) => parse_os_release(&text).unwrap_or_default(),
-            Err(_) => OsRelease::default(),
-        };
+        // A file that cannot be read, is not UTF-8 or does not parse counts as absent: the
+        // next candidate is tried, and with none left no field is reported.
+        let parsed = std::fs::read(&path)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| parse_os_release(&t));
+        if let Some(os) = parsed {
+            return os;
+        }
     }
     OsRelease::default()
 }
