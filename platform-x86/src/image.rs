@@ -290,7 +290,12 @@ fn serve_virtio(agent: &mut Agent<'_>, machine: &mut Machine<'_>, c: &mut virtio
                 };
                 let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut link);
             }
-            virtio::Event::Opened | virtio::Event::Closed => agent.reset(),
+            // A closed port drops any half-received request. QEMU delivers the old client's
+            // bytes before the close and the new client's only after the open, and `poll`
+            // hands out data before control events, so resetting on close (not on open, which
+            // may be seen after the new client's first bytes) keeps the two apart.
+            virtio::Event::Closed => agent.reset(),
+            virtio::Event::Opened => {}
             virtio::Event::Idle => {
                 if tsc::rdtsc().wrapping_sub(last_poll) > poll_every {
                     machine.clock.poll();
