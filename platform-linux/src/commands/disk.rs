@@ -1137,6 +1137,43 @@ mod tests {
     }
 
     #[test]
+    fn fsinfo_pipeline_in_reverse_mount_order() {
+        let root = tempdir();
+        fake_machine(&root);
+        let (a, b) = (root.join("mnt/a"), root.join("mnt/b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(
+            root.join("mountinfo"),
+            format!(
+                "1 0 0:5 / /proc rw - proc proc rw\n\
+                 2 1 8:0 / {} rw - ext4 /dev/sda rw\n\
+                 3 1 252:0 / {} rw - xfs /dev/mapper/vg-root rw\n\
+                 4 1 8:0 /sub /elsewhere rw - ext4 /dev/sda rw\n",
+                a.display(),
+                b.display()
+            ),
+        )
+        .unwrap();
+        let mut d = disks_at(&root);
+        let got = emitted(|o| d.fsinfo(o)).unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with(&format!(
+            r#"{{"name": "dm-0", "mountpoint": "{}", "type": "xfs", "used-bytes": "#,
+            b.display()
+        )));
+        assert!(got[0].ends_with(
+            r#""bus-type": "virtio", "bus": 0, "target": 0, "unit": 0, "dev": "/dev/vda1"}]}"#
+        ));
+        assert!(got[1].starts_with(&format!(
+            r#"{{"name": "sda", "mountpoint": "{}""#,
+            a.display()
+        )));
+        assert!(got[1].contains(r#""bus-type": "sata""#));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn get_disks_order_and_fields() {
         let root = tempdir();
         fake_machine(&root);
