@@ -1001,3 +1001,68 @@ fn exec() {
     }
     p.finish("guest-exec");
 }
+
+/// Where this agent differs from upstream on purpose (README, "Differences from upstream"):
+/// each is checked on both agents, so the README's claim about upstream stays true as well.
+#[test]
+fn deliberate_protocol_differences() {
+    let Some(mut p) = Pair::start() else { return };
+
+    // 1. A new connection starts with a clean parser. Upstream keeps one parser for the
+    //    process, so the tail of a request on the next connection completes the old one.
+    let mut after: Vec<Vec<Line>> = Vec::new();
+    for i in 0..2 {
+        p.clients[i]
+            .send_raw(br#"{"execute":"guest-ping","#)
+            .unwrap();
+        // Closing the old connection first: the agents serve one client at a time.
+        let fresh = p.agents[i].connect_raw().unwrap();
+        p.clients[i] = fresh;
+        p.clients[i].set_timeout(Duration::from_secs(30));
+        after.push(p.exchange_one(i, &[br#""id":"after-reconnect"}"#]).unwrap());
+    }
+    let pinged = |lines: &[Line]| {
+        lines
+            .iter()
+            .any(|l| l.value == json!({"return": {}, "id": "after-reconnect"}))
+    };
+    assert!(
+        pinged(&after[1]),
+        "qemu-ga no longer carries a half request across connections: {:?}",
+        after[1]
+    );
+    assert!(
+        !pinged(&after[0]),
+        "qga completed the previous connection's half request: {:?}",
+        after[0]
+    );
+
+    // 2. An oversized request (more than upstream's 64 MiB token limit) gets one error, and the
+    //    request after it is served. Upstream resets mid-string and answers the rest as noise.
+    let mut big = br#"{"execute":"guest-sync","arguments":{"id":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 65 << 20));
+    big.extend_from_slice(br#""}}{"execute":"guest-ping","id":"next"}"#);
+    for i in 0..2 {
+        p.clients[i].set_timeout(Duration::from_secs(120));
+    }
+    let ours = p.exchange_one(0, &[&big]).unwrap();
+    let theirs = p.exchange_one(1, &[&big]);
+    assert_eq!(
+        ours.iter().map(|l| l.value.clone()).collect::<Vec<_>>(),
+        vec![
+            json!({"error": {"class": "GenericError", "desc": "JSON token size limit exceeded"}}),
+            json!({"return": {}, "id": "next"}),
+        ],
+        "qga on an oversized request"
+    );
+    let shown: Vec<String> = theirs
+        .iter()
+        .flatten()
+        .map(|l| l.value.to_string().chars().take(120).collect())
+        .collect();
+    eprintln!("qemu-ga on the oversized request: {shown:#?}");
+    assert!(
+        shown.len() > 2,
+        "qemu-ga now handles an oversized request cleanly: {shown:#?}"
+    );
+}
