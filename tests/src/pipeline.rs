@@ -295,6 +295,11 @@ pub fn fuzz(seconds: u64) -> Result<(), String> {
             .env("CARGO_TARGET_DIR", &fuzz_target_dir)
             .arg("--")
             .arg(format!("-max_total_time={seconds}"));
+        // A dictionary next to the targets (fuzz/<target>.dict) helps libFuzzer find tokens.
+        let dict = workspace_root().join("fuzz").join(format!("{t}.dict"));
+        if dict.is_file() {
+            c.arg(format!("-dict={}", dict.display()));
+        }
         // Building may take minutes the first time; the run itself is bounded by libFuzzer.
         if let Err(e) = run_limited(c, Duration::from_secs(seconds + 1200)) {
             failed.push(format!("{t}: {e}"));
