@@ -192,6 +192,10 @@ impl Channel {
                 Err(Errno::AGAIN) => {
                     if !self.host_connected {
                         // Readable-but-empty means a host is there again.
+                        crate::log!(
+                            Level::Debug,
+                            "host side of the channel is back (no data yet)"
+                        );
                         self.host_connected = true;
                         agent.reset();
                     }
