@@ -23,9 +23,12 @@ cargo xtask <command>
   test [--no-setup] [--fuzz-seconds N]
                                 the whole check: setup, fmt, clippy (host and x86_64-unknown-none),
                                 doc, every test, each fuzz target briefly, the QEMU suites
-  run [--linux]                 boot the bare-metal image in QEMU with the agent on a unix socket
-                                (--linux: a Linux guest with our qga inside) and stay in the
-                                foreground until Ctrl-C
+  run [--com1 | --linux | --host]
+                                boot the bare-metal image in QEMU (q35, virtio-serial; --com1:
+                                pc, COM1) with the agent on a host unix socket, print how to talk
+                                to it, and stay in the foreground until Ctrl-C; --linux: a Linux
+                                guest with our qga inside; --host: our qga on this host with
+                                system-changing commands blocked
   qga SOCKET COMMAND [ARGS-JSON]
                                 send one command to the agent on SOCKET and print the response
   push SOCKET LOCAL REMOTE [--chunk BYTES]
@@ -286,26 +289,36 @@ fn cmd_initramfs(rest: &[String]) -> Result<(), String> {
 }
 
 fn cmd_image(_rest: &[String]) -> Result<(), String> {
-    Err("the bare-metal image is not available yet".into())
+    println!("building the bare-metal image (release profile `image`) and booting it for figures…");
+    let report = tests::baremetal::report()?;
+    print!("{report}");
+    Ok(())
 }
 
-/// Prints how to talk to an agent on `socket`.
-fn print_usage_for(socket: &Path) {
+/// Prints how to talk to an agent on `socket`, with example requests that fit that agent.
+fn print_usage_for(socket: &Path, examples: &[&str]) {
     let s = socket.display();
     println!("agent socket: {s}");
     println!("talk to it from another terminal, e.g.:");
     println!("  cargo xtask qga {s} guest-info");
-    println!("  cargo xtask qga {s} guest-get-osinfo");
-    println!(
-        "  cargo xtask qga {s} guest-exec '{{\"path\": \"/bin/uname\", \"arg\": [\"-a\"], \"capture-output\": true}}'"
-    );
-    println!("  cargo xtask push {s} ./local-file /tmp/remote-file");
+    for e in examples {
+        println!("  cargo xtask qga {s} {e}");
+    }
+    println!("  cargo xtask push {s} ./local-file /remote-file");
+    println!("  cargo xtask pull {s} /remote-file ./copy");
     println!("  (or any client: socat - UNIX-CONNECT:{s})");
     println!("Ctrl-C stops it.");
 }
 
+/// Examples for a Linux agent.
+const LINUX_EXAMPLES: &[&str] = &[
+    "guest-get-osinfo",
+    r#"guest-exec '{"path": "/bin/uname", "arg": ["-a"], "capture-output": true}'"#,
+    r#"guest-exec-status '{"pid": PID}'"#,
+];
+
 fn cmd_run(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &[], &["--linux", "--host"])?;
+    let a = Args::parse(rest, &[], &["--linux", "--host", "--com1"])?;
     let flag = pipeline::interrupted_flag();
     if a.flag("--linux") {
         let dir = target_dir().join("linux-guest");
@@ -317,7 +330,7 @@ fn cmd_run(rest: &[String]) -> Result<(), String> {
             &tests::linux_guest::GuestOptions::new(&images, true),
         )?;
         println!("guest up in {:.1}s", guest.boot_time.as_secs_f64());
-        print_usage_for(&guest.virtio_socket);
+        print_usage_for(&guest.virtio_socket, LINUX_EXAMPLES);
         println!(
             "(the same agent also answers on ISA serial: {})",
             guest.isa_socket.display()
@@ -334,15 +347,23 @@ fn cmd_run(rest: &[String]) -> Result<(), String> {
         drop(guest);
         return Ok(());
     }
-    // Until the bare-metal image boots, `run` serves our Linux agent on a host socket, with
-    // every system-changing command blocked.
+    if !a.flag("--host") {
+        match run_baremetal(&a, &flag) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                println!("the bare-metal image could not be started: {e}");
+                println!("falling back to our Linux agent on this host (cargo xtask run --host)");
+            }
+        }
+    }
+    // Our Linux agent on a host socket, with every system-changing command blocked.
     println!("building qga…");
     let mut agent = HostAgent::start(AgentKind::Ours)?;
     println!(
         "our Linux qga runs on this host (pid {}), with system-changing commands blocked",
         agent.pid()
     );
-    print_usage_for(agent.socket());
+    print_usage_for(agent.socket(), LINUX_EXAMPLES);
     while !flag.load(Ordering::Relaxed) {
         if let Some(st) = agent.guard_mut().try_status() {
             return Err(format!("qga exited: {st}; log:\n{}", agent.log()));
@@ -351,5 +372,46 @@ fn cmd_run(rest: &[String]) -> Result<(), String> {
     }
     println!("stopping qga");
     agent.stop();
+    Ok(())
+}
+
+/// `cargo xtask run`: the bare-metal image in QEMU, agent on virtio-serial (or `--com1`).
+fn run_baremetal(a: &Args, flag: &std::sync::atomic::AtomicBool) -> Result<(), String> {
+    use tests::baremetal::{BareMetalVm, Machine, Transport};
+    let (machine, transport) = if a.flag("--com1") {
+        (Machine::Pc, Transport::Com1)
+    } else {
+        (Machine::Q35, Transport::Virtio)
+    };
+    println!("building the bare-metal image…");
+    let mut vm = BareMetalVm::boot(machine, transport, |_| {})?;
+    let client = vm.client()?;
+    drop(client);
+    println!(
+        "bare-metal qga is up in QEMU (pid {}, machine {}, agent on {}) after {:.1}s",
+        vm.pid(),
+        machine.name(),
+        transport.name(),
+        vm.started.elapsed().as_secs_f64()
+    );
+    print_usage_for(
+        &vm.opts.agent_socket,
+        &[
+            "guest-get-osinfo",
+            "guest-get-vcpus",
+            r#"guest-exec '{"path": "pci", "capture-output": true}'"#,
+            r#"guest-exec-status '{"pid": PID}'"#,
+        ],
+    );
+    println!("image debug log: {}", vm.opts.log.display());
+    while !flag.load(Ordering::Relaxed) {
+        if let Some(st) = vm.try_status() {
+            println!("QEMU exited: {st}");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("stopping QEMU");
+    drop(vm);
     Ok(())
 }
