@@ -143,35 +143,77 @@ pub(crate) fn run(
     }
 }
 
-/// The characters upstream's `qbase64_decode` accepts (util/base64.c).
-fn base64_char_ok(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\n')
+/// Base64 digit values; [`B64_PAD`] for `=`, [`B64_SKIP`] for `\n`, [`B64_BAD`] for the rest.
+const B64_RANK: [u8; 256] = {
+    let mut t = [B64_BAD; 256];
+    let mut i = 0;
+    while i < 26 {
+        t[b'A' as usize + i] = i as u8;
+        t[b'a' as usize + i] = 26 + i as u8;
+        i += 1;
+    }
+    let mut d = 0;
+    while d < 10 {
+        t[b'0' as usize + d] = 52 + d as u8;
+        d += 1;
+    }
+    t[b'+' as usize] = 62;
+    t[b'/' as usize] = 63;
+    t[b'=' as usize] = B64_PAD;
+    t[b'\n' as usize] = B64_SKIP;
+    t
+};
+const B64_PAD: u8 = 64;
+const B64_SKIP: u8 = 65;
+const B64_BAD: u8 = 66;
+
+fn b64_rank(b: u8) -> u8 {
+    B64_RANK.get(b as usize).copied().unwrap_or(B64_BAD)
 }
 
 /// Decode the base64 string at `start..start+len` of `buf` in place, as upstream does: the
-/// character set is checked first ("Base64 data contains invalid characters"), then GLib's
-/// `g_base64_decode` runs, which skips newlines, treats `=` as a zero digit that also marks
-/// padding, and drops an incomplete final group. Returns the decoded length (the bytes now at
-/// `start..`).
+/// character set (`A-Za-z0-9+/=` and `\n`) is checked first ("Base64 data contains invalid
+/// characters"), then GLib's `g_base64_decode` runs, which skips newlines, treats `=` as a zero
+/// digit that also marks padding, and drops an incomplete final group. Returns the decoded
+/// length (the bytes now at `start..`).
 pub(crate) fn base64_decode_in_place(buf: &mut [u8], start: usize, len: usize) -> Option<usize> {
-    let src = buf.get(start..start.checked_add(len)?)?;
-    if !src.iter().all(|&b| base64_char_ok(b)) {
-        return None;
-    }
+    use base64::Engine as _;
+    let end = start.checked_add(len)?;
+    buf.get(start..end)?;
     let mut w = start;
+    let mut r = start;
     let mut v: u32 = 0;
     let mut i = 0;
     let mut last = [0u8; 2];
-    for r in start..start + len {
+    // An invalid character anywhere is an error; the buffer's content no longer matters then,
+    // so validation and decoding share one pass.
+    while r < end {
+        // Fast path: whole blocks of plain digits decode exactly as standard base64 does.
+        const BLOCK: usize = 256;
+        if i == 0 && end - r >= BLOCK {
+            let mut tmp = [0u8; BLOCK];
+            if let Some(src) = buf.get(r..r + BLOCK) {
+                tmp.copy_from_slice(src);
+            }
+            let mut out = [0u8; BLOCK / 4 * 3];
+            if let Ok(n) =
+                base64::engine::general_purpose::STANDARD_NO_PAD.decode_slice(tmp, &mut out)
+                && let Some(dst) = buf.get_mut(w..w + n)
+            {
+                dst.copy_from_slice(out.get(..n).unwrap_or(&[]));
+                last = [tmp[BLOCK - 1], tmp[BLOCK - 2]];
+                w += n;
+                r += BLOCK;
+                continue;
+            }
+        }
         let c = buf.get(r).copied().unwrap_or(0);
-        let rank = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => 0,
-            _ => continue,
+        r += 1;
+        let rank = match b64_rank(c) {
+            B64_PAD => 0,
+            B64_SKIP => continue,
+            B64_BAD => return None,
+            x => x,
         };
         last[1] = last[0];
         last[0] = c;

@@ -290,10 +290,7 @@ impl Framer {
             if matches!(self.lex, Lex::Dq | Lex::Sq) {
                 let quote = if self.lex == Lex::Dq { b'"' } else { b'\'' };
                 let rest = input.get(i..).unwrap_or(&[]);
-                let run = rest
-                    .iter()
-                    .position(|&c| c == quote || c == b'\\' || !(0x20..=0xFD).contains(&c))
-                    .unwrap_or(rest.len());
+                let run = string_run(rest, quote);
                 if run > 0 {
                     self.store(rest.get(..run).unwrap_or(&[]), frame);
                     i += run;
@@ -627,6 +624,51 @@ impl Framer {
     }
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether some byte of `x` is below `n` (`n` <= 128), eight at a time.
+fn has_less(x: u64, n: u8) -> bool {
+    x.wrapping_sub(LO * n as u64) & !x & HI != 0
+}
+
+fn has_byte(x: u64, b: u8) -> bool {
+    has_less(x ^ (LO * b as u64), 1)
+}
+
+/// Length of the run of ordinary string bytes at the start of `s`: up to the first quote,
+/// backslash, control byte or 0xFE/0xFF.
+fn string_run(s: &[u8], quote: u8) -> usize {
+    let special = |c: u8| c == quote || c == b'\\' || !(0x20..=0xFD).contains(&c);
+    let mut n = 0;
+    for w in s.chunks_exact(8) {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        if has_less(x, 0x20) || has_byte(x, quote) || has_byte(x, b'\\') || has_less(!x, 2) {
+            break;
+        }
+        n += 8;
+    }
+    let rest = s.get(n..).unwrap_or(&[]);
+    n + rest.iter().position(|&c| special(c)).unwrap_or(rest.len())
+}
+
+/// Length of the run of ASCII bytes without a backslash at the start of `s`.
+fn plain_run(s: &[u8]) -> usize {
+    let mut n = 0;
+    for w in s.chunks_exact(8) {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        if x & HI != 0 || has_byte(x, b'\\') {
+            break;
+        }
+        n += 8;
+    }
+    let rest = s.get(n..).unwrap_or(&[]);
+    n + rest
+        .iter()
+        .position(|&c| c == b'\\' || c >= 0x80)
+        .unwrap_or(rest.len())
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
@@ -774,4 +816,42 @@ fn decode_string(f: &mut [u8], src: usize, len: usize, dst: usize) -> Result<usi
         }
     }
     Ok(w - dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_match_a_byte_scan() {
+        let mut x = 0x1234_5678u32;
+        for _ in 0..2000 {
+            let len = (x % 40) as usize;
+            let mut s = Vec::new();
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                // Mostly ordinary bytes, sometimes a special one.
+                let b = if x % 16 == 0 {
+                    [b'"', b'\\', b'\'', 0x1F, 0xFE, 0xFF, 0x80, 0x20][(x >> 8) as usize % 8]
+                } else {
+                    b'a' + (x % 26) as u8
+                };
+                s.push(b);
+            }
+            for q in [b'"', b'\''] {
+                let want = s
+                    .iter()
+                    .position(|&c| c == q || c == b'\\' || !(0x20..=0xFD).contains(&c))
+                    .unwrap_or(s.len());
+                assert_eq!(string_run(&s, q), want, "{s:?}");
+            }
+            let want = s
+                .iter()
+                .position(|&c| c == b'\\' || c >= 0x80)
+                .unwrap_or(s.len());
+            assert_eq!(plain_run(&s), want, "{s:?}");
+        }
+    }
 }
