@@ -91,7 +91,7 @@ pub enum Error {
     /// `(2, "No such file or directory")`. The engine prefixes upstream's context where upstream
     /// does ("failed to open file 'x' (mode: 'r'): No such file or directory").
     Os(i32, Msg),
-    /// A file handle that is not open: "handle '<n>' has not been found".
+    /// A file handle that is not open: `handle '<n>' has not been found`.
     NoHandle(i64),
     /// A complete message, sent as the `desc` of a GenericError.
     Message(Msg),

@@ -150,6 +150,6 @@ pub trait Exec {
     fn exec(&mut self, args: ExecArgs<'_>) -> Result<i64>;
 
     /// `guest-exec-status`. The first status with `exited: true` forgets the process; an
-    /// unknown pid is an error (this project's text: "PID <n> does not exist").
+    /// unknown pid is an error (this project's text: "PID `<n>` does not exist").
     fn status(&mut self, pid: i64) -> Result<GuestExecStatus<'_>>;
 }

@@ -58,7 +58,7 @@ impl<'t> Arg<'t> for Whence {
 
 impl Whence {
     /// upstream's `ga_parse_whence`: the names map to 0, 1, 2 and those three values to the
-    /// seek modes; anything else is "invalid whence code <n>".
+    /// seek modes; anything else is `invalid whence code <n>`.
     pub fn to_seek(self) -> core::result::Result<Seek, i64> {
         let v = match self {
             Whence::Name(s) => return Ok(s),
@@ -311,30 +311,30 @@ pub trait Files {
     }
 
     /// Whether `handle` is open. The engine checks this first, as upstream does, and answers
-    /// "handle '<n>' has not been found".
+    /// `handle '<n>' has not been found`.
     fn has_handle(&self, handle: i64) -> bool;
 
     /// `guest-file-open`: open `path` with an fopen `mode` (already validated by the engine:
     /// r, rb, w, wb, a, ab, r+, rb+, r+b, w+, wb+, w+b, a+, ab+, a+b) and return a new handle.
-    /// An [`super::Error::Os`] becomes "failed to open file '<path>' (mode: '<mode>'): <text>".
+    /// An [`super::Error::Os`] becomes `failed to open file '<path>' (mode: '<mode>'): <text>`.
     fn open(&mut self, path: &str, mode: &str) -> Result<i64>;
 
-    /// `guest-file-close`. An OS error becomes "failed to close handle: <text>".
+    /// `guest-file-close`. An OS error becomes `failed to close handle: <text>`.
     fn close(&mut self, handle: i64) -> Result<()>;
 
     /// Read up to `buf.len()` bytes at the current position; `Ok(0)` at end of file. The engine
-    /// calls this repeatedly for one `guest-file-read`. An OS error becomes "failed to read
-    /// file: <text>".
+    /// calls this repeatedly for one `guest-file-read`. An OS error becomes
+    /// `failed to read file: <text>`.
     fn read(&mut self, handle: i64, buf: &mut [u8]) -> Result<usize>;
 
     /// Write `data` at the current position (or the end, in append mode) and return how much
-    /// was written and whether the file is at end-of-file. An OS error becomes "failed to
-    /// write to file: <text>".
+    /// was written and whether the file is at end-of-file. An OS error becomes
+    /// `failed to write to file: <text>`.
     fn write(&mut self, handle: i64, data: &[u8]) -> Result<GuestFileWrite>;
 
-    /// `guest-file-seek`. An OS error becomes "failed to seek file: <text>".
+    /// `guest-file-seek`. An OS error becomes `failed to seek file: <text>`.
     fn seek(&mut self, handle: i64, offset: i64, whence: Seek) -> Result<GuestFileSeek>;
 
-    /// `guest-file-flush`. An OS error becomes "failed to flush file: <text>".
+    /// `guest-file-flush`. An OS error becomes `failed to flush file: <text>`.
     fn flush(&mut self, handle: i64) -> Result<()>;
 }

@@ -144,6 +144,8 @@ pub(crate) fn run(
 }
 
 /// Base64 digit values; [`B64_PAD`] for `=`, [`B64_SKIP`] for `\n`, [`B64_BAD`] for the rest.
+// Indexing in a const initialiser is checked at compile time.
+#[allow(clippy::indexing_slicing)]
 const B64_RANK: [u8; 256] = {
     let mut t = [B64_BAD; 256];
     let mut i = 0;
@@ -403,7 +405,7 @@ impl<'e, T: Element + ?Sized> Emitter<'e, T> {
     }
 }
 
-/// Writes one object member, omitting an absent optional one. Used by [`json_struct!`].
+/// Writes one object member, omitting an absent optional one. Used by [`json_struct!`](crate::json_struct).
 pub trait Member {
     /// Write `self` as the member `name`, unless it is an absent option.
     fn write_member(&self, w: &mut ObjectWriter<'_, '_>, name: &str);

@@ -1,7 +1,7 @@
-//! Streamer and parser in one pass: tokens from the [lexer](super::lexer) are counted as
+//! Streamer and parser in one pass: tokens from the lexer are counted as
 //! upstream's `json-streamer.c` counts them, to find where a request ends, and checked against
 //! the grammar as upstream's `json-parser.c` would check them once the request is complete, while
-//! the value is written to the frame buffer as a [tape](super::tape).
+//! the value is written to the frame buffer as a [`tape`](super::tape).
 //!
 //! Upstream queues every token of a request and parses them when the braces balance; the first
 //! parse error in token order is reported. Parsing as tokens arrive gives the same first error
@@ -720,11 +720,7 @@ fn decode_string(f: &mut [u8], src: usize, len: usize, dst: usize) -> Result<usi
     let mut r = src;
     let mut w = dst;
     while r < end {
-        let rest = f.get(r..end).unwrap_or(&[]);
-        let run = rest
-            .iter()
-            .position(|&c| c == b'\\' || c >= 0x80)
-            .unwrap_or(rest.len());
+        let run = plain_run(f.get(r..end).unwrap_or(&[]));
         if run > 0 {
             f.copy_within(r..r + run, w);
             r += run;
@@ -833,7 +829,7 @@ mod tests {
                 x ^= x >> 17;
                 x ^= x << 5;
                 // Mostly ordinary bytes, sometimes a special one.
-                let b = if x % 16 == 0 {
+                let b = if x.is_multiple_of(16) {
                     [b'"', b'\\', b'\'', 0x1F, 0xFE, 0xFF, 0x80, 0x20][(x >> 8) as usize % 8]
                 } else {
                     b'a' + (x % 26) as u8
