@@ -1,7 +1,7 @@
 //! Streamer and parser in one pass: tokens from the lexer are counted as
 //! upstream's `json-streamer.c` counts them, to find where a request ends, and checked against
 //! the grammar as upstream's `json-parser.c` would check them once the request is complete, while
-//! the value is written to the frame buffer as a [`tape`](super::tape).
+//! the value is written to the frame buffer as a [`tape`].
 //!
 //! Upstream queues every token of a request and parses them when the braces balance; the first
 //! parse error in token order is reported. Parsing as tokens arrive gives the same first error
