@@ -3,7 +3,7 @@
 //! One statically linkable executable (no GLib, no shared libraries), so it can be copied into
 //! any guest or initramfs. The protocol is `agent_core`'s; this crate adds what a Linux host
 //! needs around it: upstream's options and config file ([`config`]), the four channels
-//! ([`transport`]), the state directory ([`state`]), logging ([`log`]), signals ([`signals`]),
+//! ([`transport`]), the state directory ([`state`]), logging ([`mod@log`]), signals ([`signals`]),
 //! daemonizing ([`daemon`]) and the command families ([`commands`]).
 //!
 //! Everything runs on one thread in one `poll(2)` loop over the channel, the signal pipe and

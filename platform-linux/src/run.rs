@@ -3,10 +3,10 @@
 //!
 //! - the child gets its own session, stdin from `/dev/null` (or a pipe fed with `input`), and
 //!   stdout and stderr in one pipe;
-//! - a non-zero exit becomes "child process has failed to <action>: <captured output>", or
-//!   "...: exit status N" when the helper printed nothing;
+//! - a non-zero exit becomes `child process has failed to <action>: <captured output>`, or
+//!   `...: exit status N` when the helper printed nothing;
 //! - a helper that cannot be executed reads as upstream's child would report it
-//!   ("failed to exec '<cmd>': <strerror>\n" as the captured output of an exit status 1),
+//!   (`failed to exec '<cmd>': <strerror>\n` as the captured output of an exit status 1),
 //!   since upstream forks first and lets the child print `perror`'s text.
 
 #![allow(
@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use agent_core::Error;
 
 /// Run `argv` (searched in `PATH` when `argv[0]` has no slash) and wait for it. `action`
-/// completes upstream's "child process has failed to <action>" text. Returns the exit status.
+/// completes upstream's `child process has failed to <action>` text. Returns the exit status.
 pub fn run_command(argv: &[&str], input: Option<&[u8]>, action: &str) -> Result<i32, Error> {
     let Some((prog, args)) = argv.split_first() else {
         return Err(Error::msg(format_args!(

@@ -1154,3 +1154,107 @@ fn isa_serial_on_a_pty_is_raw_and_loses_no_reply() {
         assert_eq!(l, format!("{{\"return\": {i}}}\n"));
     }
 }
+
+#[test]
+fn sigterm_ends_a_reply_the_client_does_not_read() {
+    let dir = TempDir::new("stuck");
+    std::fs::write(dir.path().join("big"), vec![7u8; 8 * 1024 * 1024]).unwrap();
+    let mut a = Agent::start(dir.path(), &[]);
+    let mut c = a.connect();
+    assert_eq!(c.ok("guest-file-open", json!({"path": "big"})), 1000);
+    // 8 MiB of reply that nobody reads: the agent waits for the socket to drain.
+    c.send(br#"{"execute":"guest-file-read","arguments":{"handle":1000,"count":8388608}}"#);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(a.stop().code(), Some(0));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn retry_path_waits_for_the_device() {
+    let dir = TempDir::new("retry");
+    let dev = dir.path().join("port");
+    let mut cmd = Command::new(QGA);
+    cmd.args(["-m", "virtio-serial", "-r", "-v", "-p"])
+        .arg(&dev)
+        .arg("-t")
+        .arg(dir.path())
+        .args(["-b", BLOCKED])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+    let mut proc = Proc(Some(cmd.spawn().unwrap()));
+    // No device: the agent keeps waiting instead of exiting.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        proc.wait_timeout(Duration::ZERO).is_none(),
+        "qga exited without its device"
+    );
+    // The device appears (a pty stands in for the port); within the 5 s retry the agent
+    // opens it and answers.
+    let (master, slave) = openpty();
+    // A virtio port is no tty: make the pty pass bytes through as one would.
+    let slave_fd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave)
+        .unwrap();
+    {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: tcgetattr/cfmakeraw/tcsetattr on an open tty fd with a zeroed termios.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::tcgetattr(slave_fd.as_raw_fd(), &mut t), 0);
+            libc::cfmakeraw(&mut t);
+            assert_eq!(libc::tcsetattr(slave_fd.as_raw_fd(), libc::TCSANOW, &t), 0);
+        }
+    }
+    std::os::unix::fs::symlink(&slave, &dev).unwrap();
+    let mut reader = BufReader::new(master.try_clone().unwrap());
+    let mut writer = master;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let answer = b"{\"return\": 77}\n";
+    let mut got = Vec::new();
+    'wait: loop {
+        writer
+            .write_all(b"\xff{\"execute\":\"guest-sync\",\"arguments\":{\"id\":77}}")
+            .unwrap();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(500) {
+            use std::os::fd::AsRawFd as _;
+            let mut pfd = libc::pollfd {
+                fd: reader.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd for at most 100 ms.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } != 1 {
+                continue;
+            }
+            let mut byte = [0u8; 1];
+            if reader.get_mut().read(&mut byte).unwrap_or(0) == 1 {
+                got.push(byte[0]);
+                if got.ends_with(answer) {
+                    break 'wait;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer after the device appeared: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let log = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(log.contains("error opening channel"), "{log}");
+    assert!(log.contains("waiting for channel path..."), "{log}");
+    proc.signal(libc::SIGTERM);
+    assert_eq!(
+        proc.wait_timeout(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+}

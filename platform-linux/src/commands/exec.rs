@@ -14,8 +14,8 @@
 //! kept and the rest is read and dropped, setting `*-truncated`. Input is fed the same way, so
 //! a child that reads slowly does not block the agent. Children are reaped on SIGCHLD, so none
 //! stays a zombie. A status reports `exited: true` once the child is reaped and its output
-//! pipes are closed; that status forgets the process, and later queries answer "PID <n> does
-//! not exist" (master's format string lacks the `%`, so master literally says "PID ld does not
+//! pipes are closed; that status forgets the process, and later queries answer `PID <n> does
+//! not exist` (master's format string lacks the `%`, so master literally says "PID ld does not
 //! exist"). Beyond upstream, each child runs in a session of its own, so it does not share the
 //! agent's controlling terminal or receive signals meant for the agent's process group.
 
