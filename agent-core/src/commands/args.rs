@@ -305,15 +305,79 @@ fn validate_in<'t>(
             Some(v) => check(m, v, at(m.name), outer.is_none())?,
         }
     }
-    for (k, _) in obj.members() {
-        if !members.iter().any(|m| m.name == k) {
-            return Err(ArgError {
-                path: at(k),
-                kind: ArgErrorKind::Unexpected,
-            });
-        }
+    if let Some(k) = first_unexpected(members, obj) {
+        return Err(ArgError {
+            path: at(k),
+            kind: ArgErrorKind::Unexpected,
+        });
     }
     Ok(())
+}
+
+/// The unknown key upstream reports first. `visit_check_struct` takes the first key left in a
+/// GLib hash table that was filled in QDict order and from which every visited member was
+/// removed. That order is reproduced exactly for objects of up to 7 keys (a table that never
+/// resizes); for bigger objects the first unknown key in request order is reported.
+fn first_unexpected<'t>(members: &[Member], obj: Value<'t>) -> Option<&'t str> {
+    let known = |k: &str| members.iter().any(|m| m.name == k);
+    let mut first = None;
+    let mut count = 0usize;
+    for (k, _) in obj.members() {
+        count += 1;
+        if first.is_none() && !known(k) {
+            first = Some(k);
+        }
+    }
+    first?;
+    if count > 7 {
+        return first;
+    }
+    // QDict order: ascending bucket, and the later-inserted first within a bucket.
+    let mut keys: [(u32, usize, &str); 7] = [(0, 0, ""); 7];
+    for (i, (k, _)) in obj.members().enumerate() {
+        if let Some(slot) = keys.get_mut(i) {
+            *slot = (crate::engine::qdict_bucket(k.as_bytes()), i, k);
+        }
+    }
+    let keys = keys.get_mut(..count).unwrap_or(&mut []);
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    // g_hash_table_new: 8 slots, modulus 7; hashes 0 and 1 mark free and removed slots.
+    let mut hashes = [0u32; 8];
+    let mut names: [&str; 8] = [""; 8];
+    for &(_, _, k) in keys.iter() {
+        let h = g_str_hash(k.as_bytes()).max(2);
+        let mut idx = (h.wrapping_mul(11) % 7) as usize;
+        let mut step = 0;
+        while hashes.get(idx).is_some_and(|&x| x != 0) {
+            step += 1;
+            idx = (idx + step) & 7;
+        }
+        if let (Some(hs), Some(n)) = (hashes.get_mut(idx), names.get_mut(idx)) {
+            *hs = if known(k) { 1 } else { h };
+            *n = k;
+        }
+    }
+    hashes
+        .iter()
+        .zip(names)
+        .find(|(h, _)| **h >= 2)
+        .map(|(_, n)| n)
+        .or(first)
+}
+
+/// GLib's `g_str_hash` (djb2 over signed chars), over the key as upstream stores it.
+fn g_str_hash(key: &[u8]) -> u32 {
+    let mut h: u32 = 5381;
+    let mut add = |b: u8| h = h.wrapping_mul(33).wrapping_add(b as i8 as i32 as u32);
+    for &b in key {
+        if b == 0 {
+            add(0xC0);
+            add(0x80);
+        } else {
+            add(b);
+        }
+    }
+    h
 }
 
 fn check<'t>(
