@@ -28,11 +28,11 @@ core::arch::global_asm!(
     .balign 4
     .quad pvh_start32
 
+    /* Page tables: PML4, PDPT, four PDs, 4 KiB-aligned at run time inside this pool so that
+       .bss needs only 16-byte alignment (a 4 KiB-aligned .bss would pad the image file). */
     .section .bss.pagetables, "aw", @nobits
-    .balign 4096
-    boot_pml4:  .skip 4096
-    boot_pdpt:  .skip 4096
-    boot_pd:    .skip 4096 * 4
+    .balign 16
+    boot_pt_pool: .skip 4096 * 7
 
     .section .bss.stack, "aw", @nobits
     .balign 16
@@ -68,20 +68,23 @@ core::arch::global_asm!(
     xor %eax, %eax
     rep stosb
 
-    /* PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3; PDn: 2 MiB identity pages. */
-    mov $boot_pdpt, %eax
+    /* %ebp = PML4, %ebp+4K = PDPT, %ebp+8K.. = PD0..PD3.
+       PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3; PDn: 2 MiB identity pages. */
+    mov $boot_pt_pool + 4095, %ebp
+    and $0xfffff000, %ebp
+    lea 4096(%ebp), %eax
     or $0x3, %eax
-    mov %eax, boot_pml4
-    mov $boot_pd, %eax
+    mov %eax, (%ebp)
+    lea 8192(%ebp), %eax
     or $0x3, %eax
-    mov %eax, boot_pdpt
+    mov %eax, 4096(%ebp)
     add $4096, %eax
-    mov %eax, boot_pdpt + 8
+    mov %eax, 4096 + 8(%ebp)
     add $4096, %eax
-    mov %eax, boot_pdpt + 16
+    mov %eax, 4096 + 16(%ebp)
     add $4096, %eax
-    mov %eax, boot_pdpt + 24
-    mov $boot_pd, %edi
+    mov %eax, 4096 + 24(%ebp)
+    lea 8192(%ebp), %edi
     xor %ecx, %ecx
 1:
     mov %ecx, %eax
@@ -92,8 +95,7 @@ core::arch::global_asm!(
     cmp $2048, %ecx
     jne 1b
 
-    mov $boot_pml4, %eax
-    mov %eax, %cr3
+    mov %ebp, %cr3
     mov %cr4, %eax
     or $0x20, %eax                 /* PAE */
     mov %eax, %cr4

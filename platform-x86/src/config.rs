@@ -148,33 +148,45 @@ impl<'a> Config<'a> {
     /// Apply the options found in `cmdline` on top of `self`.
     pub fn apply(mut self, cmdline: &'a str) -> Self {
         for (key, value) in words(cmdline) {
-            match (key, value) {
-                ("qga.transport", Some(v)) => {
-                    if let Some(t) = Transport::from_name(v) {
-                        self.transport = t;
-                    }
+            let Some(key) = key.strip_prefix("qga.") else {
+                continue;
+            };
+            let Some(v) = value else {
+                self.selftest |= key == "selftest";
+                continue;
+            };
+            let field = match key {
+                "transport" => {
+                    self.transport = Transport::from_name(v).unwrap_or(self.transport);
+                    continue;
                 }
-                ("qga.log", Some(v)) => {
+                "log" => {
                     self.log = match v {
                         "com1" => LogTarget::Com1,
                         "com2" => LogTarget::Com2,
                         "off" | "none" => LogTarget::Off,
                         _ => LogTarget::Auto,
-                    }
+                    };
+                    continue;
                 }
-                ("qga.hostname", Some(v)) => self.hostname = v,
-                ("qga.os.id", Some(v)) => self.os_id = v,
-                ("qga.os.name", Some(v)) => self.os_name = v,
-                ("qga.os.pretty-name", Some(v)) => self.os_pretty_name = v,
-                ("qga.os.version", Some(v)) => self.os_version = v,
-                ("qga.os.version-id", Some(v)) => self.os_version_id = v,
-                ("qga.os.variant", Some(v)) => self.os_variant = v,
-                ("qga.os.variant-id", Some(v)) => self.os_variant_id = v,
-                ("qga.block", Some(v)) => self.block = v,
-                ("qga.selftest", None) => self.selftest = true,
-                ("qga.selftest", Some(v)) => self.selftest = !matches!(v, "0" | "off" | "no"),
-                _ => {}
-            }
+                "selftest" => {
+                    self.selftest = !matches!(v, "0" | "off" | "no");
+                    continue;
+                }
+                "hostname" => &mut self.hostname,
+                "block" => &mut self.block,
+                _ => match key.strip_prefix("os.") {
+                    Some("id") => &mut self.os_id,
+                    Some("name") => &mut self.os_name,
+                    Some("pretty-name") => &mut self.os_pretty_name,
+                    Some("version") => &mut self.os_version,
+                    Some("version-id") => &mut self.os_version_id,
+                    Some("variant") => &mut self.os_variant,
+                    Some("variant-id") => &mut self.os_variant_id,
+                    _ => continue,
+                },
+            };
+            *field = v;
         }
         self
     }

@@ -197,6 +197,11 @@ pub fn run(start_info: u64) -> ! {
         );
     }
 
+    let idling = hw::idle::init();
+    if !idling {
+        crate::log!("idle: no local APIC timer, polling without pause");
+    }
+
     if config.selftest {
         let ok = crate::selftest::run(&config);
         if ok {
@@ -255,13 +260,55 @@ pub fn run(start_info: u64) -> ! {
     }
 }
 
-/// Poll for the RTC tick at most this often (TSC cycles computed at run time from ms).
+/// Poll for the RTC tick at most this often.
 const CLOCK_POLL_MS: u64 = 1;
+/// Keep polling this long after the last received byte before halting between timer ticks:
+/// a request arriving in pieces is then read without the tick's latency.
+const BUSY_MS: u64 = 2;
+
+/// When the loop spins and when it halts.
+struct IdlePolicy {
+    last_busy: u64,
+    last_clock: u64,
+    clock_every: u64,
+    busy_for: u64,
+}
+
+impl IdlePolicy {
+    fn new() -> Self {
+        let now = tsc::rdtsc();
+        let ms = tsc::hz() / 1000;
+        IdlePolicy {
+            last_busy: now,
+            last_clock: now,
+            clock_every: ms * CLOCK_POLL_MS,
+            busy_for: ms * BUSY_MS,
+        }
+    }
+
+    fn busy(&mut self) {
+        self.last_busy = tsc::rdtsc();
+    }
+
+    /// Nothing arrived: watch the RTC now and then, and halt until the next tick once the
+    /// transport has been quiet for [`BUSY_MS`].
+    fn pause(&mut self, machine: &mut Machine<'_>) {
+        let now = tsc::rdtsc();
+        if now.wrapping_sub(self.last_clock) > self.clock_every {
+            machine.clock.poll();
+            self.last_clock = tsc::rdtsc();
+        }
+        if now.wrapping_sub(self.last_busy) > self.busy_for {
+            hw::idle::wait();
+        } else {
+            core::hint::spin_loop();
+        }
+    }
+}
 
 fn serve_serial(agent: &mut Agent<'_>, machine: &mut Machine<'_>, u: &mut uart::Uart) -> ! {
     let mut buf = [0u8; 512];
-    let mut last_poll = tsc::rdtsc();
-    let poll_every = tsc::hz() / 1000 * CLOCK_POLL_MS;
+    let mut idle = IdlePolicy::new();
     loop {
         let n = u.read(&mut buf);
         if n > 0 {
@@ -269,19 +316,16 @@ fn serve_serial(agent: &mut Agent<'_>, machine: &mut Machine<'_>, u: &mut uart::
                 kind: LinkKind::Serial(u),
             };
             let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut link);
-        } else if tsc::rdtsc().wrapping_sub(last_poll) > poll_every {
-            machine.clock.poll();
-            last_poll = tsc::rdtsc();
+            idle.busy();
         } else {
-            core::hint::spin_loop();
+            idle.pause(machine);
         }
     }
 }
 
 fn serve_virtio(agent: &mut Agent<'_>, machine: &mut Machine<'_>, c: &mut virtio::Console) -> ! {
     let mut buf = [0u8; virtio::RX_BUF];
-    let mut last_poll = tsc::rdtsc();
-    let poll_every = tsc::hz() / 1000 * CLOCK_POLL_MS;
+    let mut idle = IdlePolicy::new();
     loop {
         match c.poll(&mut buf) {
             virtio::Event::Data(n) => {
@@ -289,6 +333,7 @@ fn serve_virtio(agent: &mut Agent<'_>, machine: &mut Machine<'_>, c: &mut virtio
                     kind: LinkKind::Virtio(c),
                 };
                 let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut link);
+                idle.busy();
             }
             // A closed port drops any half-received request. QEMU delivers the old client's
             // bytes before the close and the new client's only after the open, and `poll`
@@ -296,14 +341,7 @@ fn serve_virtio(agent: &mut Agent<'_>, machine: &mut Machine<'_>, c: &mut virtio
             // may be seen after the new client's first bytes) keeps the two apart.
             virtio::Event::Closed => agent.reset(),
             virtio::Event::Opened => {}
-            virtio::Event::Idle => {
-                if tsc::rdtsc().wrapping_sub(last_poll) > poll_every {
-                    machine.clock.poll();
-                    last_poll = tsc::rdtsc();
-                } else {
-                    core::hint::spin_loop();
-                }
-            }
+            virtio::Event::Idle => idle.pause(machine),
         }
     }
 }

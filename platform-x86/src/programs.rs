@@ -2,7 +2,7 @@
 //!
 //! - `echo [-n] ARG...`: the arguments, space-separated, with a newline unless `-n`;
 //! - `cat`: the input data, unchanged;
-//! - `cpuid [LEAF [SUBLEAF]]`: the vendor and brand strings, or one leaf's registers
+//! - `cpuid [LEAF [SUBLEAF]]`: the vendor, signature and brand, or one leaf's registers
 //!   (numbers in decimal or `0x` hex);
 //! - `pci`: every PCI function, `bus:dev.fn vendor:device class name`;
 //! - `memmap`: the boot memory map, `start-end kind`;
@@ -15,19 +15,18 @@ use core::fmt::Write;
 use crate::commands::exec::{Args, Output, Programs};
 
 /// The registry with every built-in program.
+pub const BUILTINS: Programs = Programs::from_table(&[
+    ("echo", echo),
+    ("cat", cat),
+    ("cpuid", cpuid),
+    ("pci", pci),
+    ("memmap", memmap),
+    ("stack", stack),
+]);
+
+/// The registry with every built-in program (a copy of [`BUILTINS`], to add more to).
 pub fn builtins() -> Programs {
-    let mut p = Programs::new();
-    for (name, prog) in [
-        ("echo", echo as crate::commands::exec::Program),
-        ("cat", cat),
-        ("cpuid", cpuid),
-        ("pci", pci),
-        ("memmap", memmap),
-        ("stack", stack),
-    ] {
-        let _ = p.register(name, prog);
-    }
-    p
+    BUILTINS
 }
 
 /// `echo`.
@@ -54,10 +53,16 @@ pub fn cat(_args: &Args<'_>, input: &[u8], out: &mut Output<'_>) -> i32 {
 
 /// Parse a decimal or `0x` hexadecimal u32.
 pub fn parse_u32(s: &str) -> Option<u32> {
-    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-        None => s.parse().ok(),
+    let (digits, radix) = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (s, 10),
+    };
+    if digits.is_empty() {
+        return None;
     }
+    digits.chars().try_fold(0u32, |acc, c| {
+        acc.checked_mul(radix)?.checked_add(c.to_digit(radix)?)
+    })
 }
 
 fn cpuid_regs(leaf: u32, sub: u32) -> [u32; 4] {
@@ -94,18 +99,7 @@ pub fn cpuid(args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
     let _ = write!(out.out(), "vendor: ");
     put_le(out, &[b, d, c]);
     let [eax1, ..] = cpuid_regs(1, 0);
-    let family = ((eax1 >> 8) & 0xf)
-        + if (eax1 >> 8) & 0xf == 0xf {
-            (eax1 >> 20) & 0xff
-        } else {
-            0
-        };
-    let model = ((eax1 >> 4) & 0xf) | (((eax1 >> 16) & 0xf) << 4);
-    let _ = write!(
-        out.out(),
-        "\nmax leaf: {max:#x}\nfamily: {family:#x}\nmodel: {model:#x}\nstepping: {}\n",
-        eax1 & 0xf
-    );
+    let _ = write!(out.out(), "\nmax leaf: {max:#x}\nsignature: {eax1:#x}\n");
     let [ext_max, ..] = cpuid_regs(0x8000_0000, 0);
     if ext_max >= 0x8000_0004 {
         let _ = write!(out.out(), "brand: ");

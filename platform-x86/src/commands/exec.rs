@@ -186,6 +186,20 @@ impl Programs {
         }
     }
 
+    /// A registry holding `programs` (at most [`MAX_PROGRAMS`]; the rest are left out), for
+    /// a `const` table of built-ins.
+    // `get` is not usable in a `const fn`; the loop condition bounds both indices.
+    #[allow(clippy::indexing_slicing)]
+    pub const fn from_table(programs: &[(&'static str, Program)]) -> Self {
+        let mut p = Programs::new();
+        let mut i = 0;
+        while i < programs.len() && i < MAX_PROGRAMS {
+            p.entries[i] = Some(programs[i]);
+            i += 1;
+        }
+        p
+    }
+
     /// Register `program` as `name` (replacing an earlier one of that name).
     pub fn register(
         &mut self,
@@ -203,7 +217,10 @@ impl Programs {
 
     /// The program registered as the last `/`-component of `path`.
     pub fn find(&self, path: &str) -> Option<Program> {
-        let name = path.rsplit('/').next().unwrap_or(path);
+        let name = path
+            .rfind('/')
+            .and_then(|i| path.get(i + 1..))
+            .unwrap_or(path);
         self.entries
             .iter()
             .flatten()

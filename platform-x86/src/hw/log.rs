@@ -15,14 +15,7 @@ struct Sink(super::uart::Uart);
 
 impl Write for Sink {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for line in s.split_inclusive('\n') {
-            if let Some(body) = line.strip_suffix('\n') {
-                self.0.write_all(body.as_bytes());
-                self.0.write_all(b"\r\n");
-            } else {
-                self.0.write_all(line.as_bytes());
-            }
-        }
+        self.0.write_all(s.as_bytes());
         Ok(())
     }
 }
@@ -38,10 +31,24 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Write one line, prefixed with `qga-x86: `.
+pub fn line(args: fmt::Arguments<'_>) {
+    let port = PORT.load(Ordering::Relaxed);
+    if port == 0 {
+        return;
+    }
+    if let Some(uart) = super::uart::Uart::attach(port) {
+        let mut sink = Sink(uart);
+        sink.0.write_all(b"qga-x86: ");
+        let _ = sink.write_fmt(args);
+        sink.0.write_all(b"\n");
+    }
+}
+
 /// `log!("fmt", args)`: one line to the debug log.
 #[macro_export]
 macro_rules! log {
     ($($arg:tt)*) => {
-        $crate::hw::log::write_fmt(format_args!("qga-x86: {}\n", format_args!($($arg)*)))
+        $crate::hw::log::line(format_args!($($arg)*))
     };
 }

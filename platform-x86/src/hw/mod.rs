@@ -3,6 +3,7 @@
 
 pub mod acpi;
 pub mod exit;
+pub mod idle;
 pub mod log;
 pub mod mem;
 pub mod pci;

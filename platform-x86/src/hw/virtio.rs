@@ -123,15 +123,15 @@ const RX_BUFS: usize = 8;
 pub const RX_BUF: usize = 512;
 const TX_BUF: usize = 4096;
 
-#[repr(C, align(4096))]
-struct Ring([u8; RING_BYTES]);
-
 #[repr(C, align(16))]
 struct Bufs<const N: usize, const S: usize>([[u8; S]; N]);
 
-/// All the memory the device shares with us.
+/// All the memory the device shares with us. The four rings must be 4 KiB-aligned (legacy
+/// virtio takes a page frame number); they are aligned at run time inside `rings`, so that
+/// nothing in `.bss` needs more than 16-byte alignment (which would pad the image file).
+#[repr(C, align(16))]
 struct Shared {
-    rings: [Ring; 4],
+    rings: [u8; 4 * RING_BYTES + 4096],
     ctrl_rx: Bufs<CTRL_BUFS, CTRL_BUF>,
     ctrl_tx: Bufs<1, CTRL_BUF>,
     data_rx: Bufs<RX_BUFS, RX_BUF>,
@@ -139,12 +139,7 @@ struct Shared {
 }
 
 static SHARED: Once<Shared> = Once::new(Shared {
-    rings: [
-        Ring([0; RING_BYTES]),
-        Ring([0; RING_BYTES]),
-        Ring([0; RING_BYTES]),
-        Ring([0; RING_BYTES]),
-    ],
+    rings: [0; 4 * RING_BYTES + 4096],
     ctrl_rx: Bufs([[0; CTRL_BUF]; CTRL_BUFS]),
     ctrl_tx: Bufs([[0; CTRL_BUF]; 1]),
     data_rx: Bufs([[0; RX_BUF]; RX_BUFS]),
@@ -167,9 +162,10 @@ struct Queue {
 }
 
 impl Queue {
-    /// Select queue `index` on the device at `io`, place its ring in `ring` and tell the
-    /// device. `None` if the device has no such queue or it is too big for the ring memory.
-    fn setup(io: u16, index: u16, ring: &'static mut Ring) -> Option<Queue> {
+    /// Select queue `index` on the device at `io`, place its ring at `base` (RING_BYTES of
+    /// 4 KiB-aligned static memory owned by this queue) and tell the device. `None` if the
+    /// device has no such queue or it is too big for the ring memory.
+    fn setup(io: u16, index: u16, base: *mut u8) -> Option<Queue> {
         // SAFETY: `io` is BAR0 of the virtio device this driver owns; selecting a queue and
         // reading its size are plain register accesses.
         let size = unsafe {
@@ -183,7 +179,6 @@ impl Queue {
         if total > RING_BYTES {
             return None;
         }
-        let base = ring.0.as_mut_ptr();
         for i in 0..RING_BYTES {
             // SAFETY: `base` points at RING_BYTES bytes of static memory this queue owns
             // (taken once from SHARED); the device does not use it yet.
@@ -339,7 +334,7 @@ pub struct Console {
     data: Option<(Queue, Queue)>,
     port: Option<u32>,
     host_open: bool,
-    spare_rings: [Option<&'static mut Ring>; 2],
+    spare_rings: [Option<*mut u8>; 2],
     ctrl_rx_buf: *mut u8,
     ctrl_tx_buf: *mut u8,
     data_rx_buf: *mut u8,
@@ -392,7 +387,10 @@ impl Console {
         // SAFETY: as above.
         unsafe { outl(io + REG_GUEST_FEATURES, F_MULTIPORT) };
         let shared = SHARED.take().ok_or(Error::InUse)?;
-        let [r0, r1, r2, r3] = &mut shared.rings;
+        let pool = shared.rings.as_mut_ptr();
+        let skew = pool.align_offset(4096);
+        let ring = |i: usize| pool.wrapping_add(skew + i * RING_BYTES);
+        let (r0, r1, r2, r3) = (ring(0), ring(1), ring(2), ring(3));
         let (ctrl_rx, ctrl_tx) = match (Queue::setup(io, 2, r0), Queue::setup(io, 3, r1)) {
             (Some(a), Some(b)) => (a, b),
             _ => return Err(Error::NoQueues),
