@@ -7,7 +7,8 @@
 //!
 //! All large state lives in `static`s taken exactly once ([`crate::sync::Once`]): the engine's
 //! buffers, the RAM file store, the process table and the virtqueues. The agent loop polls the
-//! transport; interrupts stay disabled throughout.
+//! transport and, once it has been quiet for a moment, halts until the next timer tick
+//! ([`crate::hw::idle`]); interrupts are enabled only for that halt.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -25,15 +25,51 @@
 //! `static`, and every backend is fixed-size (the RAM file store, the process table, the
 //! virtqueues). `tests/tests/baremetal_build.rs` checks the dependency graph and the linked image.
 //!
+//! # Transports
+//!
+//! The agent speaks on COM1 or COM2 (16550, polled, 115200 8N1) or on a virtio-console port
+//! named `org.qemu.guest_agent.0` (multiport, legacy PCI interface), chosen at build time
+//! (`QGA_TRANSPORT`) or on the kernel command line (`qga.transport=virtio|com1|com2|auto`; see
+//! [`config`]). The debug log goes to the COM port the agent does not use. A UART has no notion
+//! of a connection, so over COM1/COM2 a client resynchronises with the 0xFF handshake as with
+//! upstream's isa-serial channel; over virtio the host's port close resets the parser. Under
+//! TCG a UART receives about 13 KB/s (QEMU refills its 14-byte FIFO once per main-loop turn),
+//! so bulk file transfers belong on virtio.
+//!
+//! When the transport has been quiet for 2 ms the CPU halts until the next 1 kHz local-APIC
+//! timer tick ([`hw::idle`]), so an idle image costs the host a few percent of a core instead
+//! of all of it; interrupts are enabled only for that `sti; hlt`.
+//!
+//! # Self-tests
+//!
+//! `qga.selftest` on the command line runs [`selftest`] instead of the agent and reports
+//! through QEMU's `isa-debug-exit` device: exit status 33 when everything passed, 35 if not.
+//!
 //! # Layout
 //!
 //! [`boot`] is the entry and long-mode switch, [`image`] the agent loop and transports, [`hw`]
-//! the devices (UART, CMOS RTC, PIT/TSC, PCI, ACPI tables, virtio-console, isa-debug-exit),
-//! [`commands`] the backend of each command family (named as in `agent_core::commands`),
-//! [`programs`] the built-in programs `guest-exec` runs, [`config`] the build-time and
-//! kernel-command-line settings and [`pvh`] the boot information. Everything that is logic
-//! rather than port I/O (table parsing, date arithmetic, the file store, the process table,
-//! option parsing) builds and is unit-tested on the host.
+//! the devices (UART, CMOS RTC, PIT/TSC, PCI, ACPI tables, virtio-console, local-APIC idle,
+//! isa-debug-exit), [`commands`] the backend of each command family (named as in
+//! `agent_core::commands`), [`programs`] the built-in programs `guest-exec` runs, [`config`]
+//! the build-time and kernel-command-line settings and [`pvh`] the boot information.
+//! Everything that is logic rather than port I/O (table parsing, date arithmetic, the file
+//! store, the process table, option parsing) builds and is unit-tested on the host.
+//!
+//! # Building and booting
+//!
+//! ```text
+//! CARGO_PROFILE_IMAGE_OPT_LEVEL=z \
+//!   cargo build -p platform-x86 --bin qga-x86 --target x86_64-unknown-none --profile image
+//! qemu-system-x86_64 -accel tcg -M q35 -m 128 -display none -nodefaults -no-reboot \
+//!   -kernel target/x86_64-unknown-none/image/qga-x86 -append qga.transport=virtio \
+//!   -chardev socket,id=qga0,path=/tmp/qga.sock,server=on,wait=off \
+//!   -device virtio-serial-pci,id=vser0 \
+//!   -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0 \
+//!   -serial file:/tmp/qga-x86.log -device isa-debug-exit,iobase=0xf4,iosize=0x04
+//! ```
+//!
+//! `opt-level = "z"` keeps the image under 128 KiB; `tests::baremetal` builds and boots it the
+//! same way.
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(
     not(test),
