@@ -320,9 +320,13 @@ fn a_whole_session_without_a_heap() {
     );
     assert_eq!(
         lines[28],
-        r#"{"error": {"class": "GenericError", "desc": "JSON parse error, stray 'tru\uFFFD'"}}"#
+        r#"{"error": {"class": "GenericError", "desc": "JSON parse error, invalid keyword 'tru'"}}"#
     );
     assert_eq!(lines[16], r#"{"return": {"host-name": "bare"}}"#);
     assert!(lines[20].contains("CommandNotFound"));
-    assert_eq!(lines.len(), 29);
+    assert_eq!(
+        lines[29],
+        r#"{"error": {"class": "GenericError", "desc": "JSON parse error, stray '\uFFFD'"}}"#
+    );
+    assert_eq!(lines.len(), 30);
 }

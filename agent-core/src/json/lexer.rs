@@ -2,9 +2,10 @@
 //!
 //! Upstream drives a 256-column table; the same transitions are written here as a `match`, so
 //! that each of upstream's quirks is visible: single-quoted strings, any `[a-z]+` as a keyword,
-//! number states that end a token only on an ASCII byte (a byte from 0x80 up after a digit is an
-//! error, not a terminator), and the recovery state that skips everything up to a structural or
-//! control byte and then re-lexes that byte from the start state.
+//! number and keyword states that end their token on any other byte (which is then lexed again,
+//! so `tru\xC3` is the keyword `tru` followed by a stray `\xC3`, as qemu-ga 7.2 answers live), and
+//! the recovery state that skips everything up to a structural or control byte and then re-lexes
+//! that byte from the start state.
 
 /// Lexer states (upstream's `IN_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +82,8 @@ pub(crate) enum Step {
 #[inline]
 pub(crate) fn step(state: Lex, b: u8) -> Step {
     use Lex::*;
-    // `TERMINAL(x)` in upstream covers bytes 0..=0x7F only.
-    let terminal = |t: Tok| if b < 0x80 { Step::Emit(t) } else { Step::Error };
+    // upstream's `TERMINAL(x)`: every byte without a transition ends the token (lookahead).
+    let terminal = Step::Emit;
     match state {
         Start => match b {
             b'"' => Step::Go(Dq),
@@ -178,9 +179,10 @@ mod tests {
     fn upstream_quirks() {
         assert_eq!(
             step(Lex::Digits, 0x80),
-            Step::Error,
-            "TERMINAL covers ASCII only"
+            Step::Emit(Tok::Integer),
+            "TERMINAL covers every byte"
         );
+        assert_eq!(step(Lex::Keyword, 0xC3), Step::Emit(Tok::Keyword));
         assert_eq!(step(Lex::Digits, b'x'), Step::Emit(Tok::Integer));
         assert_eq!(step(Lex::Zero, b'1'), Step::Error);
         assert_eq!(step(Lex::Start, b'A'), Step::Error);

@@ -141,12 +141,13 @@ fn lexical_errors_and_0xff() {
             err("JSON parse error, expecting value")
         ),
     );
-    // A byte >= 0x80 right after a number or keyword is an error, not a terminator.
+    // A byte >= 0x80 right after a number or keyword ends it and is then a stray byte of its
+    // own (live 7.2: the queued keyword is flushed with the error).
     check_bytes(
         b"{\"a\": tru\xc3\xa9}",
         &format!(
             "{}{}",
-            err("JSON parse error, stray 'tru\\uFFFD'"),
+            err("JSON parse error, stray '\\uFFFD'"),
             err("JSON parse error, expecting value")
         ),
     );
