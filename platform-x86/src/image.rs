@@ -10,8 +10,6 @@
 //! transport and, once it has been quiet for a moment, halts until the next timer tick
 //! ([`crate::hw::idle`]); interrupts are enabled only for that halt.
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use agent_core::out::{Transmit, TxError};
 use agent_core::{Agent, Command, StaticBuffers};
 
@@ -37,11 +35,6 @@ pub static PROCESSES: Once<commands::exec::Processes> = Once::new(commands::exec
 pub static BOOT: SetOnce<BootInfo> = SetOnce::new();
 /// What ACPI told us.
 pub static ACPI: SetOnce<acpi::Info> = SetOnce::new();
-
-/// TSC at the PVH entry.
-pub static ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
-/// TSC when the first response byte was sent (0 until then).
-pub static FIRST_ANSWER_TSC: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(target_os = "none")]
 const PAINT: u8 = 0xa5;
@@ -102,7 +95,6 @@ pub fn static_memory() -> Option<(usize, usize)> {
 /// Called once, by the boot code, with the loader's start-info address.
 #[cfg(target_os = "none")]
 pub unsafe extern "C" fn entry(start_info: u32) -> ! {
-    ENTRY_TSC.store(tsc::rdtsc(), Ordering::Relaxed);
     paint_stack();
     run(start_info as u64)
 }
@@ -113,7 +105,7 @@ fn read_phys(addr: u64, len: usize) -> Option<&'static [u8]> {
     unsafe { hw::mem::phys_bytes(addr, len) }
 }
 
-/// Sends through the chosen transport and notes the first answer.
+/// Sends through the chosen transport.
 struct Link<'a> {
     kind: LinkKind<'a>,
 }
@@ -125,14 +117,6 @@ enum LinkKind<'a> {
 
 impl Transmit for Link<'_> {
     fn send(&mut self, bytes: &[u8]) -> Result<(), TxError> {
-        if FIRST_ANSWER_TSC.load(Ordering::Relaxed) == 0 && !bytes.is_empty() {
-            FIRST_ANSWER_TSC.store(tsc::rdtsc(), Ordering::Relaxed);
-            let entry = ENTRY_TSC.load(Ordering::Relaxed);
-            crate::log!(
-                "first answer {} us after entry",
-                tsc::ns_since(entry) / 1000
-            );
-        }
         match &mut self.kind {
             LinkKind::Serial(u) => {
                 u.write_all(bytes);
@@ -185,8 +169,7 @@ pub fn run(start_info: u64) -> ! {
     }
     crate::log!("booted, command line: \"{cmdline}\"");
 
-    let hz = tsc::calibrate(10);
-    crate::log!("TSC {} kHz", hz / 1000);
+    tsc::calibrate(10);
     let _ = ACPI.set(acpi::discover(boot.and_then(|b| b.rsdp)));
     let acpi = ACPI.get();
     if let Some(a) = acpi {
@@ -252,7 +235,7 @@ pub fn run(start_info: u64) -> ! {
     match uart::Uart::open(port) {
         Some(mut u) => {
             crate::log!("agent on UART {port:#x}");
-            serve_serial(&mut agent, &mut machine, &mut u);
+            serve_serial(&mut agent, &mut machine, &mut u, port);
         }
         None => {
             crate::log!("no UART at {port:#x}: nothing to serve on");
@@ -269,6 +252,8 @@ const BUSY_MS: u64 = 2;
 
 /// When the loop spins and when it halts.
 struct IdlePolicy {
+    /// The transport interrupts when data arrives: halt at once when there is none.
+    wake_on_data: bool,
     last_busy: u64,
     last_clock: u64,
     clock_every: u64,
@@ -280,6 +265,7 @@ impl IdlePolicy {
         let now = tsc::rdtsc();
         let ms = tsc::hz() / 1000;
         IdlePolicy {
+            wake_on_data: false,
             last_busy: now,
             last_clock: now,
             clock_every: ms * CLOCK_POLL_MS,
@@ -299,7 +285,7 @@ impl IdlePolicy {
             machine.clock.poll();
             self.last_clock = tsc::rdtsc();
         }
-        if now.wrapping_sub(self.last_busy) > self.busy_for {
+        if self.wake_on_data || now.wrapping_sub(self.last_busy) > self.busy_for {
             hw::idle::wait();
         } else {
             core::hint::spin_loop();
@@ -307,9 +293,21 @@ impl IdlePolicy {
     }
 }
 
-fn serve_serial(agent: &mut Agent<'_>, machine: &mut Machine<'_>, u: &mut uart::Uart) -> ! {
+fn serve_serial(
+    agent: &mut Agent<'_>,
+    machine: &mut Machine<'_>,
+    u: &mut uart::Uart,
+    port: u16,
+) -> ! {
     let mut buf = [0u8; 512];
     let mut idle = IdlePolicy::new();
+    // With the UART's receive interrupt the loop halts as soon as the FIFO is empty and wakes
+    // when bytes arrive, instead of spinning against the QEMU thread that delivers them.
+    let irq = if port == uart::COM1 { 4 } else { 3 };
+    if hw::idle::enable_isa_irq(irq) {
+        u.enable_rx_interrupt();
+        idle.wake_on_data = true;
+    }
     loop {
         let n = u.read(&mut buf);
         if n > 0 {

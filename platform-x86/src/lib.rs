@@ -32,13 +32,14 @@
 //! (`QGA_TRANSPORT`) or on the kernel command line (`qga.transport=virtio|com1|com2|auto`; see
 //! [`config`]). The debug log goes to the COM port the agent does not use. A UART has no notion
 //! of a connection, so over COM1/COM2 a client resynchronises with the 0xFF handshake as with
-//! upstream's isa-serial channel; over virtio the host's port close resets the parser. Under
-//! TCG a UART receives about 13 KB/s (QEMU refills its 14-byte FIFO once per main-loop turn),
-//! so bulk file transfers belong on virtio.
+//! upstream's isa-serial channel; over virtio the host's port close resets the parser.
 //!
-//! When the transport has been quiet for 2 ms the CPU halts until the next 1 kHz local-APIC
-//! timer tick ([`hw::idle`]), so an idle image costs the host a few percent of a core instead
-//! of all of it; interrupts are enabled only for that `sti; hlt`.
+//! The CPU halts whenever there is nothing to do ([`hw::idle`]): a UART wakes it with its
+//! receive interrupt (IRQ 4 or 3 through the 8259 in virtual-wire mode), anything else with a
+//! 1 kHz local-APIC timer tick (virtio is polled, after 2 ms of quiet). An idle image costs
+//! the host a few percent of a core instead of all of it, and a UART receives at a few hundred
+//! KB/s under TCG rather than the ~13 KB/s of a vCPU spinning against QEMU's I/O thread.
+//! Interrupts are enabled only for that `sti; hlt`.
 //!
 //! # Self-tests
 //!

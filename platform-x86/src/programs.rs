@@ -4,7 +4,7 @@
 //! - `cat`: the input data, unchanged;
 //! - `cpuid [LEAF [SUBLEAF]]`: the vendor, signature and brand, or one leaf's registers
 //!   (numbers in decimal or `0x` hex);
-//! - `pci`: every PCI function, `bus:dev.fn vendor:device class name`;
+//! - `pci`: every PCI function, `bus:dev.fn vendor:device class CCSSPP`;
 //! - `memmap`: the boot memory map, `start-end kind`;
 //! - `stack`: the boot stack's size and high-water mark (it is painted at boot).
 //!
@@ -114,18 +114,16 @@ pub fn cpuid(args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
 /// `pci`.
 pub fn pci(_args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
     crate::hw::pci::scan(|f| {
+        let a = f.addr;
+        let class = u32::from_be_bytes([0, f.class[0], f.class[1], f.class[2]]);
         let _ = writeln!(
             out.out(),
-            "{:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x}{:02x} {}",
-            f.addr.bus,
-            f.addr.device,
-            f.addr.function,
+            "{:02x}:{:02x}.{} {:04x}:{:04x} class {class:06x}",
+            a.bus,
+            a.device,
+            a.function,
             f.vendor,
-            f.device,
-            f.class[0],
-            f.class[1],
-            f.class[2],
-            crate::hw::pci::class_name(f.class)
+            f.device
         );
         true
     });

@@ -217,10 +217,13 @@ impl Programs {
 
     /// The program registered as the last `/`-component of `path`.
     pub fn find(&self, path: &str) -> Option<Program> {
-        let name = path
-            .rfind('/')
-            .and_then(|i| path.get(i + 1..))
-            .unwrap_or(path);
+        let mut start = 0;
+        for (i, &b) in path.as_bytes().iter().enumerate() {
+            if b == b'/' {
+                start = i + 1;
+            }
+        }
+        let name = path.get(start..).unwrap_or(path);
         self.entries
             .iter()
             .flatten()

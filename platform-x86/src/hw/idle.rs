@@ -3,10 +3,11 @@
 //! The agent polls its transport, and a polling vCPU under TCG is a host core at 100 %, which
 //! on a shared build machine also starves QEMU's I/O thread (the one that feeds the UART and
 //! the virtqueues). So once the transport has been quiet for a moment the loop halts the CPU
-//! until the next timer tick ([`TICK_US`]). Only the tick is ever delivered: the 8259 PICs
-//! are masked, and interrupts are enabled only for the `sti; hlt` pair, so every other
-//! piece of the image keeps running with interrupts off. The tick handler just acknowledges
-//! the interrupt; the loop itself looks at the devices.
+//! until the next timer tick ([`TICK_US`]) or, on a UART, until its receive interrupt
+//! ([`enable_isa_irq`]). The 8259s are moved off the exception vectors and masked except for
+//! that one line, and interrupts are enabled only for the `sti; hlt` pair, so every other
+//! piece of the image keeps running with interrupts off. The handlers just acknowledge the
+//! interrupt; the loop itself looks at the devices.
 //!
 //! If the CPU has no usable local APIC the loop keeps polling (correct, only costlier).
 
@@ -25,6 +26,12 @@ pub const TICK_US: u64 = 1000;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// The local APIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// Where the 8259s' IRQ 0-15 are moved (the firmware left them over the CPU exceptions).
+pub const PIC_VECTOR_BASE: u8 = 0x30;
+
+/// The local APIC's MMIO base, once set up.
+#[cfg(target_os = "none")]
+static LAPIC_BASE: AtomicU64 = AtomicU64::new(0);
 
 /// Physical address of the local APIC's EOI register (read by the tick handler).
 #[cfg(target_os = "none")]
@@ -52,6 +59,13 @@ core::arch::global_asm!(
     .global qga_spurious_isr
     qga_spurious_isr:
     iretq
+    .global qga_pic_isr
+    qga_pic_isr:
+    push %rax
+    mov $0x20, %al
+    out %al, $0x20             /* non-specific EOI to the master 8259 */
+    pop %rax
+    iretq
     "#,
     eoi = sym LAPIC_EOI,
     options(att_syntax)
@@ -71,8 +85,6 @@ pub fn timer_count(ticks_per_ms: u64, period_us: u64) -> u32 {
     (ticks_per_ms * period_us / 1000).clamp(1, u32::MAX as u64) as u32
 }
 
-#[cfg(target_os = "none")]
-const LAPIC_ID: u64 = 0x20;
 #[cfg(target_os = "none")]
 const LAPIC_TPR: u64 = 0x80;
 #[cfg(target_os = "none")]
@@ -108,6 +120,7 @@ pub fn init() -> bool {
     unsafe extern "C" {
         fn qga_tick_isr();
         fn qga_spurious_isr();
+        fn qga_pic_isr();
     }
     // CPUID.1:EDX bit 9: an on-chip APIC.
     if core::arch::x86_64::__cpuid(1).edx & (1 << 9) == 0 {
@@ -116,9 +129,18 @@ pub fn init() -> bool {
     let Some(idt) = IDT.take() else { return false };
     use x86_64::instructions::segmentation::Segment as _;
     let cs = x86_64::instructions::segmentation::CS::get_reg().0;
+    // The tick, the local APIC's spurious vector, the UART lines (IRQ 3 and 4, masked until
+    // `enable_isa_irq`) and the 8259s' spurious IRQ 7 (no EOI) and IRQ 15 (EOI to the master).
+    let tick = qga_tick_isr as *const () as u64;
+    let spurious = qga_spurious_isr as *const () as u64;
+    let pic = qga_pic_isr as *const () as u64;
     for (vector, handler) in [
-        (TIMER_VECTOR, qga_tick_isr as *const () as u64),
-        (SPURIOUS_VECTOR, qga_spurious_isr as *const () as u64),
+        (TIMER_VECTOR, tick),
+        (SPURIOUS_VECTOR, spurious),
+        (PIC_VECTOR_BASE + 3, pic),
+        (PIC_VECTOR_BASE + 4, pic),
+        (PIC_VECTOR_BASE + 7, spurious),
+        (PIC_VECTOR_BASE + 15, pic),
     ] {
         let i = vector as usize * 2;
         if let Some(slot) = idt.0.get_mut(i..i + 2) {
@@ -132,9 +154,18 @@ pub fn init() -> bool {
     // SAFETY: the IDT is a static that lives forever; its only present gates point at the two
     // handlers above, and interrupts stay disabled until `wait`.
     unsafe { x86_64::instructions::tables::lidt(&ptr) };
-    // SAFETY: ports 0x21/0xA1 are the 8259 interrupt mask registers; masking every line keeps
-    // legacy IRQs (whose vectors the firmware put over the CPU exceptions) from arriving.
+    // SAFETY: ports 0x20/0x21 and 0xA0/0xA1 are the two 8259s. The ICW1-4 sequence moves
+    // their vectors to PIC_VECTOR_BASE (off the CPU exceptions, where the firmware left them)
+    // and the final writes mask every line.
     unsafe {
+        super::outb(0x20, 0x11);
+        super::outb(0xa0, 0x11);
+        super::outb(0x21, PIC_VECTOR_BASE);
+        super::outb(0xa1, PIC_VECTOR_BASE + 8);
+        super::outb(0x21, 0x04);
+        super::outb(0xa1, 0x02);
+        super::outb(0x21, 0x01);
+        super::outb(0xa1, 0x01);
         super::outb(0x21, 0xff);
         super::outb(0xa1, 0xff);
     }
@@ -149,6 +180,7 @@ pub fn init() -> bool {
         return false;
     }
     LAPIC_EOI.store(base + LAPIC_EOI_REG, Ordering::Relaxed);
+    LAPIC_BASE.store(base, Ordering::Relaxed);
     lapic_write(base, LAPIC_TPR, 0);
     lapic_write(base, LAPIC_SVR, 0x100 | SPURIOUS_VECTOR as u32);
     // Measure the timer (divide by 16) against the TSC over 1 ms, with its interrupt masked.
@@ -167,14 +199,30 @@ pub fn init() -> bool {
     }
     lapic_write(base, LAPIC_LVT_TIMER, (1 << 17) | TIMER_VECTOR as u32); // periodic
     lapic_write(base, LAPIC_TIMER_INIT, timer_count(ticks as u64, TICK_US));
-    crate::log!(
-        "idle: local APIC {} timer {} ticks/ms, tick every {} us",
-        lapic_read(base, LAPIC_ID) >> 24,
-        ticks,
-        TICK_US
-    );
     ENABLED.store(true, Ordering::Relaxed);
     true
+}
+
+/// Let ISA interrupt line `irq` (3 or 4: the UARTs) wake [`wait`], through the master 8259
+/// and the local APIC's LINT0 in virtual-wire (ExtINT) mode. Needs [`init`] first.
+#[cfg(target_os = "none")]
+pub fn enable_isa_irq(irq: u8) -> bool {
+    const LAPIC_LVT_LINT0: u64 = 0x350;
+    let base = LAPIC_BASE.load(Ordering::Relaxed);
+    if base == 0 || !(irq == 3 || irq == 4) {
+        return false;
+    }
+    lapic_write(base, LAPIC_LVT_LINT0, 0x700); // ExtINT, unmasked
+    // SAFETY: the master 8259's mask register; unmasking one UART line whose vector has a
+    // handler (installed by `init`).
+    unsafe { super::outb(0x21, !(1u8 << irq)) };
+    true
+}
+
+/// Host builds have no interrupts.
+#[cfg(not(target_os = "none"))]
+pub fn enable_isa_irq(_irq: u8) -> bool {
+    false
 }
 
 /// Host builds never idle.

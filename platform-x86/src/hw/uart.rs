@@ -35,6 +35,13 @@ impl Uart {
         Some(Uart { dev })
     }
 
+    /// Raise the UART's interrupt line when received data is waiting (the "data ready" and
+    /// FIFO time-out interrupts; OUT2, which gates the line on a PC, is set by `open`).
+    pub fn enable_rx_interrupt(&mut self) {
+        self.dev
+            .enable_interrupts(uart_16550::spec::registers::IER::DATA_READY);
+    }
+
     /// Read what is waiting, up to `buf.len()`; 0 if nothing.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         self.dev.receive_bytes(buf)
