@@ -137,8 +137,15 @@ pub fn apply_block_list(agent: &mut Agent<'_>, list: &str) {
     }
 }
 
-/// Everything after the stack is painted: boot facts, transport, agent loop. Never returns.
+/// Everything after the stack is painted: boot facts, transport, agent loop, with the
+/// built-in programs ([`crate::programs::BUILTINS`]). Never returns.
 pub fn run(start_info: u64) -> ! {
+    run_with(start_info, crate::programs::BUILTINS)
+}
+
+/// [`run`] with the programs `guest-exec` may start: a firmware built on this crate passes the
+/// built-ins plus its own routines (see [`crate::commands::exec::Programs::register`]).
+pub fn run_with(start_info: u64, programs: commands::exec::Programs) -> ! {
     let info = read_phys(start_info, 56)
         .map(|head| BootInfo::parse(head, &read_phys))
         .unwrap_or(BootInfo::empty());
@@ -202,7 +209,7 @@ pub fn run(start_info: u64) -> ! {
         crate::log!("static state already taken");
         halt();
     };
-    *procs.programs_mut() = crate::programs::builtins();
+    *procs.programs_mut() = programs;
     let empty = acpi::Info::empty();
     let acpi = acpi.unwrap_or(&empty);
     let mut machine = Machine {
