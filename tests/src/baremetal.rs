@@ -167,6 +167,33 @@ pub fn build_image(release: bool) -> Result<PathBuf, String> {
     )
 }
 
+/// A release image built with build-time settings `envs` (e.g. `QGA_HOSTNAME`), in its own
+/// target directory `target_dir` so that it does not disturb the default image.
+pub fn build_image_with(envs: &[(&str, &str)], target_dir: &Path) -> Result<PathBuf, String> {
+    if !target_installed()? {
+        return Err(format!(
+            "the Rust target {TARGET} is not installed: run `rustup target add {TARGET}`"
+        ));
+    }
+    let dir = target_dir.to_string_lossy().into_owned();
+    let mut all: Vec<(&str, &str)> = vec![IMAGE_OPT_LEVEL, ("CARGO_TARGET_DIR", &dir)];
+    all.extend_from_slice(envs);
+    cargo_build_bin(
+        &[
+            "-p",
+            "platform-x86",
+            "--bin",
+            IMAGE_BIN,
+            "--target",
+            TARGET,
+            "--profile",
+            "image",
+        ],
+        IMAGE_BIN,
+        &all,
+    )
+}
+
 /// The release image, built once per process.
 pub fn release_image() -> Result<PathBuf, String> {
     static IMAGE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();

@@ -632,3 +632,31 @@ fn boots_to_first_answer_quickly() {
     // Under a second on an idle machine; the bound leaves room for a loaded CI host.
     assert!(t < Duration::from_secs(10), "{t:?}");
 }
+
+/// Build-time settings (environment variables read when the image is compiled) answer unless
+/// the kernel command line overrides them.
+#[test]
+fn build_time_configuration_and_command_line_override() {
+    let target = tests::host_agent::workspace_root()
+        .join("target")
+        .join("baremetal-config");
+    let image = baremetal::build_image_with(
+        &[
+            ("QGA_HOSTNAME", "built-in-host"),
+            ("QGA_OS_NAME", "Built-in OS"),
+        ],
+        &target,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = baremetal::BootOptions::new(Machine::Q35, Transport::Virtio, dir.path());
+    opts.append = "qga.os.name=Overridden".into();
+    let mut vm = BareMetalVm::boot_image(&image, opts).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = client(&mut vm);
+    assert_eq!(
+        c.execute("guest-get-host-name", None).expect("host name"),
+        json!({"host-name": "built-in-host"})
+    );
+    let os = c.execute("guest-get-osinfo", None).expect("osinfo");
+    assert_eq!(os["name"], "Overridden", "{os}");
+}
