@@ -208,6 +208,9 @@ impl LinuxExec {
 
     /// Move pending I/O along and reap exited children (never blocks).
     pub fn service(&mut self) {
+        if std::process::id() == 1 {
+            self.reap_all();
+        }
         for p in self.procs.values_mut() {
             p.feed_input();
             for s in [&mut p.out, &mut p.err].into_iter().flatten() {
@@ -219,6 +222,21 @@ impl LinuxExec {
             {
                 p.status = Some(st);
                 // Drop stdin if the child never read it all.
+                p.input = None;
+            }
+        }
+    }
+}
+
+impl LinuxExec {
+    /// As PID 1 (an initramfs whose init is `qga`), orphans are re-parented to us: reap every
+    /// exited child, keeping the status of the ones `guest-exec` started. Helpers run by
+    /// [`crate::run::run_command`] are waited for before the event loop runs again, so none
+    /// is taken from them.
+    fn reap_all(&mut self) {
+        while let Ok(Some((pid, st))) = rustix::process::wait(WaitOptions::NOHANG) {
+            if let Some(p) = self.procs.get_mut(&i64::from(pid.as_raw_nonzero().get())) {
+                p.status = Some(st);
                 p.input = None;
             }
         }
