@@ -24,6 +24,7 @@
 //!   -chardev socket,id=qga0,path=/tmp/qga.sock,server=on,wait=off -serial chardev:qga0 \
 //!   -serial file:/tmp/qga-x86.log -device isa-debug-exit,iobase=0xf4,iosize=0x04
 //! ```
+//! ([`qemu_command`] also adds `-qmp unix:<dir>/qmp.sock,server=on,wait=off`.)
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientError};
 use crate::host_agent::{cargo_build_bin, workspace_root};
+use crate::linux_guest::Qmp;
 use crate::qemu::{ProcessGuard, agent_chardev, log_tail, qemu_binary, wait_for_path};
 
 /// The Rust target the image is built for.
@@ -97,6 +99,8 @@ pub struct BootOptions {
     pub agent_socket: PathBuf,
     /// File the image's debug log (the other COM port) goes to.
     pub log: PathBuf,
+    /// Host socket of QEMU's QMP monitor (events tell a guest power-off from a reset).
+    pub qmp_socket: PathBuf,
     /// Add `-no-reboot` (a guest reset then ends QEMU).
     pub no_reboot: bool,
     /// RAM in MiB.
@@ -115,6 +119,7 @@ impl BootOptions {
             transport,
             agent_socket: dir.join("qga.sock"),
             log: dir.join("qga-x86.log"),
+            qmp_socket: dir.join("qmp.sock"),
             no_reboot: true,
             memory_mib: 128,
             cpus: 1,
@@ -243,6 +248,10 @@ pub fn qemu_command(image: &Path, opts: &BootOptions) -> Result<Command, String>
         ]),
     };
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    cmd.args([
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", opts.qmp_socket.display()),
+    ]);
     Ok(cmd)
 }
 
@@ -290,6 +299,11 @@ impl BareMetalVm {
             started,
             _dir: None,
         })
+    }
+
+    /// A QMP connection to this VM's QEMU.
+    pub fn qmp(&self) -> Result<Qmp, String> {
+        Qmp::connect(&self.opts.qmp_socket, Duration::from_secs(10))
     }
 
     /// QEMU's PID.

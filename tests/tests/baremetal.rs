@@ -552,10 +552,19 @@ fn com2_on_q35_and_virtio_on_pc_answer() {
     }
 }
 
-/// `guest-shutdown` sends nothing back and QEMU ends as for a real guest (status 0).
-fn shutdown(machine: Machine, transport: Transport, mode: &str, no_reboot: bool) -> BareMetalVm {
+/// `guest-shutdown` sends nothing back and QEMU sees the guest act: returns the VM and the
+/// QMP event that followed (`SHUTDOWN` for a power-off or a reset under `-no-reboot`, `RESET`
+/// for a reset otherwise), whose `reason` tells an ACPI power-off (`guest-shutdown`) from a
+/// reset (`guest-reset`).
+fn shutdown(
+    machine: Machine,
+    transport: Transport,
+    mode: &str,
+    no_reboot: bool,
+) -> (BareMetalVm, Value) {
     let mut vm = BareMetalVm::boot(machine, transport, |o| o.no_reboot = no_reboot)
         .unwrap_or_else(|e| panic!("boot: {e}"));
+    let mut qmp = vm.qmp().unwrap_or_else(|e| panic!("qmp: {e}"));
     let mut c = client(&mut vm);
     c.send(&json!({"execute": "guest-shutdown", "arguments": {"mode": mode}}))
         .expect("send");
@@ -564,7 +573,15 @@ fn shutdown(machine: Machine, transport: Transport, mode: &str, no_reboot: bool)
         Ok(()) | Err(ClientError::Closed(_)) => {}
         Err(e) => panic!("{mode}: a successful shutdown must not answer: {e}"),
     }
-    vm
+    let event = if mode == "reboot" && !no_reboot {
+        "RESET"
+    } else {
+        "SHUTDOWN"
+    };
+    let ev = qmp
+        .wait_event(event, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{mode}: {e}\n{}", vm.log()));
+    (vm, ev)
 }
 
 #[test]
@@ -573,7 +590,11 @@ fn powerdown_and_halt_end_qemu_with_status_0() {
         (Machine::Q35, Transport::Virtio, "powerdown"),
         (Machine::Pc, Transport::Com1, "halt"),
     ] {
-        let mut vm = shutdown(machine, transport, mode, false);
+        let (mut vm, ev) = shutdown(machine, transport, mode, false);
+        assert_eq!(
+            ev["data"]["reason"], "guest-shutdown",
+            "{mode}: an ACPI power-off: {ev}"
+        );
         let st = vm.wait_exit(Duration::from_secs(30));
         assert_eq!(
             st.and_then(|s| s.code()),
@@ -587,7 +608,8 @@ fn powerdown_and_halt_end_qemu_with_status_0() {
 #[test]
 fn reboot_resets_the_machine() {
     // With -no-reboot the reset ends QEMU (status 0).
-    let mut vm = shutdown(Machine::Pc, Transport::Com1, "reboot", true);
+    let (mut vm, ev) = shutdown(Machine::Pc, Transport::Com1, "reboot", true);
+    assert_eq!(ev["data"]["reason"], "guest-reset", "{ev}");
     let st = vm.wait_exit(Duration::from_secs(30));
     assert_eq!(
         st.and_then(|s| s.code()),
@@ -596,7 +618,8 @@ fn reboot_resets_the_machine() {
         vm.log()
     );
     // Without it the machine boots again and the image answers a new client.
-    let mut vm = shutdown(Machine::Q35, Transport::Virtio, "reboot", false);
+    let (mut vm, ev) = shutdown(Machine::Q35, Transport::Virtio, "reboot", false);
+    assert_eq!(ev["data"]["reason"], "guest-reset", "{ev}");
     std::thread::sleep(Duration::from_millis(500));
     let mut c = vm.client().unwrap_or_else(|e| panic!("after reboot: {e}"));
     c.ping().expect("ping after reboot");
