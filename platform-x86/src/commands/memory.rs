@@ -37,7 +37,9 @@ impl<'a> MapMemory<'a> {
             .filter(|r| r.kind == RegionKind::Ram && r.size > 0)
             .map(|r| (r.addr.saturating_add(r.size) - 1) / BLOCK_SIZE)
             .max();
-        (0..last.map_or(0, |l| l + 1)).filter(move |&b| {
+        // At most 2^20 blocks (128 TiB): bounds the walk whatever the firmware reports.
+        let end = last.map_or(0, |l| l + 1).min(1 << 20);
+        (0..end).filter(move |&b| {
             let (start, end) = (b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE);
             self.regions.iter().any(|r| {
                 r.kind == RegionKind::Ram && r.addr < end && r.addr.saturating_add(r.size) > start
