@@ -121,26 +121,39 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to a unix socket (a host agent's `unix-listen` path or a QEMU chardev server).
+    /// Connects to a unix socket (a host agent's `unix-listen` path or a QEMU chardev server),
+    /// waiting at most [`DEFAULT_TIMEOUT`] for a place in its listen queue.
     pub fn connect(path: impl AsRef<Path>) -> Result<Self> {
-        let stream = UnixStream::connect(path.as_ref())?;
-        Ok(Self::from_stream(stream))
+        Self::connect_retry(path, DEFAULT_TIMEOUT)
     }
 
-    /// Connects, retrying while the socket does not exist yet or refuses, for at most `within`.
+    /// Connects, retrying while the socket does not exist yet, refuses, or has a full listen
+    /// queue, for at most `within`.
+    ///
+    /// A plain blocking `connect(2)` to a unix socket whose listen queue is full waits forever,
+    /// and that is the normal state of an agent or a QEMU chardev that already serves a client
+    /// (they accept one at a time, with a backlog of 1). So the connect is non-blocking and
+    /// retried, and a time-out says what is probably going on.
     pub fn connect_retry(path: impl AsRef<Path>, within: Duration) -> Result<Self> {
         let path = path.as_ref();
         let deadline = Instant::now() + within;
         loop {
-            match UnixStream::connect(path) {
+            match connect_nonblocking(path) {
                 Ok(s) => return Ok(Self::from_stream(s)),
                 Err(e) if Instant::now() >= deadline => {
+                    let hint = if e.raw_os_error() == Some(rustix::io::Errno::AGAIN.raw_os_error())
+                    {
+                        " (its listen queue is full: another client is probably connected, \
+                         and the agent serves one at a time)"
+                    } else {
+                        ""
+                    };
                     return Err(ClientError::Timeout(format!(
-                        "a connection to {} (last error: {e})",
+                        "a connection to {} (last error: {e}){hint}",
                         path.display()
                     )));
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
     }
@@ -509,6 +522,21 @@ impl Client {
     }
 }
 
+/// One non-blocking `connect(2)` attempt; the stream is blocking once connected.
+fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    rustix::net::connect(&fd, &addr)?;
+    rustix::io::ioctl_fionbio(&fd, false)?;
+    Ok(UnixStream::from(fd))
+}
+
 /// Parses one response line (without its `\n`), stripping a leading 0xFF sentinel.
 pub fn parse_line(line: &[u8]) -> Result<Value> {
     let body = line.strip_prefix(&[0xFF]).unwrap_or(line);
@@ -648,6 +676,36 @@ mod tests {
         // The byte after the synced answer is the next response, intact.
         assert_eq!(c.read_value().unwrap(), json!({"return": {}, "id": 9}));
         drop(peer.join().unwrap());
+    }
+
+    /// A listener that never accepts: the first connection fills the queue, the next ones
+    /// must time out instead of blocking forever.
+    #[test]
+    fn connect_is_bounded_when_the_listen_queue_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let fd = rustix::net::socket(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            None,
+        )
+        .unwrap();
+        rustix::net::bind(&fd, &rustix::net::SocketAddrUnix::new(&path).unwrap()).unwrap();
+        rustix::net::listen(&fd, 0).unwrap();
+        let mut held = Vec::new();
+        let t0 = Instant::now();
+        let err = loop {
+            match Client::connect_retry(&path, Duration::from_millis(300)) {
+                Ok(c) => held.push(c),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 10, "the listen queue never filled");
+        };
+        assert!(
+            matches!(err, ClientError::Timeout(ref t) if t.contains("listen queue is full")),
+            "{err}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
