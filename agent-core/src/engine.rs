@@ -1,9 +1,26 @@
 //! The agent: bytes in, responses out.
 //!
 //! The platform owns every buffer ([`Buffers`]) and every I/O; the engine owns only the
-//! framing state, the command filter ([`Policy`]) and the 0xFF-before-next-response flag of
-//! `guest-sync-delimited`. A new client connection calls [`Agent::reset`] so that a half-sent
-//! request of the previous client is dropped (upstream carries it over).
+//! framing state and the command filter ([`Policy`]). [`Agent::feed`] frames the byte stream
+//! (see [`crate::json`]) and answers each request as soon as it is complete, in upstream's order
+//! of checks (`qmp_dispatch`): parse error, not an object, the envelope members in QDict order,
+//! command lookup, the disabled check (block and allow lists, frozen state), argument decoding
+//! ([`crate::commands::args`]), the family's presence ("not currently supported"), then the
+//! command itself.
+//!
+//! Capacities, all chosen by the platform through [`Buffers`] (defaults in brackets):
+//! - `frame` ([`DEFAULT_FRAME`]): the largest request. A bigger one is read to its end and
+//!   answered with one "JSON token size limit exceeded"; the request after it is served.
+//! - `chunk` ([`DEFAULT_CHUNK`]): how much `guest-file-read` asks a backend for at once; a
+//!   `count` of any size up to upstream's 48 MiB is streamed through it.
+//! - `tx` ([`DEFAULT_TX`]): responses reach the [`Transmit`] sink in pieces of this size.
+//! - `nesting` ([`DEFAULT_NESTING`]): the nesting limit, upstream's 1024 by default.
+//!
+//! Where this engine differs from upstream on purpose: a new client connection calls
+//! [`Agent::reset`], so a half-sent request of the previous client is dropped (upstream carries
+//! it over); an oversized request gets one error and does not garble the next one; a backend
+//! error after part of a response was sent ends that response as valid JSON (see
+//! streamed lists and `guest-file-read`); members of objects echoed in `id` keep request order.
 
 use core::fmt;
 
@@ -141,8 +158,6 @@ impl Policy {
 pub struct Agent<'b> {
     bufs: Buffers<'b>,
     policy: Policy,
-    /// Set by `guest-sync-delimited`: prefix the next response with 0xFF.
-    delimit: bool,
     framer: Framer,
 }
 
@@ -153,7 +168,6 @@ impl<'b> Agent<'b> {
         Agent {
             bufs,
             policy: Policy::default(),
-            delimit: false,
             framer: Framer::new(),
         }
     }
@@ -170,7 +184,6 @@ impl<'b> Agent<'b> {
 
     /// Forget any partial request and the lexer state: call when a new client connects.
     pub fn reset(&mut self) {
-        self.delimit = false;
         self.framer.reset();
     }
 
@@ -219,7 +232,6 @@ impl<'b> Agent<'b> {
             Event::Value => {
                 let ctx = Dispatch {
                     policy: &self.policy,
-                    delimit: &mut self.delimit,
                 };
                 ctx.dispatch(frame, chunk, nesting, platform, &mut out);
             }
@@ -527,7 +539,6 @@ pub(crate) fn qdict_bucket(key: &[u8]) -> u32 {
 /// What one request needs besides its buffers.
 struct Dispatch<'p> {
     policy: &'p Policy,
-    delimit: &'p mut bool,
 }
 
 enum EnvelopeError<'t> {
@@ -647,9 +658,6 @@ impl Dispatch<'_> {
         commands::run(
             cmd, &mut r, frame, arguments, chunk, platform, policy, frozen,
         );
-        if r.delimit {
-            *self.delimit = false;
-        }
     }
 }
 
