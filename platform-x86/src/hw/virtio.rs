@@ -3,8 +3,12 @@
 //!
 //! Written here rather than taken from `virtio-drivers`, whose console is single-port and
 //! allocates. It speaks the legacy (0.9.5) PCI interface through I/O BAR0, which QEMU's
-//! transitional `virtio-serial-pci` offers on the root bus of both `pc` and `q35`; a device
-//! behind a PCIe root port is modern-only and is not driven (the agent falls back to COM1).
+//! transitional `virtio-serial-pci` offers on the root bus of both `pc` and `q35`. Behind a
+//! PCIe root port (libvirt's q35 layout) QEMU makes the device modern-only unless it is given
+//! `disable-legacy=off`, which works (checked by hand: `-device pcie-root-port,id=rp1
+//! -device virtio-serial-pci,bus=rp1,disable-legacy=off`); a modern-only device is reported in
+//! the log and the agent falls back to COM1. The modern interface (capabilities, MMIO BARs,
+//! VERSION_1) would cost about a kilobyte of image the 128 KiB budget does not have.
 //!
 //! The multiport handshake, as libvirt and Linux expect it: the driver sends DEVICE_READY on
 //! the control queue; the device answers PORT_ADD for each port; the driver answers PORT_READY;
