@@ -14,6 +14,7 @@
 //! | `qga.os.id=`, `qga.os.name=`, `qga.os.pretty-name=`, `qga.os.version=`, `qga.os.version-id=`, `qga.os.variant=`, `qga.os.variant-id=` | `QGA_OS_ID`, `QGA_OS_NAME`, ... | `guest-get-osinfo` |
 //! | `qga.block=cmd,cmd` | | commands to disable (`guest-info` shows them disabled) |
 //! | `qga.selftest` | | run the self-tests, report through isa-debug-exit and stop |
+//! | `qga.crash` | | execute an invalid instruction after set-up (tests the CPU exception report: exit status 35) |
 //!
 //! `QGA_CMDLINE` at build time holds default options in the same syntax, read before the real
 //! command line.
@@ -94,6 +95,8 @@ pub struct Config<'a> {
     pub block: &'a str,
     /// Run the self-tests instead of the agent.
     pub selftest: bool,
+    /// Execute an invalid instruction once set up (`qga.crash`): tests the exception path.
+    pub crash: bool,
 }
 
 macro_rules! build_env {
@@ -128,6 +131,7 @@ impl Config<'static> {
             os_variant_id: build_env!("QGA_OS_VARIANT_ID", ""),
             block: "",
             selftest: false,
+            crash: false,
         }
     }
 }
@@ -153,6 +157,7 @@ impl<'a> Config<'a> {
             };
             let Some(v) = value else {
                 self.selftest |= key == "selftest";
+                self.crash |= key == "crash";
                 continue;
             };
             let field = match key {

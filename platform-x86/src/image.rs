@@ -193,6 +193,12 @@ pub fn run_with(start_info: u64, programs: commands::exec::Programs) -> ! {
         crate::log!("idle: no local APIC timer, polling without pause");
     }
 
+    if config.crash {
+        // SAFETY: deliberately raises #UD (asked for on the command line) to exercise the
+        // exception handler, which never returns.
+        unsafe { core::arch::asm!("ud2") };
+    }
+
     if config.selftest {
         let ok = crate::selftest::run(&config);
         if ok {

@@ -113,7 +113,7 @@ pub fn cpuid(args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
 
 /// `pci`.
 pub fn pci(_args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
-    crate::hw::pci::scan(|f| {
+    crate::hw::pci::scan(&mut |f| {
         let a = f.addr;
         let class = u32::from_be_bytes([0, f.class[0], f.class[1], f.class[2]]);
         let _ = writeln!(

@@ -104,7 +104,7 @@ pub fn run(config: &Config<'_>) -> bool {
 
     let mut host_bridge = false;
     let mut functions = 0;
-    pci::scan(|f| {
+    pci::scan(&mut |f| {
         functions += 1;
         host_bridge |= f.class[0] == 0x06 && f.class[1] == 0x00;
         true

@@ -647,6 +647,23 @@ fn selftests_pass_on_pc_and_q35() {
     }
 }
 
+/// A CPU exception is reported (log and isa-debug-exit status 35), not a silent reset.
+#[test]
+fn cpu_exceptions_are_reported() {
+    let mut vm = BareMetalVm::boot(Machine::Pc, Transport::Com1, |o| {
+        o.append = "qga.crash".into()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let st = vm.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(baremetal::SELFTEST_FAILED),
+        "{}",
+        vm.log()
+    );
+    assert!(vm.log().contains("CPU exception, frame "), "{}", vm.log());
+}
+
 #[test]
 fn boots_to_first_answer_quickly() {
     let t = baremetal::measure_first_answer(Machine::Q35, Transport::Virtio)

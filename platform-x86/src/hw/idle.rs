@@ -10,6 +10,10 @@
 //! interrupt; the loop itself looks at the devices.
 //!
 //! If the CPU has no usable local APIC the loop keeps polling (correct, only costlier).
+//!
+//! The same IDT routes every CPU exception to a handler that logs the exception frame and
+//! reports failure through isa-debug-exit, so a bug shows up as a message and QEMU exit
+//! status 35 rather than a silent triple-fault reset.
 
 #[cfg(target_os = "none")]
 use core::sync::atomic::AtomicU64;
@@ -59,6 +63,11 @@ core::arch::global_asm!(
     .global qga_spurious_isr
     qga_spurious_isr:
     iretq
+    .global qga_fault_isr
+    qga_fault_isr:
+    mov %rsp, %rdi             /* the frame: [error code,] RIP, CS, RFLAGS, ... */
+    and $-16, %rsp
+    call {fault}
     .global qga_pic_isr
     qga_pic_isr:
     push %rax
@@ -68,6 +77,7 @@ core::arch::global_asm!(
     iretq
     "#,
     eoi = sym LAPIC_EOI,
+    fault = sym cpu_fault,
     options(att_syntax)
 );
 
@@ -121,6 +131,7 @@ pub fn init() -> bool {
         fn qga_tick_isr();
         fn qga_spurious_isr();
         fn qga_pic_isr();
+        fn qga_fault_isr();
     }
     // CPUID.1:EDX bit 9: an on-chip APIC.
     if core::arch::x86_64::__cpuid(1).edx & (1 << 9) == 0 {
@@ -134,6 +145,12 @@ pub fn init() -> bool {
     let tick = qga_tick_isr as *const () as u64;
     let spurious = qga_spurious_isr as *const () as u64;
     let pic = qga_pic_isr as *const () as u64;
+    let fault = qga_fault_isr as *const () as u64;
+    for vector in 0..32usize {
+        if let Some(slot) = idt.0.get_mut(vector * 2..vector * 2 + 2) {
+            slot.copy_from_slice(&gate(fault, cs));
+        }
+    }
     for (vector, handler) in [
         (TIMER_VECTOR, tick),
         (SPURIOUS_VECTOR, spurious),
@@ -201,6 +218,25 @@ pub fn init() -> bool {
     lapic_write(base, LAPIC_TIMER_INIT, timer_count(ticks as u64, TICK_US));
     ENABLED.store(true, Ordering::Relaxed);
     true
+}
+
+/// Any CPU exception: a bug. Log the top of the exception frame (the error code if the
+/// exception pushes one, then RIP and CS), report failure through isa-debug-exit, and stop.
+#[cfg(target_os = "none")]
+extern "C" fn cpu_fault(frame: *const u64) -> ! {
+    let word = |i: usize| {
+        // SAFETY: `frame` is the stack pointer at exception entry; the CPU pushed at least
+        // five quadwords there (SS, RSP, RFLAGS, CS, RIP), so words 0..3 are readable.
+        unsafe { frame.add(i).read_volatile() }
+    };
+    crate::log!(
+        "CPU exception, frame {:#x} {:#x} {:#x}",
+        word(0),
+        word(1),
+        word(2)
+    );
+    super::exit::failure();
+    crate::image::halt()
 }
 
 /// Let ISA interrupt line `irq` (3 or 4: the UARTs) wake [`wait`], through the master 8259

@@ -68,8 +68,9 @@ pub struct Function {
     pub subsystem: u16,
 }
 
-/// Call `f` for every function on every bus, stopping early if `f` returns `false`.
-pub fn scan(mut f: impl FnMut(&Function) -> bool) {
+/// Call `f` for every function on every bus, stopping early if `f` returns `false`. (A `dyn`
+/// callback: one copy of the walk in the image, whoever calls it.)
+pub fn scan(f: &mut dyn FnMut(&Function) -> bool) {
     for bus in 0..=255u8 {
         for device in 0..32u8 {
             let a0 = Address {

@@ -349,7 +349,7 @@ pub struct Console {
 pub fn find() -> Result<pci::Function, Error> {
     let mut found = None;
     let mut modern = false;
-    pci::scan(|f| {
+    pci::scan(&mut |f| {
         if f.vendor == VENDOR && f.device == DEVICE_CONSOLE_LEGACY {
             found = Some(*f);
             return false;
