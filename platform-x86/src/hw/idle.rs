@@ -168,8 +168,8 @@ pub fn init() -> bool {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
         base: x86_64::VirtAddr::new(idt.0.as_ptr() as u64),
     };
-    // SAFETY: the IDT is a static that lives forever; its only present gates point at the two
-    // handlers above, and interrupts stay disabled until `wait`.
+    // SAFETY: the IDT is a static that lives forever; its present gates point at the handlers
+    // above, and interrupts stay disabled until `wait`.
     unsafe { x86_64::instructions::tables::lidt(&ptr) };
     // SAFETY: ports 0x20/0x21 and 0xA0/0xA1 are the two 8259s. The ICW1-4 sequence moves
     // their vectors to PIC_VECTOR_BASE (off the CPU exceptions, where the firmware left them)
@@ -267,15 +267,16 @@ pub fn init() -> bool {
     false
 }
 
-/// Halt until the next interrupt (the timer tick), or just spin briefly if idling is off.
+/// Halt until the next interrupt (a timer tick or a UART's receive interrupt), or just spin
+/// briefly if idling is off.
 pub fn wait() {
     if !ENABLED.load(Ordering::Relaxed) {
         core::hint::spin_loop();
         return;
     }
     // SAFETY: `sti` takes effect after the next instruction, so no interrupt can slip in
-    // between it and `hlt`; the only unmasked interrupt is the tick, whose handler preserves
-    // every register. Interrupts are off again before any other code runs.
+    // between it and `hlt`; the unmasked interrupts (the tick, a UART line) have handlers that
+    // preserve every register. Interrupts are off again before any other code runs.
     unsafe { core::arch::asm!("sti", "hlt", "cli") };
 }
 
