@@ -320,6 +320,11 @@ const LINUX_EXAMPLES: &[&str] = &[
 fn cmd_run(rest: &[String]) -> Result<(), String> {
     let a = Args::parse(rest, &[], &["--linux", "--host", "--com1"])?;
     let flag = pipeline::interrupted_flag();
+    // A fresh machine has no QEMU, kernel or bare-metal target yet: install what is missing
+    // (a no-op when everything is there).
+    if let Err(e) = pipeline::setup() {
+        println!("setup did not complete ({e}); trying anyway");
+    }
     if a.flag("--linux") {
         let dir = target_dir().join("linux-guest");
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
