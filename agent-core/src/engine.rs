@@ -61,6 +61,8 @@ pub struct NestSlot {
     pub(crate) start: usize,
     /// Bloom filter of the object's keys (duplicate detection).
     pub(crate) bloom: u64,
+    /// How many keys the object has so far.
+    pub(crate) keys: u32,
     /// What the parser expected in the enclosing container.
     pub(crate) parent: u8,
     pub(crate) flags: u8,
@@ -71,6 +73,7 @@ impl NestSlot {
     pub const EMPTY: NestSlot = NestSlot {
         start: 0,
         bloom: 0,
+        keys: 0,
         parent: 0,
         flags: 0,
     };
@@ -202,7 +205,9 @@ impl<'b> Agent<'b> {
     ) -> Result<(), TxError> {
         let mut rest = input;
         while !rest.is_empty() {
-            let (used, ev) = self.framer.feed(rest, self.bufs.frame, self.bufs.nesting);
+            let (used, ev) =
+                self.framer
+                    .feed(rest, self.bufs.frame, self.bufs.nesting, self.bufs.chunk);
             rest = rest.get(used..).unwrap_or(&[]);
             if let Some(ev) = ev {
                 self.respond(ev, platform, tx)?;

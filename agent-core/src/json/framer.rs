@@ -179,6 +179,7 @@ impl Want {
 }
 
 const SLOT_DUP: u8 = 1;
+const SLOT_BIG: u8 = 2;
 
 /// The framing and parsing state between calls; all storage is the caller's.
 #[derive(Debug)]
@@ -196,6 +197,8 @@ pub struct Framer {
     oversized: bool,
     /// The previous request ended: start the next one afresh.
     fresh: bool,
+    /// The scratch Bloom filter was cleared for this request.
+    big_filter: bool,
 }
 
 impl Default for Framer {
@@ -228,6 +231,7 @@ impl Framer {
             error: None,
             oversized: false,
             fresh: false,
+            big_filter: false,
         }
     }
 
@@ -251,6 +255,7 @@ impl Framer {
         self.error = None;
         self.oversized = false;
         self.fresh = false;
+        self.big_filter = false;
     }
 
     /// Room kept before a token's raw bytes for the tape header written over them.
@@ -280,6 +285,7 @@ impl Framer {
         input: &[u8],
         frame: &mut [u8],
         nest: &mut [NestSlot],
+        scratch: &mut [u8],
     ) -> (usize, Option<Event>) {
         if self.fresh {
             self.begin_message();
@@ -307,7 +313,7 @@ impl Framer {
                 Step::RecoverEnd => self.lex = Lex::Start,
                 Step::Punct(t) => {
                     i += 1;
-                    if let Some(ev) = self.token(t, frame, nest) {
+                    if let Some(ev) = self.token(t, frame, nest, scratch) {
                         return (i, Some(ev));
                     }
                 }
@@ -315,13 +321,13 @@ impl Framer {
                     self.store(&[b], frame);
                     i += 1;
                     self.lex = Lex::Start;
-                    if let Some(ev) = self.token(Tok::String, frame, nest) {
+                    if let Some(ev) = self.token(Tok::String, frame, nest, scratch) {
                         return (i, Some(ev));
                     }
                 }
                 Step::Emit(t) => {
                     self.lex = Lex::Start;
-                    if let Some(ev) = self.token(t, frame, nest) {
+                    if let Some(ev) = self.token(t, frame, nest, scratch) {
                         return (i, Some(ev));
                     }
                 }
@@ -353,7 +359,13 @@ impl Framer {
     }
 
     /// The streamer: count, check limits, parse, and decide whether the request is complete.
-    fn token(&mut self, t: Tok, frame: &mut [u8], nest: &mut [NestSlot]) -> Option<Event> {
+    fn token(
+        &mut self,
+        t: Tok,
+        frame: &mut [u8],
+        nest: &mut [NestSlot],
+        scratch: &mut [u8],
+    ) -> Option<Event> {
         match t {
             Tok::LCurly => self.braces += 1,
             Tok::RCurly => self.braces -= 1,
@@ -369,7 +381,7 @@ impl Framer {
             return Some(self.flush(ParseError::Nesting));
         }
         if !self.oversized && self.error.is_none() {
-            self.parse(t, frame, nest);
+            self.parse(t, frame, nest, scratch);
         }
         self.tok_len = 0;
         if (self.braces > 0 || self.brackets > 0) && self.braces >= 0 && self.brackets >= 0 {
@@ -408,7 +420,7 @@ impl Framer {
         }
     }
 
-    fn parse(&mut self, t: Tok, frame: &mut [u8], nest: &mut [NestSlot]) {
+    fn parse(&mut self, t: Tok, frame: &mut [u8], nest: &mut [NestSlot], scratch: &mut [u8]) {
         match t {
             Tok::LCurly | Tok::LSquare => self.open(t == Tok::LCurly, frame, nest),
             Tok::RCurly | Tok::RSquare => self.close(t == Tok::RCurly, frame, nest),
@@ -423,7 +435,9 @@ impl Framer {
                 Want::TopDone => {}
                 w => self.fail(Self::not_a_value(w)),
             },
-            Tok::String | Tok::Integer | Tok::Float | Tok::Keyword => self.scalar(t, frame, nest),
+            Tok::String | Tok::Integer | Tok::Float | Tok::Keyword => {
+                self.scalar(t, frame, nest, scratch)
+            }
         }
     }
 
@@ -467,6 +481,7 @@ impl Framer {
         *slot = NestSlot {
             start,
             bloom: 0,
+            keys: 0,
             parent: self.want as u8,
             flags: 0,
         };
@@ -526,7 +541,7 @@ impl Framer {
         }
     }
 
-    fn scalar(&mut self, t: Tok, frame: &mut [u8], nest: &mut [NestSlot]) {
+    fn scalar(&mut self, t: Tok, frame: &mut [u8], nest: &mut [NestSlot], scratch: &mut [u8]) {
         if !self.value_allowed() {
             return;
         }
@@ -555,7 +570,7 @@ impl Framer {
                 let _ = tape::write_len(frame, pos + 1, n);
                 self.tape_end = pos + h + n;
                 if matches!(self.want, Want::ObjKeyOrEnd | Want::ObjKey) {
-                    self.key(pos, pos + h, n, frame, nest);
+                    self.key(pos, pos + h, n, frame, nest, scratch);
                     self.want = Want::ObjColon;
                     return;
                 }
@@ -591,37 +606,111 @@ impl Framer {
 
     /// A key was written at `pos` (payload at `text..text+n`): note whether it repeats one of
     /// the current object's earlier keys.
-    fn key(&mut self, pos: usize, text: usize, n: usize, frame: &[u8], nest: &mut [NestSlot]) {
+    ///
+    /// The first [`SMALL_OBJECT`] keys of an object go through the object's own 64-bit Bloom
+    /// filter; after that, if the caller gave scratch space, through one filter over the whole
+    /// scratch (keyed by object and key), which keeps walks rare for objects of thousands of
+    /// keys. A filter hit is confirmed by walking the object's earlier keys on the tape.
+    fn key(
+        &mut self,
+        pos: usize,
+        text: usize,
+        n: usize,
+        frame: &[u8],
+        nest: &mut [NestSlot],
+        scratch: &mut [u8],
+    ) {
         let Some(slot) = self.depth.checked_sub(1).and_then(|d| nest.get_mut(d)) else {
             return;
         };
+        let tape_so_far = frame.get(..pos).unwrap_or(&[]);
         let key = frame.get(text..text + n).unwrap_or(&[]);
         let h = fnv1a(key);
-        let bits = (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63));
-        let mut dup = false;
-        if slot.bloom & bits == bits {
-            let tape_so_far = frame.get(..pos).unwrap_or(&[]);
-            let mut at = slot.start + 1;
-            while at < pos {
-                let k = tape::Value::at(tape_so_far, at);
-                let Some(vpos) = k.end() else { break };
-                if k.str_bytes() == Some(key) {
-                    dup = true;
-                    break;
-                }
-                match tape::Value::at(tape_so_far, vpos).end() {
-                    Some(next) => at = next,
-                    None => break,
-                }
+        slot.keys = slot.keys.saturating_add(1);
+        let big_ok = scratch.len() >= 64;
+        if slot.keys as usize == SMALL_OBJECT + 1 && big_ok {
+            if !self.big_filter {
+                scratch.fill(0);
+                self.big_filter = true;
             }
+            let start = slot.start;
+            walk_keys(tape_so_far, start + 1, pos, |k| {
+                big_filter(scratch, start, fnv1a(k), true);
+                false
+            });
+            slot.flags |= SLOT_BIG;
         }
-        slot.bloom |= bits;
+        let maybe = if slot.flags & SLOT_BIG != 0 {
+            big_filter(scratch, slot.start, h, true)
+        } else {
+            let bits = (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63));
+            let hit = slot.bloom & bits == bits;
+            slot.bloom |= bits;
+            hit
+        };
+        let dup = maybe && walk_keys(tape_so_far, slot.start + 1, pos, |k| k == key);
         if dup {
             slot.flags |= SLOT_DUP;
         } else {
             slot.flags &= !SLOT_DUP;
         }
     }
+}
+
+/// Keys an object checks with its own Bloom filter before it moves to the scratch filter.
+const SMALL_OBJECT: usize = 64;
+
+/// Test and set the two bits of (object, key hash) in the scratch Bloom filter; whether both
+/// were set already.
+fn big_filter(scratch: &mut [u8], object: usize, h: u64, set: bool) -> bool {
+    let m = (scratch.len() as u64) * 8;
+    if m == 0 {
+        return true;
+    }
+    let x = (h ^ (object as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    let mut all = true;
+    for bit in [x % m, (x >> 32 ^ x.rotate_left(17)) % m] {
+        if let Some(b) = scratch.get_mut((bit / 8) as usize) {
+            let mask = 1u8 << (bit % 8);
+            all &= *b & mask != 0;
+            if set {
+                *b |= mask;
+            }
+        }
+    }
+    all
+}
+
+/// Call `f` with each key of the object whose members start at `at`, up to `end`; stop and
+/// return `true` when `f` does.
+fn walk_keys(tape: &[u8], mut at: usize, end: usize, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+    while at < end {
+        if tape.get(at) != Some(&tape::STR) {
+            return false;
+        }
+        let Some((len, used)) = tape::read_len(tape, at + 1) else {
+            return false;
+        };
+        let k = at + 1 + used;
+        if f(tape.get(k..k + len).unwrap_or(&[])) {
+            return true;
+        }
+        let v = k + len;
+        at = match tape.get(v) {
+            Some(&tape::STR) | Some(&tape::NUM) => match tape::read_len(tape, v + 1) {
+                Some((l, u)) => v + 1 + u + l,
+                None => return false,
+            },
+            Some(&tape::OBJ) | Some(&tape::ARR) => match tape::Value::at(tape, v).end() {
+                Some(e) => e,
+                None => return false,
+            },
+            Some(_) => v + 1,
+            None => return false,
+        };
+    }
+    false
 }
 
 const LO: u64 = 0x0101_0101_0101_0101;

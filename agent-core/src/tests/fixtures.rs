@@ -1233,3 +1233,34 @@ fn command_checks() {
         )
     );
 }
+
+#[test]
+fn many_keys_cost() {
+    // An object with as many distinct keys as a 64 KiB frame holds; and the same with a
+    // duplicate at the end.
+    let mut s = String::from("{\"execute\":\"guest-ping\",\"id\":{");
+    let mut i = 0;
+    while s.len() < 60_000 {
+        s.push_str(&format!("\"{i:x}\":0,"));
+        i += 1;
+    }
+    let dup = format!("{s}\"0\":1}}}}");
+    s.push_str("\"z\":0}}");
+    let t = std::time::Instant::now();
+    let out = exchange(s.as_bytes());
+    let unique = t.elapsed();
+    assert!(
+        out.starts_with("{\"return\": {}, \"id\": {\"0\": 0"),
+        "{}",
+        &out[..80]
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(
+        exchange(dup.as_bytes()),
+        err("JSON parse error, duplicate key")
+    );
+    eprintln!(
+        "{i} keys: {unique:?} unique, {:?} with a duplicate",
+        t.elapsed()
+    );
+}
