@@ -46,7 +46,8 @@ pub const DEFAULT_NESTING: usize = 1024;
 pub struct Buffers<'b> {
     /// Holds one request while it arrives; its length is the request size limit.
     pub frame: &'b mut [u8],
-    /// File I/O chunk for `guest-file-read` and similar streamed work.
+    /// File I/O chunk for `guest-file-read` and similar streamed work; while a request
+    /// arrives, the parser's duplicate-key filter for objects of many keys.
     pub chunk: &'b mut [u8],
     /// Transmit buffer; responses are handed to the [`Transmit`] sink in pieces this size.
     pub tx: &'b mut [u8],
