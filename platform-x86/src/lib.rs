@@ -27,8 +27,9 @@
 //!
 //! # Transports
 //!
-//! The agent speaks on COM1 or COM2 (16550, polled, 115200 8N1) or on a virtio-console port
-//! named `org.qemu.guest_agent.0` (multiport, legacy PCI interface), chosen at build time
+//! The agent speaks on COM1 or COM2 (16550, 115200 8N1) or on a virtio-console port named
+//! `org.qemu.guest_agent.0` (multiport, virtio 1.0 PCI interface, also behind a PCIe root
+//! port as libvirt lays out q35), chosen at build time
 //! (`QGA_TRANSPORT`) or on the kernel command line (`qga.transport=virtio|com1|com2|auto`; see
 //! [`config`]). The debug log goes to the COM port the agent does not use. A UART has no notion
 //! of a connection, so over COM1/COM2 a client resynchronises with the 0xFF handshake as with

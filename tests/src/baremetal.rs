@@ -109,6 +109,9 @@ pub struct BootOptions {
     pub cpus: u32,
     /// Extra kernel command line words (e.g. `qga.hostname=x`, `qga.selftest`).
     pub append: String,
+    /// Put the virtio-serial controller behind a PCIe root port (q35 only), as libvirt and
+    /// KubeVirt lay out q35 machines; QEMU then makes it a modern-only device.
+    pub pcie_root_port: bool,
 }
 
 impl BootOptions {
@@ -124,6 +127,7 @@ impl BootOptions {
             memory_mib: 128,
             cpus: 1,
             append: String::new(),
+            pcie_root_port: false,
         }
     }
 }
@@ -209,7 +213,8 @@ pub fn release_image() -> Result<PathBuf, String> {
 ///
 /// COM1 transport: `-serial chardev:qga0 -serial file:<log>`; COM2: the other way round;
 /// virtio: `-device virtio-serial-pci -device virtserialport,chardev=qga0,
-/// name=org.qemu.guest_agent.0` with the log on COM1.
+/// name=org.qemu.guest_agent.0` with the log on COM1 (the controller behind a
+/// `pcie-root-port` if [`BootOptions::pcie_root_port`]).
 pub fn qemu_command(image: &Path, opts: &BootOptions) -> Result<Command, String> {
     let bin = qemu_binary().ok_or(
         "qemu-system-x86_64 is not installed (run `cargo xtask setup` or apt-get install qemu-system-x86)",
@@ -238,14 +243,22 @@ pub fn qemu_command(image: &Path, opts: &BootOptions) -> Result<Command, String>
     match opts.transport {
         Transport::Com1 => cmd.args(["-serial", "chardev:qga0", "-serial", &log]),
         Transport::Com2 => cmd.args(["-serial", &log, "-serial", "chardev:qga0"]),
-        Transport::Virtio => cmd.args([
-            "-serial",
-            &log,
-            "-device",
-            "virtio-serial-pci,id=vser0",
-            "-device",
-            &format!("virtserialport,bus=vser0.0,chardev=qga0,name={VIRTIO_PORT_NAME}"),
-        ]),
+        Transport::Virtio => {
+            let controller = if opts.pcie_root_port {
+                cmd.args(["-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1"]);
+                "virtio-serial-pci,id=vser0,bus=rp1"
+            } else {
+                "virtio-serial-pci,id=vser0"
+            };
+            cmd.args([
+                "-serial",
+                &log,
+                "-device",
+                controller,
+                "-device",
+                &format!("virtserialport,bus=vser0.0,chardev=qga0,name={VIRTIO_PORT_NAME}"),
+            ])
+        }
     };
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.args([

@@ -527,28 +527,33 @@ fn com1_on_pc_serves_every_command() {
 }
 
 #[test]
-fn com2_on_q35_and_virtio_on_pc_answer() {
-    for (machine, transport) in [
-        (Machine::Q35, Transport::Com2),
-        (Machine::Pc, Transport::Virtio),
+fn com2_on_q35_and_virtio_on_pc_and_behind_a_pcie_root_port_answer() {
+    // (machine, transport, virtio controller behind a root port, PCI id that must be listed)
+    for (machine, transport, root_port, id) in [
+        (Machine::Q35, Transport::Com2, false, None),
+        (Machine::Pc, Transport::Virtio, false, Some("1af4:1003")),
+        // libvirt's and KubeVirt's q35 layout: a modern-only device on bus 1.
+        (Machine::Q35, Transport::Virtio, true, Some("1af4:1043")),
     ] {
-        let mut vm = boot(machine, transport, "");
+        let mut vm = BareMetalVm::boot(machine, transport, |o| {
+            o.cpus = 2;
+            o.pcie_root_port = root_port;
+        })
+        .unwrap_or_else(|e| panic!("boot {machine:?}/{transport:?}: {e}"));
         let mut c = client(&mut vm);
         c.ping().expect("ping");
-        assert_eq!(
-            c.execute("guest-get-vcpus", None)
-                .expect("vcpus")
-                .as_array()
-                .map(Vec::len),
-            Some(2)
-        );
+        let vcpus = c.execute("guest-get-vcpus", None).expect("vcpus");
+        assert_eq!(vcpus.as_array().map(Vec::len), Some(2));
         let pci = c.run("pci", &[], Duration::from_secs(10)).expect("pci");
         let pci = String::from_utf8_lossy(&pci.stdout).into_owned();
-        assert_eq!(
-            pci.contains("1af4:1003"),
-            transport == Transport::Virtio,
-            "{pci}"
-        );
+        match id {
+            Some(id) => assert!(pci.contains(id), "{id} missing:\n{pci}"),
+            None => assert!(
+                !pci.contains("1af4:10"),
+                "no virtio device expected:\n{pci}"
+            ),
+        }
+        assert!(vm.log().contains("agent on "), "{}", vm.log());
     }
 }
 

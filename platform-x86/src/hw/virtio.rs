@@ -2,13 +2,11 @@
 //! `org.qemu.guest_agent.0`.
 //!
 //! Written here rather than taken from `virtio-drivers`, whose console is single-port and
-//! allocates. It speaks the legacy (0.9.5) PCI interface through I/O BAR0, which QEMU's
-//! transitional `virtio-serial-pci` offers on the root bus of both `pc` and `q35`. Behind a
-//! PCIe root port (libvirt's q35 layout) QEMU makes the device modern-only unless it is given
-//! `disable-legacy=off`, which works (checked by hand: `-device pcie-root-port,id=rp1
-//! -device virtio-serial-pci,bus=rp1,disable-legacy=off`); a modern-only device is reported in
-//! the log and the agent falls back to COM1. The modern interface (capabilities, MMIO BARs,
-//! VERSION_1) would cost about a kilobyte of image the 128 KiB budget does not have.
+//! allocates. It speaks the modern (virtio 1.0) PCI interface: the vendor capabilities name the
+//! common and notify registers in a memory BAR. QEMU's `virtio-serial-pci` offers it both as a
+//! transitional device on a root bus (`pc`, `q35`) and as the modern-only device it becomes
+//! behind a PCIe root port, which is where libvirt and KubeVirt put it on `q35`. The BAR must
+//! lie below 4 GiB (the identity map's end), which is where SeaBIOS places it.
 //!
 //! The multiport handshake, as libvirt and Linux expect it: the driver sends DEVICE_READY on
 //! the control queue; the device answers PORT_ADD for each port; the driver answers PORT_READY;
@@ -23,7 +21,7 @@
 
 use core::sync::atomic::{Ordering, fence};
 
-use super::{inb, inl, inw, outb, outl, outw, pci, tsc};
+use super::{mem, pci, tsc};
 use crate::sync::Once;
 
 /// Red Hat's virtio vendor ID.
@@ -36,19 +34,106 @@ pub const DEVICE_CONSOLE_MODERN: u16 = 0x1043;
 pub const AGENT_PORT_NAME: &[u8] = b"org.qemu.guest_agent.0";
 
 const F_MULTIPORT: u32 = 1 << 1;
+/// VIRTIO_F_VERSION_1, bit 32: bit 0 of the second feature word.
+const F_VERSION_1_HI: u32 = 1;
 
-// Legacy register offsets in BAR0.
-const REG_DEVICE_FEATURES: u16 = 0x00;
-const REG_GUEST_FEATURES: u16 = 0x04;
-const REG_QUEUE_PFN: u16 = 0x08;
-const REG_QUEUE_SIZE: u16 = 0x0c;
-const REG_QUEUE_SELECT: u16 = 0x0e;
-const REG_QUEUE_NOTIFY: u16 = 0x10;
-const REG_STATUS: u16 = 0x12;
+// Common configuration registers (virtio 1.0, 4.1.4.3).
+const DEVICE_FEATURE_SELECT: u64 = 0x00;
+const DEVICE_FEATURE: u64 = 0x04;
+const DRIVER_FEATURE_SELECT: u64 = 0x08;
+const DRIVER_FEATURE: u64 = 0x0c;
+const DEVICE_STATUS: u64 = 0x14;
+const QUEUE_SELECT: u64 = 0x16;
+const QUEUE_SIZE: u64 = 0x18;
+const QUEUE_ENABLE: u64 = 0x1c;
+const QUEUE_NOTIFY_OFF: u64 = 0x1e;
+const QUEUE_DESC: u64 = 0x20;
+const QUEUE_DRIVER: u64 = 0x28;
+const QUEUE_DEVICE: u64 = 0x30;
 
 const STATUS_ACK: u8 = 1;
 const STATUS_DRIVER: u8 = 2;
 const STATUS_DRIVER_OK: u8 = 4;
+const STATUS_FEATURES_OK: u8 = 8;
+const STATUS_FAILED: u8 = 0x80;
+
+/// The device's registers: the common configuration block and the notification area, both
+/// in identity-mapped MMIO below 4 GiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Regs {
+    common: u64,
+    notify: u64,
+    notify_mult: u32,
+}
+
+impl Regs {
+    fn w8(&self, off: u64, v: u8) {
+        // SAFETY: `common` is the device's common configuration block (from its PCI
+        // capability, inside a memory BAR below 4 GiB, identity-mapped); `off` is one of the
+        // register offsets above.
+        unsafe { ((self.common + off) as usize as *mut u8).write_volatile(v) }
+    }
+    fn r8(&self, off: u64) -> u8 {
+        // SAFETY: as `w8`.
+        unsafe { ((self.common + off) as usize as *const u8).read_volatile() }
+    }
+    fn w16(&self, off: u64, v: u16) {
+        // SAFETY: as `w8`; 16-bit registers are 2-aligned.
+        unsafe { ((self.common + off) as usize as *mut u16).write_volatile(v) }
+    }
+    fn r16(&self, off: u64) -> u16 {
+        // SAFETY: as `w16`.
+        unsafe { ((self.common + off) as usize as *const u16).read_volatile() }
+    }
+    fn w32(&self, off: u64, v: u32) {
+        // SAFETY: as `w8`; 32-bit registers are 4-aligned.
+        unsafe { ((self.common + off) as usize as *mut u32).write_volatile(v) }
+    }
+    fn r32(&self, off: u64) -> u32 {
+        // SAFETY: as `w32`.
+        unsafe { ((self.common + off) as usize as *const u32).read_volatile() }
+    }
+    /// A 64-bit register as two 32-bit halves (the spec allows it; QEMU accepts it).
+    fn w64(&self, off: u64, v: u64) {
+        self.w32(off, v as u32);
+        self.w32(off + 4, (v >> 32) as u32);
+    }
+}
+
+/// The virtio vendor capabilities of a function: `(cfg_type, bar, offset, extra)` for each,
+/// where `extra` is the notify offset multiplier of the notify capability.
+pub fn capabilities(
+    read8: &dyn Fn(u8) -> u8,
+    read32: &dyn Fn(u8) -> u32,
+) -> [Option<(u8, u8, u32, u32)>; 5] {
+    let mut caps = [None; 5];
+    // Status bit 4: a capability list exists.
+    if read8(0x06) & 0x10 == 0 {
+        return caps;
+    }
+    let mut ptr = read8(0x34) & 0xfc;
+    let mut hops = 0;
+    while ptr >= 0x40 && hops < 48 {
+        hops += 1;
+        if read8(ptr) == 0x09 {
+            let cfg_type = read8(ptr + 3);
+            let bar = read8(ptr + 4);
+            let offset = read32(ptr.wrapping_add(8));
+            let extra = if cfg_type == 2 {
+                read32(ptr.wrapping_add(16))
+            } else {
+                0
+            };
+            if let Some(slot) = caps.get_mut(cfg_type as usize)
+                && slot.is_none()
+            {
+                *slot = Some((cfg_type, bar, offset, extra));
+            }
+        }
+        ptr = read8(ptr + 1) & 0xfc;
+    }
+    caps
+}
 
 /// Control events (virtio spec 5.3.6.2).
 pub mod event {
@@ -109,7 +194,8 @@ pub fn port_queues(id: u32) -> (u16, u16) {
     }
 }
 
-/// The legacy split-ring layout for `size` entries: (avail offset, used offset, total bytes).
+/// The split-ring layout for `size` entries, as legacy virtio fixed it (used ring on the next
+/// 4 KiB boundary; valid for virtio 1.0 too): (avail offset, used offset, total bytes).
 pub fn ring_layout(size: u16) -> (usize, usize, usize) {
     let n = size as usize;
     let avail = 16 * n;
@@ -130,9 +216,9 @@ const TX_BUF: usize = 4096;
 #[repr(C, align(16))]
 struct Bufs<const N: usize, const S: usize>([[u8; S]; N]);
 
-/// All the memory the device shares with us. The four rings must be 4 KiB-aligned (legacy
-/// virtio takes a page frame number); they are aligned at run time inside `rings`, so that
-/// nothing in `.bss` needs more than 16-byte alignment (which would pad the image file).
+/// All the memory the device shares with us. The four rings are 4 KiB-aligned at run time
+/// inside `rings`, so that nothing in `.bss` needs more than 16-byte alignment (which would pad
+/// the image file).
 #[repr(C, align(16))]
 struct Shared {
     rings: [u8; 4 * RING_BYTES + 4096],
@@ -163,22 +249,21 @@ struct Queue {
     used_off: usize,
     avail_idx: u16,
     last_used: u16,
+    notify_at: u64,
 }
 
 impl Queue {
-    /// Select queue `index` on the device at `io`, place its ring at `base` (RING_BYTES of
-    /// 4 KiB-aligned static memory owned by this queue) and tell the device. `None` if the
-    /// device has no such queue or it is too big for the ring memory.
-    fn setup(io: u16, index: u16, base: *mut u8) -> Option<Queue> {
-        // SAFETY: `io` is BAR0 of the virtio device this driver owns; selecting a queue and
-        // reading its size are plain register accesses.
-        let size = unsafe {
-            outw(io + REG_QUEUE_SELECT, index);
-            inw(io + REG_QUEUE_SIZE)
-        };
-        if size == 0 || size > MAX_QUEUE {
+    /// Select queue `index` on the device, place its ring at `base` (RING_BYTES of 4 KiB-aligned
+    /// static memory owned by this queue), tell the device and enable the queue. `None` if the
+    /// device has no such queue.
+    fn setup(regs: &Regs, index: u16, base: *mut u8) -> Option<Queue> {
+        regs.w16(QUEUE_SELECT, index);
+        let max = regs.r16(QUEUE_SIZE);
+        if max == 0 {
             return None;
         }
+        // A split ring's size is a power of two; use the device's, capped by the ring memory.
+        let size = 1u16 << (15 - max.min(MAX_QUEUE).leading_zeros().min(15));
         let (avail_off, used_off, total) = ring_layout(size);
         if total > RING_BYTES {
             return None;
@@ -189,9 +274,12 @@ impl Queue {
             unsafe { base.add(i).write_volatile(0) };
         }
         fence(Ordering::SeqCst);
-        // SAFETY: as above; the page frame number names the 4 KiB-aligned static ring, which
-        // stays valid for the program's life (identity-mapped, below 4 GiB).
-        unsafe { outl(io + REG_QUEUE_PFN, (phys(base) >> 12) as u32) };
+        regs.w16(QUEUE_SIZE, size);
+        regs.w64(QUEUE_DESC, phys(base));
+        regs.w64(QUEUE_DRIVER, phys(base) + avail_off as u64);
+        regs.w64(QUEUE_DEVICE, phys(base) + used_off as u64);
+        let notify_at = regs.notify + regs.r16(QUEUE_NOTIFY_OFF) as u64 * regs.notify_mult as u64;
+        regs.w16(QUEUE_ENABLE, 1);
         Some(Queue {
             base,
             size,
@@ -200,6 +288,7 @@ impl Queue {
             used_off,
             avail_idx: 0,
             last_used: 0,
+            notify_at,
         })
     }
 
@@ -258,10 +347,11 @@ impl Queue {
         Some((id, len))
     }
 
-    fn notify(&self, io: u16) {
+    fn notify(&self) {
         fence(Ordering::SeqCst);
-        // SAFETY: writing a queue number to the notify register of our device.
-        unsafe { outw(io + REG_QUEUE_NOTIFY, self.index) };
+        // SAFETY: this queue's notification register, inside the device's notify area
+        // (identity-mapped MMIO below 4 GiB); the value written is the queue's index.
+        unsafe { (self.notify_at as usize as *mut u16).write_volatile(self.index) };
     }
 }
 
@@ -299,12 +389,12 @@ pub enum Event {
 pub enum Error {
     /// No virtio console on any PCI bus.
     NotFound,
-    /// Only a modern-only device (behind a PCIe port), which this driver does not speak.
-    ModernOnly,
-    /// BAR0 is not an I/O BAR.
-    NoIoBar,
-    /// The device does not offer MULTIPORT.
-    NoMultiport,
+    /// No usable virtio 1.0 capabilities (a legacy-only device).
+    NoCapabilities,
+    /// A register BAR lies above the identity map (4 GiB).
+    BarUnmapped,
+    /// The device does not offer MULTIPORT and VERSION_1, or refused them.
+    Features,
     /// The control queues could not be set up.
     NoQueues,
     /// The static queue memory was already taken.
@@ -316,9 +406,9 @@ impl Error {
     pub fn as_str(self) -> &'static str {
         match self {
             Error::NotFound => "no virtio console device",
-            Error::ModernOnly => "only a modern-only (PCIe) virtio console, which is not driven",
-            Error::NoIoBar => "BAR0 is not an I/O BAR",
-            Error::NoMultiport => "the device does not offer MULTIPORT",
+            Error::NoCapabilities => "no virtio 1.0 capabilities (legacy-only device)",
+            Error::BarUnmapped => "a register BAR lies above 4 GiB",
+            Error::Features => "MULTIPORT and VERSION_1 not both accepted",
             Error::NoQueues => "the control queues could not be set up",
             Error::InUse => "the queue memory is already in use",
         }
@@ -331,7 +421,7 @@ pub struct TxTimeout;
 
 /// The driver.
 pub struct Console {
-    io: u16,
+    regs: Regs,
     pci: pci::Address,
     ctrl_rx: Queue,
     ctrl_tx: Queue,
@@ -345,69 +435,105 @@ pub struct Console {
     data_tx_buf: *mut u8,
 }
 
-/// Find the first virtio console function.
+/// Find the first virtio console function (transitional or modern-only).
 pub fn find() -> Result<pci::Function, Error> {
     let mut found = None;
-    let mut modern = false;
     pci::scan(&mut |f| {
-        if f.vendor == VENDOR && f.device == DEVICE_CONSOLE_LEGACY {
+        if f.vendor == VENDOR
+            && (f.device == DEVICE_CONSOLE_LEGACY || f.device == DEVICE_CONSOLE_MODERN)
+        {
             found = Some(*f);
             return false;
         }
-        modern |= f.vendor == VENDOR && f.device == DEVICE_CONSOLE_MODERN;
         true
     });
-    match found {
-        Some(f) => Ok(f),
-        None if modern => Err(Error::ModernOnly),
-        None => Err(Error::NotFound),
+    found.ok_or(Error::NotFound)
+}
+
+/// The physical address of memory BAR `bar` of `a` (32- or 64-bit).
+fn bar_address(a: pci::Address, bar: u8) -> Option<u64> {
+    if bar > 5 {
+        return None;
     }
+    let off = 0x10 + 4 * bar;
+    let lo = pci::read32(a, off);
+    if lo & 1 != 0 {
+        return None; // an I/O BAR
+    }
+    let hi = if lo & 0x6 == 0x4 {
+        pci::read32(a, off + 4) as u64
+    } else {
+        0
+    };
+    Some(hi << 32 | (lo & !0xf) as u64)
 }
 
 impl Console {
     /// Bring up the device at `f` and send DEVICE_READY.
     pub fn open(f: &pci::Function) -> Result<Console, Error> {
-        let bar0 = pci::read32(f.addr, 0x10);
-        if bar0 & 1 == 0 {
-            return Err(Error::NoIoBar);
-        }
-        let io = (bar0 & 0xfffc) as u16;
-        // Enable I/O decoding and bus mastering (the device DMAs into our rings).
-        let cmd = pci::read32(f.addr, 0x04);
-        pci::write32(f.addr, 0x04, (cmd & 0xffff) | 0x05);
-        // SAFETY: `io` is the device's I/O BAR, just enabled; these are the legacy virtio
-        // status and feature registers, written in the order the spec requires.
-        let features = unsafe {
-            outb(io + REG_STATUS, 0);
-            outb(io + REG_STATUS, STATUS_ACK);
-            outb(io + REG_STATUS, STATUS_ACK | STATUS_DRIVER);
-            inl(io + REG_DEVICE_FEATURES)
+        let a = f.addr;
+        let caps = capabilities(&|off| pci::read8(a, off), &|off| pci::read32(a, off));
+        let (Some((_, cbar, coff, _)), Some((_, nbar, noff, mult))) = (caps[1], caps[2]) else {
+            return Err(Error::NoCapabilities);
         };
-        if features & F_MULTIPORT == 0 {
-            // SAFETY: as above; status 0x80 (FAILED) tells the device we gave up.
-            unsafe { outb(io + REG_STATUS, 0x80) };
-            return Err(Error::NoMultiport);
+        let (Some(cb), Some(nb)) = (bar_address(a, cbar), bar_address(a, nbar)) else {
+            return Err(Error::NoCapabilities);
+        };
+        let (common, notify) = (cb + coff as u64, nb + noff as u64);
+        if cb == 0 || nb == 0 || common + 0x40 > mem::MAPPED_LIMIT || notify >= mem::MAPPED_LIMIT {
+            return Err(Error::BarUnmapped);
         }
-        // SAFETY: as above.
-        unsafe { outl(io + REG_GUEST_FEATURES, F_MULTIPORT) };
+        // Enable memory decoding and bus mastering (the device DMAs into our rings).
+        let cmd = pci::read32(a, 0x04);
+        pci::write32(a, 0x04, (cmd & 0xffff) | 0x06);
+        let regs = Regs {
+            common,
+            notify,
+            notify_mult: mult,
+        };
+        // Reset, then acknowledge, as the spec orders it (3.1.1).
+        regs.w8(DEVICE_STATUS, 0);
+        while regs.r8(DEVICE_STATUS) != 0 {
+            core::hint::spin_loop();
+        }
+        regs.w8(DEVICE_STATUS, STATUS_ACK);
+        regs.w8(DEVICE_STATUS, STATUS_ACK | STATUS_DRIVER);
+        regs.w32(DEVICE_FEATURE_SELECT, 0);
+        let lo = regs.r32(DEVICE_FEATURE);
+        regs.w32(DEVICE_FEATURE_SELECT, 1);
+        let hi = regs.r32(DEVICE_FEATURE);
+        regs.w32(DRIVER_FEATURE_SELECT, 0);
+        regs.w32(DRIVER_FEATURE, F_MULTIPORT);
+        regs.w32(DRIVER_FEATURE_SELECT, 1);
+        regs.w32(DRIVER_FEATURE, F_VERSION_1_HI);
+        let status = STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK;
+        regs.w8(DEVICE_STATUS, status);
+        if lo & F_MULTIPORT == 0
+            || hi & F_VERSION_1_HI == 0
+            || regs.r8(DEVICE_STATUS) & STATUS_FEATURES_OK == 0
+        {
+            regs.w8(DEVICE_STATUS, STATUS_FAILED);
+            return Err(Error::Features);
+        }
         let shared = SHARED.take().ok_or(Error::InUse)?;
         let pool = shared.rings.as_mut_ptr();
         let skew = pool.align_offset(4096);
         let ring = |i: usize| pool.wrapping_add(skew + i * RING_BYTES);
-        let (r0, r1, r2, r3) = (ring(0), ring(1), ring(2), ring(3));
-        let (ctrl_rx, ctrl_tx) = match (Queue::setup(io, 2, r0), Queue::setup(io, 3, r1)) {
-            (Some(a), Some(b)) => (a, b),
-            _ => return Err(Error::NoQueues),
+        let (Some(ctrl_rx), Some(ctrl_tx)) = (
+            Queue::setup(&regs, 2, ring(0)),
+            Queue::setup(&regs, 3, ring(1)),
+        ) else {
+            return Err(Error::NoQueues);
         };
         let mut c = Console {
-            io,
-            pci: f.addr,
+            regs,
+            pci: a,
             ctrl_rx,
             ctrl_tx,
             data: None,
             port: None,
             host_open: false,
-            spare_rings: [Some(r2), Some(r3)],
+            spare_rings: [Some(ring(2)), Some(ring(3))],
             ctrl_rx_buf: shared.ctrl_rx.0.as_mut_ptr().cast(),
             ctrl_tx_buf: shared.ctrl_tx.0.as_mut_ptr().cast(),
             data_rx_buf: shared.data_rx.0.as_mut_ptr().cast(),
@@ -418,14 +544,8 @@ impl Console {
             c.ctrl_rx.set_desc(i, addr, CTRL_BUF as u32, true);
             c.ctrl_rx.push(i);
         }
-        c.ctrl_rx.notify(io);
-        // SAFETY: as above: DRIVER_OK completes initialisation.
-        unsafe {
-            outb(
-                io + REG_STATUS,
-                STATUS_ACK | STATUS_DRIVER | STATUS_DRIVER_OK,
-            )
-        };
+        regs.w8(DEVICE_STATUS, status | STATUS_DRIVER_OK);
+        c.ctrl_rx.notify();
         c.control(Control {
             id: 0,
             event: event::DEVICE_READY,
@@ -454,7 +574,7 @@ impl Console {
         copy_out(&msg.to_bytes(), self.ctrl_tx_buf);
         self.ctrl_tx.set_desc(0, phys(self.ctrl_tx_buf), 8, false);
         self.ctrl_tx.push(0);
-        self.ctrl_tx.notify(self.io);
+        self.ctrl_tx.notify();
         wait_used(&mut self.ctrl_tx)
     }
 
@@ -502,8 +622,8 @@ impl Console {
             return;
         };
         let (Some(mut rx), Some(tx)) = (
-            Queue::setup(self.io, rxq, r_rx),
-            Queue::setup(self.io, txq, r_tx),
+            Queue::setup(&self.regs, rxq, r_rx),
+            Queue::setup(&self.regs, txq, r_tx),
         ) else {
             crate::log!("virtio port {id}: queues {rxq}/{txq} unusable");
             return;
@@ -513,7 +633,7 @@ impl Console {
             rx.set_desc(i, addr, RX_BUF as u32, true);
             rx.push(i);
         }
-        rx.notify(self.io);
+        rx.notify();
         self.data = Some((rx, tx));
         self.port = Some(id);
         crate::log!("virtio port {id} is {}", "org.qemu.guest_agent.0");
@@ -531,7 +651,6 @@ impl Console {
     /// close does, so the reset that follows discards them instead of mixing them with the next
     /// client's request.
     pub fn poll(&mut self, buf: &mut [u8]) -> Event {
-        let io = self.io;
         if let Some((rx, _)) = self.data.as_mut()
             && let Some((id, len)) = rx.pop()
         {
@@ -540,7 +659,7 @@ impl Console {
             let src = self.data_rx_buf.wrapping_add(i * RX_BUF);
             copy_in(src, buf.get_mut(..n).unwrap_or(&mut []));
             rx.push(id);
-            rx.notify(io);
+            rx.notify();
             return Event::Data(n);
         }
         while let Some((id, len)) = self.ctrl_rx.pop() {
@@ -551,7 +670,7 @@ impl Console {
             let src = self.ctrl_rx_buf.wrapping_add(i * CTRL_BUF);
             copy_in(src, msg.get_mut(..n).unwrap_or(&mut []));
             self.ctrl_rx.push(id);
-            self.ctrl_rx.notify(io);
+            self.ctrl_rx.notify();
             if let Some((ctl, payload)) = Control::parse(msg.get(..n).unwrap_or(&[])) {
                 let ev = self.on_control(ctl, payload);
                 if ev != Event::Idle {
@@ -564,7 +683,6 @@ impl Console {
 
     /// Send all of `bytes` on the agent port. Dropped (successfully) while no port exists.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), TxTimeout> {
-        let io = self.io;
         let buf = self.data_tx_buf;
         let Some((_, tx)) = self.data.as_mut() else {
             return Ok(());
@@ -573,7 +691,7 @@ impl Console {
             copy_out(chunk, buf);
             tx.set_desc(0, phys(buf), chunk.len() as u32, false);
             tx.push(0);
-            tx.notify(io);
+            tx.notify();
             wait_used(tx)?;
         }
         Ok(())
@@ -595,12 +713,6 @@ fn wait_used(q: &mut Queue) -> Result<(), TxTimeout> {
     }
 }
 
-/// Read the device status register (for diagnostics).
-pub fn status(io: u16) -> u8 {
-    // SAFETY: reading the legacy status register has no side effect.
-    unsafe { inb(io + REG_STATUS) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +725,44 @@ mod tests {
         assert_eq!(port_queues(0), (0, 1));
         assert_eq!(port_queues(1), (4, 5));
         assert_eq!(port_queues(30), (62, 63));
+    }
+
+    #[test]
+    fn capability_walk() {
+        // QEMU's modern virtio-serial-pci: MSI-X first, then common, notify, ISR and device
+        // configuration capabilities in BAR 4.
+        let mut cfg = [0u8; 256];
+        cfg[0x06] = 0x10;
+        cfg[0x34] = 0x98;
+        cfg[0x98..0x9a].copy_from_slice(&[0x11, 0x84]); // MSI-X
+        let vendor = |cfg: &mut [u8; 256], at: usize, next: u8, t: u8, off: u32| {
+            cfg[at] = 0x09;
+            cfg[at + 1] = next;
+            cfg[at + 3] = t;
+            cfg[at + 4] = 4;
+            cfg[at + 8..at + 12].copy_from_slice(&off.to_le_bytes());
+        };
+        vendor(&mut cfg, 0x84, 0x70, 1, 0x0000);
+        vendor(&mut cfg, 0x70, 0x60, 3, 0x1000);
+        vendor(&mut cfg, 0x60, 0x40, 4, 0x2000);
+        vendor(&mut cfg, 0x40, 0x00, 2, 0x3000);
+        cfg[0x40 + 16..0x40 + 20].copy_from_slice(&4u32.to_le_bytes());
+        let caps = capabilities(&|o| cfg[o as usize], &|o| {
+            u32::from_le_bytes(cfg[o as usize..o as usize + 4].try_into().unwrap())
+        });
+        assert_eq!(caps[1], Some((1, 4, 0, 0)));
+        assert_eq!(caps[2], Some((2, 4, 0x3000, 4)));
+        assert_eq!(caps[3], Some((3, 4, 0x1000, 0)));
+        // A loop in the list ends; no list gives nothing.
+        cfg[0x41] = 0x98;
+        let caps = capabilities(&|o| cfg[o as usize], &|_| 0);
+        assert!(caps[1].is_some());
+        cfg[0x06] = 0;
+        assert!(
+            capabilities(&|o| cfg[o as usize], &|_| 0)
+                .iter()
+                .all(Option::is_none)
+        );
     }
 
     #[test]
