@@ -668,13 +668,14 @@ impl Dispatch<'_> {
 }
 
 /// Serve one connection with blocking I/O until the reader reports end of input or an error.
-/// Returns `Ok` at end of input.
+/// Returns `Ok` at end of input. The connection starts with a clean parser ([`Agent::reset`]).
 pub fn run<R: embedded_io::Read, W: embedded_io::Write>(
     agent: &mut Agent<'_>,
     platform: &mut dyn Platform,
     reader: &mut R,
     writer: W,
 ) -> Result<(), TxError> {
+    agent.reset();
     let mut tx = crate::out::IoTransmit(writer);
     let mut buf = [0u8; 512];
     loop {

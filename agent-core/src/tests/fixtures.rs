@@ -1264,3 +1264,77 @@ fn many_keys_cost() {
         t.elapsed()
     );
 }
+
+#[test]
+fn blocking_run_loop() {
+    let cfg = Cfg::default();
+    let mut store = Store::new(&cfg);
+    let mut agent = store.agent(&cfg);
+    let mut p = MemPlatform::full();
+    // A half request left by a previous connection is dropped.
+    agent
+        .feed(b"{\"execute\":", &mut p, &mut Vec::new())
+        .unwrap();
+    let input: &[u8] = b"{\"execute\":\"guest-ping\",\"id\":1}{\"execute\":\"guest-sync\",\"arguments\":{\"id\":2}}";
+    let mut reader = input;
+    let mut out = [0u8; 256];
+    crate::engine::run(&mut agent, &mut p, &mut reader, &mut out[..]).unwrap();
+    let want = b"{\"return\": {}, \"id\": 1}\n{\"return\": 2}\n";
+    assert_eq!(&out[..want.len()], want);
+    assert!(out[want.len()..].iter().all(|&b| b == 0));
+}
+
+/// Every malformed input of reference §2.6 gives upstream's number of errors, and the request
+/// after it is answered.
+#[test]
+fn each_malformed_input_then_a_good_request() {
+    let cases: &[(&[u8], usize)] = &[
+        (b"\xff", 1),
+        (b"\x01", 1),
+        (b"@", 1),
+        (b"{\"execute\":\"guest-ping\xff\"}", 2),
+        (b"{\"a\":nul}", 1),
+        (b"}", 1),
+        (b"{\"a\":1,}", 1),
+        (b"{\"a\" 1}", 1),
+        (b"{\"a\":1 \"b\":2}", 1),
+        (b"[1 2]", 1),
+        (b"{1:2}", 1),
+        (b"{\"a\":1,\"a\":1}", 1),
+        (b"{\"a\":\"\\x\"}", 1),
+        (b"{\"a\":\"\xc3\x28\"}", 1),
+        (b"{\"a\":\"\\uDC00\"}", 1),
+        (b"1 ", 1),
+        (b"\"s\"", 1),
+        (b"{\"execute\":1}", 1),
+        (b"{\"execute\":\"guest-ping\",\"arguments\":1}", 1),
+        (b"{\"execute\":\"guest-ping\",\"exec-oob\":1}", 1),
+        (b"{\"id\":1}", 1),
+        (b"{\"execute\":\"guest-nosuch\"}", 1),
+        (b"{\"execute\":\"guest-sync\"}", 1),
+        (b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":true}}", 1),
+        (b"{\"execute\":\"guest-ping\",\"arguments\":{\"x\":1}}", 1),
+        (b"{\"execute\":\"guest-set-vcpus\",\"arguments\":{\"vcpus\":[{}]}}", 1),
+        (b"{\"execute\":\"guest-file-seek\",\"arguments\":{\"handle\":1,\"offset\":1,\"whence\":\"x\"}}", 1),
+    ];
+    let next = b"{\"execute\":\"guest-ping\",\"id\":\"next\"}";
+    for &(bad, errors) in cases {
+        let input = [bad, next].concat();
+        let out = exchange(&input);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines.len(),
+            errors + 1,
+            "{:?}: {out}",
+            String::from_utf8_lossy(bad)
+        );
+        assert!(
+            lines[..errors].iter().all(|l| l.contains("\"error\"")),
+            "{out}"
+        );
+        assert_eq!(lines[errors], "{\"return\": {}, \"id\": \"next\"}");
+    }
+    // 1025 nested brackets: the nesting error, then one error per closer left.
+    let deep = [b"[".repeat(1025), b"]".repeat(1025), next.to_vec()].concat();
+    assert_eq!(exchange(&deep).lines().count(), 1 + 1025 + 1);
+}
