@@ -198,28 +198,44 @@ impl<'a> Config<'a> {
 }
 
 /// The `key[=value]` words of a command line; a value may be double-quoted.
+///
+/// Scans bytes: every delimiter is ASCII, so every cut lands on a character boundary.
 pub fn words(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    let mut rest = s;
+    let b = s.as_bytes();
+    let mut i = 0;
+    let space = |c: u8| c == b' ' || c == b'\t' || c == b'\n';
+    let cut = move |from: usize, to: usize| s.get(from..to).unwrap_or("");
     core::iter::from_fn(move || {
-        rest = rest.trim_start_matches([' ', '\t', '\n']);
-        if rest.is_empty() {
+        while b.get(i).is_some_and(|&c| space(c)) {
+            i += 1;
+        }
+        if i >= b.len() {
             return None;
         }
-        let key_end = rest.find([' ', '\t', '\n', '=']).unwrap_or(rest.len());
-        let (key, after) = rest.split_at_checked(key_end)?;
-        let Some(after_eq) = after.strip_prefix('=') else {
-            rest = after;
-            return Some((key, None));
-        };
-        if let Some(quoted) = after_eq.strip_prefix('"') {
-            let end = quoted.find('"').unwrap_or(quoted.len());
-            let (value, tail) = quoted.split_at_checked(end)?;
-            rest = tail.strip_prefix('"').unwrap_or(tail);
-            return Some((key, Some(value)));
+        let start = i;
+        while b.get(i).is_some_and(|&c| !space(c) && c != b'=') {
+            i += 1;
         }
-        let end = after_eq.find([' ', '\t', '\n']).unwrap_or(after_eq.len());
-        let (value, tail) = after_eq.split_at_checked(end)?;
-        rest = tail;
+        let key = cut(start, i);
+        if b.get(i) != Some(&b'=') {
+            return Some((key, None));
+        }
+        i += 1;
+        let quoted = b.get(i) == Some(&b'"');
+        if quoted {
+            i += 1;
+        }
+        let vstart = i;
+        while b
+            .get(i)
+            .is_some_and(|&c| if quoted { c != b'"' } else { !space(c) })
+        {
+            i += 1;
+        }
+        let value = cut(vstart, i);
+        if quoted && i < b.len() {
+            i += 1; // the closing quote
+        }
         Some((key, Some(value)))
     })
 }
