@@ -15,6 +15,10 @@
 //! which QEMU delivers data. PORT_OPEN=0 from the host is a disconnect ([`Event::Closed`]); the
 //! agent then forgets any half-received request.
 //!
+//! Transmission is synchronous, one 4 KiB buffer at a time; a buffer the device has not
+//! consumed after 5 s (a host that stopped reading) fails the send, and the engine then drops
+//! the rest of that response (it resumes after the next port close).
+//!
 //! Queue memory and buffers are `static` (no heap). The device writes them behind the
 //! compiler's back, so every access to shared memory is volatile, with fences around the index
 //! updates.
