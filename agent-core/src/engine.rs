@@ -20,7 +20,8 @@
 //! [`Agent::reset`], so a half-sent request of the previous client is dropped (upstream carries
 //! it over); an oversized request gets one error and does not garble the next one; a backend
 //! error after part of a response was sent ends that response as valid JSON (see
-//! streamed lists and `guest-file-read`); members of objects echoed in `id` keep request order.
+//! streamed lists and `guest-file-read`); objects of more than 64 members echoed in `id` keep
+//! request order.
 
 use core::fmt;
 
@@ -430,89 +431,126 @@ impl fmt::Write for EscapeWriter<'_, '_> {
     }
 }
 
+/// Objects of at most this many members are echoed in upstream's QDict order; bigger ones in
+/// request order (choosing the next member is a walk over the object).
+const ORDERED_MEMBERS: u32 = 64;
+
+const W_OBJ: u8 = 1;
+const W_ORDERED: u8 = 2;
+const W_STARTED: u8 = 4;
+
 /// Write the value at `pos` as upstream's writer does, without recursion: `nest` is the stack.
-/// Object members are written in request order.
+/// Object members come in QDict order (ascending bucket, later key first within a bucket), as
+/// upstream re-serialises a parsed object, for objects of up to 64 members.
 pub(crate) fn write_value(out: &mut Out<'_>, tape: &[u8], pos: usize, nest: &mut [NestSlot]) {
-    let mut p = pos;
     let mut depth = 0usize;
-    let mut sep = false;
-    let mut key = false;
-    // A stack deeper than `nest` cannot come from the parser; the fallback only keeps this
-    // total.
-    let mut overflow = 0usize;
-    let is_obj = |nest: &[NestSlot], depth: usize, overflow: usize| {
-        overflow == 0 && depth > 0 && nest.get(depth - 1).is_some_and(|s| s.flags == 1)
-    };
-    loop {
-        let Some(&tag) = tape.get(p) else { return };
-        match tag {
-            tape::END_OBJ | tape::END_ARR => {
-                out.raw(if tag == tape::END_OBJ { b"}" } else { b"]" });
-                p += 1;
-                if overflow > 0 {
-                    overflow -= 1;
-                } else {
-                    depth = depth.saturating_sub(1);
+    // Write one value; push a frame for a container. Returns false on a damaged tape.
+    let mut open =
+        |out: &mut Out<'_>, p: usize, depth: &mut usize, nest: &mut [NestSlot]| -> bool {
+            let v = Value::at(tape, p);
+            match tape.get(p) {
+                Some(&tape::OBJ) | Some(&tape::ARR) => {
+                    let obj = tape.get(p) == Some(&tape::OBJ);
+                    out.raw(if obj { b"{" } else { b"[" });
+                    let count = if obj { v.members().count() as u32 } else { 0 };
+                    let flags = if obj && count <= ORDERED_MEMBERS {
+                        W_OBJ | W_ORDERED
+                    } else if obj {
+                        W_OBJ
+                    } else {
+                        0
+                    };
+                    match nest.get_mut(*depth) {
+                        Some(slot) => {
+                            *slot = NestSlot {
+                                start: p + 1,
+                                bloom: 0,
+                                keys: count,
+                                parent: 0,
+                                flags,
+                            };
+                            *depth += 1;
+                        }
+                        None => {
+                            // Deeper than the parser allows: cannot happen; close it empty.
+                            out.raw(if obj { b"}" } else { b"]" });
+                        }
+                    }
                 }
-                if depth == 0 && overflow == 0 {
+                Some(&tape::STR) => out.string(v.str_bytes().unwrap_or(&[])),
+                Some(&tape::NUM) => match v.as_number() {
+                    Some(Number::Int(i)) => out.int(i),
+                    Some(Number::Uint(u)) => out.uint(u),
+                    Some(Number::Float(f)) => out.number(f),
+                    None => out.raw(b"0"),
+                },
+                Some(&tape::TRUE) => out.raw(b"true"),
+                Some(&tape::FALSE) => out.raw(b"false"),
+                Some(&tape::NULL) => out.raw(b"null"),
+                _ => return false,
+            }
+            true
+        };
+    if !open(out, pos, &mut depth, nest) {
+        return;
+    }
+    while depth > 0 {
+        let Some(top) = nest.get_mut(depth - 1) else {
+            return;
+        };
+        let started = top.flags & W_STARTED != 0;
+        // The next member or element: (key, value position).
+        let next: Option<(Option<&[u8]>, usize)> = if top.flags & W_ORDERED != 0 {
+            // The member of smallest QDict rank above the last one written.
+            let obj = Value::at(tape, top.start - 1);
+            let mut best: Option<(u64, &[u8], usize)> = None;
+            for (i, (k, v)) in obj.members().enumerate() {
+                let rank =
+                    (u64::from(qdict_bucket(k.as_bytes())) << 32) | u64::from(u32::MAX - i as u32);
+                if (!started || rank > top.bloom) && best.is_none_or(|b| rank < b.0) {
+                    best = Some((rank, k.as_bytes(), v.pos()));
+                }
+            }
+            best.map(|(rank, k, v)| {
+                top.bloom = rank;
+                (Some(k), v)
+            })
+        } else {
+            match tape.get(top.start) {
+                Some(&tape::END_OBJ) | Some(&tape::END_ARR) | None => None,
+                Some(_) if top.flags & W_OBJ != 0 => {
+                    let k = Value::at(tape, top.start);
+                    let Some(vpos) = k.end() else { return };
+                    top.start = Value::at(tape, vpos).end().unwrap_or(usize::MAX);
+                    Some((k.str_bytes(), vpos))
+                }
+                Some(_) => {
+                    let p = top.start;
+                    top.start = Value::at(tape, p).end().unwrap_or(usize::MAX);
+                    Some((None, p))
+                }
+            }
+        };
+        let obj = top.flags & W_OBJ != 0;
+        top.flags |= W_STARTED;
+        match next {
+            None => {
+                out.raw(if obj { b"}" } else { b"]" });
+                depth -= 1;
+            }
+            Some((key, vpos)) => {
+                if started {
+                    out.raw(b", ");
+                }
+                if let Some(k) = key {
+                    out.string(k);
+                    out.raw(b": ");
+                }
+                if !open(out, vpos, &mut depth, nest) {
                     return;
                 }
-                sep = true;
-                key = is_obj(nest, depth, overflow);
-                continue;
             }
-            _ => {}
         }
-        if sep {
-            out.raw(b", ");
-        }
-        let v = Value::at(tape, p);
-        if key {
-            out.string(v.str_bytes().unwrap_or(&[]));
-            out.raw(b": ");
-            sep = false;
-            key = false;
-            match v.end() {
-                Some(e) => p = e,
-                None => return,
-            }
-            continue;
-        }
-        match tag {
-            tape::OBJ | tape::ARR => {
-                out.raw(if tag == tape::OBJ { b"{" } else { b"[" });
-                match nest.get_mut(depth) {
-                    Some(slot) => {
-                        slot.flags = u8::from(tag == tape::OBJ);
-                        depth += 1;
-                    }
-                    None => overflow += 1,
-                }
-                p += 1;
-                sep = false;
-                key = tag == tape::OBJ;
-                continue;
-            }
-            tape::STR => out.string(v.str_bytes().unwrap_or(&[])),
-            tape::NUM => match v.as_number() {
-                Some(Number::Int(i)) => out.int(i),
-                Some(Number::Uint(u)) => out.uint(u),
-                Some(Number::Float(f)) => out.number(f),
-                None => out.raw(b"0"),
-            },
-            tape::TRUE => out.raw(b"true"),
-            tape::FALSE => out.raw(b"false"),
-            _ => out.raw(b"null"),
-        }
-        if depth == 0 && overflow == 0 {
-            return;
-        }
-        match v.end() {
-            Some(e) => p = e,
-            None => return,
-        }
-        sep = true;
-        key = is_obj(nest, depth, overflow);
     }
 }
 

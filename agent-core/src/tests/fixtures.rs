@@ -1338,3 +1338,31 @@ fn each_malformed_input_then_a_good_request() {
     let deep = [b"[".repeat(1025), b"]".repeat(1025), next.to_vec()].concat();
     assert_eq!(exchange(&deep).lines().count(), 1 + 1025 + 1);
 }
+
+/// Objects echoed in `id` come out in upstream's QDict order (byte-compared with qemu-ga 7.2).
+#[test]
+fn id_objects_in_qdict_order() {
+    check(
+        r#"{"execute":"guest-ping","id":{"b":1,"a":2,"c":[{"z":1,"y":2}]}}"#,
+        "{\"return\": {}, \"id\": {\"a\": 2, \"b\": 1, \"c\": [{\"y\": 2, \"z\": 1}]}}\n",
+    );
+    check(
+        r#"{"execute":"guest-ping","id":{"execute":1,"arguments":2,"c":3,"x":{},"zzz":[]}}"#,
+        "{\"return\": {}, \"id\": {\"x\": {}, \"execute\": 1, \"zzz\": [], \"c\": 3, \"arguments\": 2}}\n",
+    );
+    check(
+        r#"{"execute":"guest-nosuch","id":{"q":{"w":{"e":1,"r":2},"t":3},"y":4}}"#,
+        "{\"id\": {\"y\": 4, \"q\": {\"w\": {\"r\": 2, \"e\": 1}, \"t\": 3}}, \"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command guest-nosuch has not been found\"}}\n",
+    );
+    check(
+        r#"{"execute":"guest-ping","id":[{"\u0000":1,"\u00e9":2,"a\u0000b":[{},[],{"":null}]}]}"#,
+        "{\"return\": {}, \"id\": [{\"\\u00E9\": 2, \"\\u0000\": 1, \"a\\u0000b\": [{}, [], {\"\": null}]}]}\n",
+    );
+    // Bigger objects keep request order.
+    let keys: Vec<String> = (0..65).map(|i| format!("\"k{i}\": {i}")).collect();
+    let id = format!("{{{}}}", keys.join(", "));
+    check(
+        &format!(r#"{{"execute":"guest-ping","id":{id}}}"#),
+        &format!("{{\"return\": {{}}, \"id\": {id}}}\n"),
+    );
+}
