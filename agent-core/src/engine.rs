@@ -445,52 +445,51 @@ const W_STARTED: u8 = 4;
 pub(crate) fn write_value(out: &mut Out<'_>, tape: &[u8], pos: usize, nest: &mut [NestSlot]) {
     let mut depth = 0usize;
     // Write one value; push a frame for a container. Returns false on a damaged tape.
-    let mut open =
-        |out: &mut Out<'_>, p: usize, depth: &mut usize, nest: &mut [NestSlot]| -> bool {
-            let v = Value::at(tape, p);
-            match tape.get(p) {
-                Some(&tape::OBJ) | Some(&tape::ARR) => {
-                    let obj = tape.get(p) == Some(&tape::OBJ);
-                    out.raw(if obj { b"{" } else { b"[" });
-                    let count = if obj { v.members().count() as u32 } else { 0 };
-                    let flags = if obj && count <= ORDERED_MEMBERS {
-                        W_OBJ | W_ORDERED
-                    } else if obj {
-                        W_OBJ
-                    } else {
-                        0
-                    };
-                    match nest.get_mut(*depth) {
-                        Some(slot) => {
-                            *slot = NestSlot {
-                                start: p + 1,
-                                bloom: 0,
-                                keys: count,
-                                parent: 0,
-                                flags,
-                            };
-                            *depth += 1;
-                        }
-                        None => {
-                            // Deeper than the parser allows: cannot happen; close it empty.
-                            out.raw(if obj { b"}" } else { b"]" });
-                        }
+    let open = |out: &mut Out<'_>, p: usize, depth: &mut usize, nest: &mut [NestSlot]| -> bool {
+        let v = Value::at(tape, p);
+        match tape.get(p) {
+            Some(&tape::OBJ) | Some(&tape::ARR) => {
+                let obj = tape.get(p) == Some(&tape::OBJ);
+                out.raw(if obj { b"{" } else { b"[" });
+                let count = if obj { v.members().count() as u32 } else { 0 };
+                let flags = if obj && count <= ORDERED_MEMBERS {
+                    W_OBJ | W_ORDERED
+                } else if obj {
+                    W_OBJ
+                } else {
+                    0
+                };
+                match nest.get_mut(*depth) {
+                    Some(slot) => {
+                        *slot = NestSlot {
+                            start: p + 1,
+                            bloom: 0,
+                            keys: count,
+                            parent: 0,
+                            flags,
+                        };
+                        *depth += 1;
+                    }
+                    None => {
+                        // Deeper than the parser allows: cannot happen; close it empty.
+                        out.raw(if obj { b"}" } else { b"]" });
                     }
                 }
-                Some(&tape::STR) => out.string(v.str_bytes().unwrap_or(&[])),
-                Some(&tape::NUM) => match v.as_number() {
-                    Some(Number::Int(i)) => out.int(i),
-                    Some(Number::Uint(u)) => out.uint(u),
-                    Some(Number::Float(f)) => out.number(f),
-                    None => out.raw(b"0"),
-                },
-                Some(&tape::TRUE) => out.raw(b"true"),
-                Some(&tape::FALSE) => out.raw(b"false"),
-                Some(&tape::NULL) => out.raw(b"null"),
-                _ => return false,
             }
-            true
-        };
+            Some(&tape::STR) => out.string(v.str_bytes().unwrap_or(&[])),
+            Some(&tape::NUM) => match v.as_number() {
+                Some(Number::Int(i)) => out.int(i),
+                Some(Number::Uint(u)) => out.uint(u),
+                Some(Number::Float(f)) => out.number(f),
+                None => out.raw(b"0"),
+            },
+            Some(&tape::TRUE) => out.raw(b"true"),
+            Some(&tape::FALSE) => out.raw(b"false"),
+            Some(&tape::NULL) => out.raw(b"null"),
+            _ => return false,
+        }
+        true
+    };
     if !open(out, pos, &mut depth, nest) {
         return;
     }
