@@ -14,3 +14,4 @@ pub mod initramfs;
 pub mod linux_guest;
 pub mod pipeline;
 pub mod qemu;
+pub mod soak;

@@ -38,6 +38,9 @@ cargo xtask <command>
   initramfs [DIR]               build the static qga and the Linux guest's initramfs images
   image                         build the bare-metal image and print its size report
   fuzz [--seconds N]            run every fuzz target for N seconds (default 60)
+  soak [NAME|all] [--quick]     soak and fault routines (garbage, reconnect, restart, exec, files,
+                                guest-virtio, guest-freeze, baremetal) with their figures and the
+                                robustness table; --quick: the test suite's sizes
   bench [--rounds N]            our qga against Debian's qemu-ga, side by side: CPU, latency,
                                 throughput, startup, memory, size
   bench core                    the protocol engine alone (agent-core's bench_core example)
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         "initramfs" => cmd_initramfs(rest),
         "image" => cmd_image(rest),
         "fuzz" => cmd_fuzz(rest),
+        "soak" => tests::soak::cli(rest),
         "bench" => cmd_bench(rest),
         other => Err(format!("unknown command `{other}`\n\n{HELP}")),
     };
