@@ -33,8 +33,9 @@ use crate::json::{Event, Framer, Value};
 use crate::out::{Out, ToJson, Transmit, TxError};
 use crate::schema::Command;
 
-/// Default frame buffer size: the largest request accepted (a `guest-file-write` of 48 KiB of
-/// data fits). Platforms that want bigger writes pass a bigger buffer.
+/// Default frame buffer size: about the largest request accepted (a `guest-file-write` of
+/// 47 KiB of data fits; 48 KiB does not). Platforms that want bigger writes pass a bigger
+/// buffer.
 pub const DEFAULT_FRAME: usize = 64 * 1024;
 /// Default file I/O chunk: the most `guest-file-read` asks a backend for at once.
 pub const DEFAULT_CHUNK: usize = 4096;

@@ -1366,3 +1366,33 @@ fn id_objects_in_qdict_order() {
         &format!("{{\"return\": {{}}, \"id\": {id}}}\n"),
     );
 }
+
+#[test]
+fn default_frame_holds_a_47_kib_write() {
+    use base64::Engine as _;
+    let enc = |n: usize| {
+        let data = vec![0x5Au8; n];
+        let mut b = vec![0u8; n * 4 / 3 + 4];
+        let len = base64::engine::general_purpose::STANDARD
+            .encode_slice(&data, &mut b)
+            .unwrap();
+        String::from_utf8(b[..len].to_vec()).unwrap()
+    };
+    let req = |n: usize| {
+        format!(
+            r#"{{"execute":"guest-file-open","arguments":{{"path":"/w","mode":"w"}}}}{{"execute":"guest-file-write","arguments":{{"handle":1000,"buf-b64":"{}"}}}}"#,
+            enc(n)
+        )
+    };
+    assert_eq!(
+        exchange(req(47 * 1024).as_bytes()),
+        "{\"return\": 1000}\n{\"return\": {\"count\": 48128, \"eof\": false}}\n"
+    );
+    assert_eq!(
+        exchange(req(48 * 1024).as_bytes()),
+        format!(
+            "{{\"return\": 1000}}\n{}",
+            err("JSON token size limit exceeded")
+        )
+    );
+}
