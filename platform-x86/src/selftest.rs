@@ -20,7 +20,12 @@ struct Report {
 }
 
 impl Report {
-    fn check(&mut self, name: &str, ok: bool, detail: core::fmt::Arguments<'_>) {
+    /// One check with a number that says what was seen (a count, an address, a year).
+    fn check(&mut self, name: &str, ok: bool, seen: u64) {
+        self.text(name, ok, format_args!("{seen}"));
+    }
+
+    fn text(&mut self, name: &str, ok: bool, detail: core::fmt::Arguments<'_>) {
         crate::log!(
             "selftest {} {name}: {detail}",
             if ok { "PASS" } else { "FAIL" }
@@ -69,38 +74,33 @@ impl Platform for ClockOnly<'_> {
 pub fn run(config: &Config<'_>) -> bool {
     let mut r = Report { failed: 0 };
     let boot = image::BOOT.get();
+    let regions = boot
+        .filter(|b| b.version >= 1)
+        .map_or(0, |b| b.regions().len());
     r.check(
-        "start-info",
-        boot.is_some_and(|b| b.version >= 1 && !b.regions().is_empty()),
-        format_args!(
-            "version {}, {} regions",
-            boot.map_or(0, |b| b.version),
-            boot.map_or(0, |b| b.regions().len())
-        ),
+        "start-info (memory map entries)",
+        regions > 0,
+        regions as u64,
     );
     let acpi = image::ACPI.get();
     let fadt = acpi.and_then(|a| a.fadt);
     let pm1a = fadt.map_or(0, |f| f.pm1a_cnt);
-    r.check("acpi-fadt", pm1a != 0, format_args!("PM1a_CNT {pm1a:#x}"));
+    r.check("acpi-fadt (PM1a_CNT)", pm1a != 0, pm1a as u64);
     let s5 = acpi.and_then(|a| a.s5);
     r.check(
-        "acpi-s5",
+        "acpi-s5 (SLP_TYPa)",
         s5.is_some(),
-        format_args!("SLP_TYPa {}", s5.map_or(-1, |s| s.0 as i32)),
+        s5.map_or(u64::MAX, |s| s.0 as u64),
     );
     let cpus = acpi.map_or(0, |a| a.cpus().len());
-    r.check("acpi-madt", cpus >= 1, format_args!("{cpus} processor(s)"));
+    r.check("acpi-madt (processors)", cpus >= 1, cpus as u64);
 
     let raw = rtc::read(fadt.and_then(|f| f.century));
     let now = raw.decode();
     let year = now.map_or(0, |t| t.year);
-    r.check(
-        "rtc",
-        (2020..2100).contains(&year),
-        format_args!("year {year}"),
-    );
+    r.check("rtc (year)", (2020..2100).contains(&year), year as u64);
     let hz = tsc::hz();
-    r.check("tsc", hz > 10_000_000, format_args!("{hz} Hz"));
+    r.check("tsc (Hz)", hz > 10_000_000, hz);
 
     let mut host_bridge = false;
     let mut functions = 0;
@@ -109,7 +109,7 @@ pub fn run(config: &Config<'_>) -> bool {
         host_bridge |= f.class[0] == 0x06 && f.class[1] == 0x00;
         true
     });
-    r.check("pci", host_bridge, format_args!("{functions} functions"));
+    r.check("pci (functions)", host_bridge, functions);
 
     if let Some(files) = image::FILE_STORE.take() {
         let h = files.open("selftest", "w+");
@@ -122,7 +122,7 @@ pub fn run(config: &Config<'_>) -> bool {
                 }
                 && files.close(h).is_ok()
         });
-        r.check("file-store", ok, format_args!("handle {}", h.unwrap_or(-1)));
+        r.check("file-store (handle)", ok, h.unwrap_or(-1) as u64);
     }
 
     if let Some(procs) = image::PROCESSES.take() {
@@ -139,9 +139,9 @@ pub fn run(config: &Config<'_>) -> bool {
         let st = pid.and_then(|pid| procs.status(pid).ok());
         let out = st.as_ref().and_then(|s| s.out_data).map(|b| b.0);
         r.check(
-            "exec-echo",
+            "exec-echo (bytes)",
             out == Some(b"hi\n"),
-            format_args!("{} bytes", out.map_or(0, |o| o.len())),
+            out.map_or(0, |o| o.len()) as u64,
         );
     }
 
@@ -159,7 +159,7 @@ pub fn run(config: &Config<'_>) -> bool {
             &mut sink,
         );
         let ok = sink.text() == "{\"return\": {}, \"id\": 1}\n";
-        r.check(
+        r.text(
             "engine-ping",
             ok,
             format_args!("{}", sink.text().strip_suffix('\n').unwrap_or("")),
@@ -171,7 +171,7 @@ pub fn run(config: &Config<'_>) -> bool {
         let _ = agent.feed(br#"{"execute":"guest-get-time"}"#, &mut platform, &mut sink);
         let t = sink.text();
         let ok = t.starts_with("{\"return\": 1") && t.ends_with("}\n");
-        r.check(
+        r.text(
             "engine-get-time",
             ok,
             format_args!("{}", t.strip_suffix('\n').unwrap_or(t)),
@@ -179,14 +179,13 @@ pub fn run(config: &Config<'_>) -> bool {
     }
 
     let stack = image::stack_usage();
+    let used = stack
+        .filter(|&(used, size)| used > 0 && used < size)
+        .map(|s| s.0);
     r.check(
-        "stack",
-        stack.is_some_and(|(used, size)| used > 0 && used < size),
-        format_args!(
-            "{} of {} bytes",
-            stack.map_or(0, |s| s.0),
-            stack.map_or(0, |s| s.1)
-        ),
+        "stack (bytes used)",
+        used.is_some(),
+        used.unwrap_or(0) as u64,
     );
     crate::log!(
         "selftest done ({} failed), agent transport {}",
