@@ -198,18 +198,22 @@ pub fn port_queues(id: u32) -> (u16, u16) {
     }
 }
 
-/// The split-ring layout for `size` entries, as legacy virtio fixed it (used ring on the next
-/// 4 KiB boundary; valid for virtio 1.0 too): (avail offset, used offset, total bytes).
+/// The split-ring layout for `size` entries, packed as virtio 1.0 allows (descriptors
+/// 16-aligned, available ring 2-aligned, used ring 4-aligned): (avail offset, used offset,
+/// total bytes).
 pub fn ring_layout(size: u16) -> (usize, usize, usize) {
     let n = size as usize;
     let avail = 16 * n;
-    let used = (avail + 6 + 2 * n).next_multiple_of(4096);
+    let used = (avail + 6 + 2 * n).next_multiple_of(4);
     (avail, used, used + 6 + 8 * n)
 }
 
-/// Largest queue size supported by the static ring memory.
-pub const MAX_QUEUE: u16 = 256;
-const RING_BYTES: usize = 16384;
+/// The queue size used (the device's, if smaller): the driver never has more than
+/// [`MIN_QUEUE`] buffers in flight, so larger rings would only cost memory.
+pub const MAX_QUEUE: u16 = 16;
+/// The smallest queue the driver can work with (8 receive buffers in flight).
+pub const MIN_QUEUE: u16 = 8;
+const RING_BYTES: usize = 512;
 const CTRL_BUFS: usize = 8;
 const CTRL_BUF: usize = 128;
 const RX_BUFS: usize = 8;
@@ -220,12 +224,10 @@ const TX_BUF: usize = 4096;
 #[repr(C, align(16))]
 struct Bufs<const N: usize, const S: usize>([[u8; S]; N]);
 
-/// All the memory the device shares with us. The four rings are 4 KiB-aligned at run time
-/// inside `rings`, so that nothing in `.bss` needs more than 16-byte alignment (which would pad
-/// the image file).
+/// All the memory the device shares with us: four rings and the buffers.
 #[repr(C, align(16))]
 struct Shared {
-    rings: [u8; 4 * RING_BYTES + 4096],
+    rings: [u8; 4 * RING_BYTES],
     ctrl_rx: Bufs<CTRL_BUFS, CTRL_BUF>,
     ctrl_tx: Bufs<1, CTRL_BUF>,
     data_rx: Bufs<RX_BUFS, RX_BUF>,
@@ -233,7 +235,7 @@ struct Shared {
 }
 
 static SHARED: Once<Shared> = Once::new(Shared {
-    rings: [0; 4 * RING_BYTES + 4096],
+    rings: [0; 4 * RING_BYTES],
     ctrl_rx: Bufs([[0; CTRL_BUF]; CTRL_BUFS]),
     ctrl_tx: Bufs([[0; CTRL_BUF]; 1]),
     data_rx: Bufs([[0; RX_BUF]; RX_BUFS]),
@@ -257,13 +259,13 @@ struct Queue {
 }
 
 impl Queue {
-    /// Select queue `index` on the device, place its ring at `base` (RING_BYTES of 4 KiB-aligned
+    /// Select queue `index` on the device, place its ring at `base` (RING_BYTES of 16-aligned
     /// static memory owned by this queue), tell the device and enable the queue. `None` if the
-    /// device has no such queue.
+    /// device has no such queue or only a smaller one than [`MIN_QUEUE`].
     fn setup(regs: &Regs, index: u16, base: *mut u8) -> Option<Queue> {
         regs.w16(QUEUE_SELECT, index);
         let max = regs.r16(QUEUE_SIZE);
-        if max == 0 {
+        if max < MIN_QUEUE {
             return None;
         }
         // A split ring's size is a power of two; use the device's, capped by the ring memory.
@@ -521,8 +523,7 @@ impl Console {
         }
         let shared = SHARED.take().ok_or(Error::InUse)?;
         let pool = shared.rings.as_mut_ptr();
-        let skew = pool.align_offset(4096);
-        let ring = |i: usize| pool.wrapping_add(skew + i * RING_BYTES);
+        let ring = |i: usize| pool.wrapping_add(i * RING_BYTES);
         let (Some(ctrl_rx), Some(ctrl_tx)) = (
             Queue::setup(&regs, 2, ring(0)),
             Queue::setup(&regs, 3, ring(1)),
@@ -723,9 +724,10 @@ mod tests {
 
     #[test]
     fn layout_and_queues() {
-        assert_eq!(ring_layout(128), (2048, 4096, 4096 + 6 + 1024));
-        assert_eq!(ring_layout(256), (4096, 8192, 8192 + 6 + 2048));
+        assert_eq!(ring_layout(16), (256, 296, 296 + 6 + 128));
+        assert_eq!(ring_layout(8), (128, 152, 152 + 6 + 64));
         assert!(ring_layout(MAX_QUEUE).2 <= RING_BYTES);
+        assert!(MIN_QUEUE as usize >= CTRL_BUFS && MIN_QUEUE as usize >= RX_BUFS);
         assert_eq!(port_queues(0), (0, 1));
         assert_eq!(port_queues(1), (4, 5));
         assert_eq!(port_queues(30), (62, 63));
