@@ -120,6 +120,17 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
         critical("failed to initialize guest agent channel");
         return 1;
     };
+    // Handlers first: a SIGTERM during start-up also ends in an orderly exit with status 0.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            critical(&format!(
+                "error configuring signal handler: {}",
+                config::io_text(&e)
+            ));
+            return 1;
+        }
+    };
     let statedir = Path::new(&config.statedir);
     let isfrozen = state::isfrozen_path(statedir);
     let frozen = match std::fs::metadata(&isfrozen) {
@@ -173,16 +184,6 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
         Err(e) => {
             critical(&e);
             critical("failed to load persistent state");
-            return 1;
-        }
-    };
-    let signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            critical(&format!(
-                "error configuring signal handler: {}",
-                config::io_text(&e)
-            ));
             return 1;
         }
     };
