@@ -399,7 +399,7 @@ pub enum Error {
     NoCapabilities,
     /// A register BAR lies above the identity map (4 GiB).
     BarUnmapped,
-    /// The device does not offer MULTIPORT and VERSION_1, or refused them.
+    /// The device did not reset, does not offer MULTIPORT and VERSION_1, or refused them.
     Features,
     /// The control queues could not be set up.
     NoQueues,
@@ -414,7 +414,7 @@ impl Error {
             Error::NotFound => "no virtio console device",
             Error::NoCapabilities => "no virtio 1.0 capabilities (legacy-only device)",
             Error::BarUnmapped => "a register BAR lies above 4 GiB",
-            Error::Features => "MULTIPORT and VERSION_1 not both accepted",
+            Error::Features => "no reset, or MULTIPORT and VERSION_1 not both accepted",
             Error::NoQueues => "the control queues could not be set up",
             Error::InUse => "the queue memory is already in use",
         }
@@ -499,7 +499,12 @@ impl Console {
         };
         // Reset, then acknowledge, as the spec orders it (3.1.1).
         regs.w8(DEVICE_STATUS, 0);
+        let mut spins = 0u32;
         while regs.r8(DEVICE_STATUS) != 0 {
+            spins += 1;
+            if spins > 1_000_000 {
+                return Err(Error::Features);
+            }
             core::hint::spin_loop();
         }
         regs.w8(DEVICE_STATUS, STATUS_ACK);
