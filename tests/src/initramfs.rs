@@ -180,13 +180,13 @@ impl InitramfsSpec {
 pub fn build_initramfs(spec: &InitramfsSpec) -> Result<PathBuf, String> {
     let qga = fs::read(&spec.qga)
         .map_err(|e| format!("cannot read the agent {}: {e}", spec.qga.display()))?;
-    if !is_static_elf(&qga) {
-        return Err(format!(
-            "{} is not a statically linked ELF (build it with RUSTFLAGS=\"-C target-feature=+crt-static\" \
-             --target x86_64-unknown-linux-gnu)",
-            spec.qga.display()
-        ));
-    }
+    // A dynamically linked agent (e.g. Debian's qemu-ga, to check the suite against the
+    // reference) gets its shared libraries copied in at the paths `ldd` reports.
+    let qga_libraries = if is_static_elf(&qga) {
+        Vec::new()
+    } else {
+        shared_libraries(&spec.qga)?
+    };
     let busybox = fs::read(&spec.busybox).map_err(|e| {
         format!(
             "cannot read busybox {}: {e} (install busybox-static)",
@@ -250,6 +250,12 @@ pub fn build_initramfs(spec: &InitramfsSpec) -> Result<PathBuf, String> {
     }
     a.symlink("init", "/bin/busybox");
     a.file("usr/bin/qga", 0o755, &qga);
+    for lib in &qga_libraries {
+        let data = fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
+        let rel = lib.to_string_lossy().trim_start_matches('/').to_string();
+        add_parents(&mut a, &rel);
+        a.file(&rel, 0o755, &data);
+    }
 
     let mut order = String::new();
     for (rel, abs) in &modules {
@@ -259,14 +265,7 @@ pub fn build_initramfs(spec: &InitramfsSpec) -> Result<PathBuf, String> {
             .trim_end_matches(".zst")
             .trim_end_matches(".gz");
         let path = format!("lib/modules/{}/{}", spec.kernel.release, name);
-        let mut parent = String::new();
-        for part in Path::new(&path).parent().into_iter().flat_map(|p| p.iter()) {
-            if !parent.is_empty() {
-                parent.push('/');
-            }
-            parent.push_str(&part.to_string_lossy());
-            a.dir(&parent, 0o755, 0, 0);
-        }
+        add_parents(&mut a, &path);
         a.file(&path, 0o644, &data);
         order.push_str(&path);
         order.push('\n');
@@ -311,7 +310,7 @@ pub fn build_static_qga() -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&workspace)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
         .env("CARGO_TARGET_DIR", &target_dir)
         .args([
             "build",
@@ -338,6 +337,45 @@ pub fn build_static_qga() -> Result<PathBuf, String> {
 pub fn workspace_root() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
+/// Adds the directories above `path` (relative) to the archive.
+fn add_parents(a: &mut Cpio, path: &str) {
+    let mut parent = String::new();
+    for part in Path::new(path).parent().into_iter().flat_map(|p| p.iter()) {
+        if !parent.is_empty() {
+            parent.push('/');
+        }
+        parent.push_str(&part.to_string_lossy());
+        a.dir(&parent, 0o755, 0, 0);
+    }
+}
+
+/// The shared libraries (and the dynamic loader) a dynamically linked binary loads, from `ldd`.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| format!("cannot run ldd {}: {e}", binary.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} is neither static nor loadable by ldd: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, right)) => right.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
 }
 
 /// An ELF with no `PT_INTERP` program header, i.e. not dynamically linked.
