@@ -409,9 +409,26 @@ fn users_from_utmp() {
         data.extend(utmp_record("tester", "pts/1", 1_700_000_000, 500_000));
         ok(a.push(&data, "/run/utmp", 4096), "write utmp");
         let users = ok(a.execute("guest-get-users", None), "users");
+        let got: Vec<(String, f64)> = users
+            .as_array()
+            .unwrap_or_else(|| panic!("users is not a list: {users}"))
+            .iter()
+            .map(|u| {
+                let name = u["user"].as_str().unwrap_or_default().to_string();
+                (name, u["login-time"].as_f64().unwrap_or(-1.0))
+            })
+            .collect();
         assert_eq!(
-            users,
-            json!([{"user": "tester", "login-time": 1_700_000_000.5}, {"user": "root", "login-time": 1_700_000_050.0}])
+            got,
+            [
+                ("tester".to_string(), 1_700_000_000.5),
+                ("root".to_string(), 1_700_000_050.0)
+            ],
+            "{users}"
+        );
+        assert!(
+            users[0].get("domain").is_none(),
+            "no domain on Linux: {users}"
         );
         ok(a.push(b"", "/run/utmp", 4096), "empty utmp");
     });
@@ -1064,13 +1081,10 @@ fn set_user_password_plain_and_crypted() {
             ),
             "unknown user",
         );
+        // Master appends chpasswd's output (or the exit status) after a colon; 7.2 did not.
         assert!(
-            desc.contains("child process has failed to set user password"),
+            desc.starts_with("child process has failed to set user password"),
             "{desc}"
-        );
-        assert!(
-            desc.contains("nobody-here"),
-            "chpasswd's message is passed on: {desc}"
         );
     });
 }
@@ -1276,9 +1290,10 @@ fn memory_blocks() {
             ),
             "unknown block",
         );
+        // Upstream reports the errno of the failed lookup (ENOENT) with not-found.
         assert_eq!(
             unknown,
-            json!([{"phys-index": 99999, "response": "not-found"}])
+            json!([{"phys-index": 99999, "response": "not-found", "error-code": 2}])
         );
         assert_eq!(
             ok(
@@ -1378,9 +1393,9 @@ fn isa_serial_agent_basics() {
             let v = ok(a.read_value(), "burst reply");
             assert_eq!(v, json!({"return": {}, "id": id}));
         }
-        // A 256 KiB file over the serial line.
-        let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
-        ok(a.push(&data, "/run/isa-blob", 64 * 1024), "push");
+        // A 64 KiB file over the serial line.
+        let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        ok(a.push(&data, "/run/isa-blob", 16 * 1024), "push");
         assert_eq!(ok(a.pull("/run/isa-blob", 64 * 1024), "pull"), data);
     });
 }
@@ -1390,8 +1405,8 @@ fn isa_serial_agent_basics() {
 
 #[test]
 fn suspend_modes() {
-    let t = Instant::now();
     let mut own = boot_own("suspend", true);
+    let t = Instant::now();
     let g = &mut own.guest;
     let mut a = g.agent().unwrap();
     // Hybrid has no sysfs method and there is no systemd or pm-utils in the image.
@@ -1408,6 +1423,8 @@ fn suspend_modes() {
     if states.split_whitespace().any(|s| s == "mem") {
         // S3 under TCG: the guest suspends, QEMU reports SUSPEND, and system_wakeup resumes it.
         a.send(&json!({"execute": "guest-suspend-ram"})).unwrap();
+        // QEMU's chardev serves one client at a time: reconnect after the wakeup.
+        drop(a);
         let ev = g
             .qmp()
             .unwrap()
@@ -1426,16 +1443,33 @@ fn suspend_modes() {
             .unwrap()
             .wait_event("WAKEUP", Duration::from_secs(30))
             .unwrap();
-        let mut a = g
-            .agent()
-            .unwrap_or_else(|e| panic!("{}", g.failure(&format!("agent after wakeup: {e}"))));
+        // The guest is back (the ISA agent answers); the agent that suspended it must be too.
+        let mut isa = g
+            .isa_agent()
+            .unwrap_or_else(|e| panic!("{}", g.failure(&format!("ISA agent after wakeup: {e}"))));
+        ok(isa.ping(), "ISA ping after resume");
+        let mut a = g.agent().unwrap_or_else(|e| {
+            panic!(
+                "{}",
+                g.failure(&format!(
+                    "virtio agent after wakeup (the ISA one answers): {e}"
+                ))
+            )
+        });
         ok(a.ping(), "ping after resume");
+        let dmesg = sh(&mut a, "dmesg | grep 'PM: suspend' || true");
+        assert!(
+            dmesg.contains("PM: suspend entry (deep)"),
+            "S3, not s2idle: {dmesg}"
+        );
+        assert!(dmesg.contains("PM: suspend exit"), "{dmesg}");
     } else {
         let (_, desc) = agent_err(a.execute("guest-suspend-ram", None), "suspend-ram");
         assert_eq!(
             desc,
             "the requested suspend mode is not supported by the guest"
         );
+        drop(a);
     }
     let mut a = g.agent().unwrap();
     if states.split_whitespace().any(|s| s == "disk") {
@@ -1453,13 +1487,14 @@ fn suspend_modes() {
                 g.failure(&format!("suspend-disk without swap gave no error: {e}"))
             ),
         }
+        drop(a);
         ok(
             g.agent().unwrap().ping(),
             "agent alive after the refused hibernation",
         );
     }
     report(&format!(
-        "suspend: done in {:.1}s",
+        "suspend: done {:.1}s after boot",
         t.elapsed().as_secs_f64()
     ));
 }
@@ -1473,8 +1508,8 @@ enum Ends {
 }
 
 fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends) {
-    let t = Instant::now();
     let mut own = boot_own(name, helpers);
+    let t = Instant::now();
     let g = &mut own.guest;
     let mut a = g.agent().unwrap();
     if !helpers {
@@ -1487,42 +1522,77 @@ fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends) {
     // success-response false: no reply on success.
     a.send(&json!({"execute": "guest-shutdown", "arguments": {"mode": mode}, "id": name}))
         .unwrap();
-    match ends {
-        Ends::Exit(reason) => {
-            let ev = g
-                .qmp()
-                .unwrap()
-                .wait_event("SHUTDOWN", Duration::from_secs(120));
-            let ev = ev.unwrap_or_else(|e| {
-                panic!("{}", g.failure(&format!("{name}: no SHUTDOWN event: {e}")))
-            });
+    // Until the machine goes down: an answer on the agent (an error) fails at once; QMP or the
+    // console tells when it went.
+    let sent = Instant::now();
+    let deadline = sent + Duration::from_secs(120);
+    let mut stream_open = true;
+    let event = loop {
+        if stream_open {
+            match a.read_line_within(Duration::from_millis(300)) {
+                Ok(line) => panic!(
+                    "{}",
+                    g.failure(&format!(
+                        "{name}: guest-shutdown answered {}",
+                        String::from_utf8_lossy(&line)
+                    ))
+                ),
+                Err(ClientError::Timeout(_)) => {}
+                // The guest closed the port or QEMU went away.
+                Err(_) => stream_open = false,
+            }
+        }
+        match ends {
+            Ends::Exit(_) => {
+                if let Ok(ev) = g
+                    .qmp()
+                    .unwrap()
+                    .wait_event("SHUTDOWN", Duration::from_millis(700))
+                {
+                    break Some(ev);
+                }
+            }
+            Ends::Halted => {
+                if g.console().contains("reboot: System halted") {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{}",
+                g.failure(&format!("{name}: the guest did not go down"))
+            );
+        }
+    };
+    report(&format!(
+        "{name}: down {:.1}s after guest-shutdown",
+        sent.elapsed().as_secs_f64()
+    ));
+    match (ends, event) {
+        (Ends::Exit(reason), Some(ev)) => {
             assert_eq!(ev["data"]["guest"], true, "{ev}");
             assert_eq!(ev["data"]["reason"], reason, "{ev}");
+            let exit_wait = Instant::now();
             let st = g.wait_exit(Duration::from_secs(30));
+            report(&format!(
+                "{name}: QEMU exited {:.1}s after the SHUTDOWN event",
+                exit_wait.elapsed().as_secs_f64()
+            ));
             let st = st
                 .unwrap_or_else(|| panic!("{}", g.failure(&format!("{name}: QEMU did not exit"))));
             assert!(st.success(), "{name}: QEMU exit {st}");
         }
-        Ends::Halted => {
-            g.wait_console(
-                "reboot: System halted",
-                Instant::now() + Duration::from_secs(120),
-            )
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        _ => {
+            std::thread::sleep(Duration::from_secs(1));
             assert!(
                 g.try_exit_status().is_none(),
                 "a halted machine keeps QEMU running"
             );
+            let status = g.qmp().unwrap().execute("query-status", None);
+            report(&format!("{name}: halted; QEMU status {status:?}"));
         }
-    }
-    // Nothing was sent back for the command (the stream may close when the guest goes away).
-    match a.read_line_within(Duration::from_millis(200)) {
-        Ok(line) => panic!(
-            "{name}: guest-shutdown answered {}",
-            String::from_utf8_lossy(&line)
-        ),
-        Err(ClientError::Timeout(_) | ClientError::Closed(_) | ClientError::Io(_)) => {}
-        Err(e) => panic!("{name}: {e}"),
     }
     let console = g.console();
     if helpers {
@@ -1537,7 +1607,7 @@ fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends) {
         );
     }
     report(&format!(
-        "{name}: done in {:.1}s",
+        "{name}: done {:.1}s after boot",
         t.elapsed().as_secs_f64()
     ));
 }
