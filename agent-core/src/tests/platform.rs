@@ -60,7 +60,9 @@ impl Files for MemFiles {
         }
         let (path, pos) = self.open.get_mut(&handle).ok_or(Error::NoHandle(handle))?;
         let data = &self.files[path.as_str()];
-        let n = buf.len().min(data.len().saturating_sub(*pos));
+        // Another handle may have truncated the file.
+        *pos = (*pos).min(data.len());
+        let n = buf.len().min(data.len() - *pos);
         buf[..n].copy_from_slice(&data[*pos..*pos + n]);
         *pos += n;
         Ok(n)

@@ -39,7 +39,7 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn any_split_gives_the_same_responses(s in stream(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
