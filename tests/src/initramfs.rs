@@ -310,7 +310,10 @@ pub fn build_static_qga() -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&workspace)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C relocation-model=static",
+        )
         .env("CARGO_TARGET_DIR", &target_dir)
         .args([
             "build",

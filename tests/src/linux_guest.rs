@@ -110,7 +110,9 @@ pub struct GuestOptions {
     pub disk_mib: u64,
     /// How long the guest may take from QEMU's start to both agents answering.
     pub boot_timeout: Duration,
-    /// Extra kernel command-line words.
+    /// Extra kernel command-line words. The default, `movablecore=256M`, puts the upper half
+    /// of RAM in ZONE_MOVABLE so a memory block can really be taken offline (a block of the
+    /// kernel's own zones holds unmovable pages, and offlining it fails with EBUSY).
     pub append: String,
 }
 
@@ -129,7 +131,7 @@ impl GuestOptions {
             cpus: 2,
             disk_mib: 64,
             boot_timeout: Duration::from_secs(180),
-            append: String::new(),
+            append: "movablecore=256M".to_string(),
         }
     }
 }
