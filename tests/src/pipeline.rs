@@ -291,6 +291,15 @@ pub fn fuzz(seconds: u64) -> Result<(), String> {
     for t in &targets {
         println!("fuzz: {t} for {seconds}s");
         let mut c = command("cargo", &["+nightly", "fuzz", "run", t]);
+        // New inputs go to a corpus under the target dir; the checked-in seeds are read only,
+        // so a run leaves the work tree clean.
+        let grown = fuzz_target_dir.join("corpus").join(t);
+        let _ = std::fs::create_dir_all(&grown);
+        c.arg(&grown);
+        let seeds = workspace_root().join("fuzz").join("corpus").join(t);
+        if seeds.is_dir() {
+            c.arg(&seeds);
+        }
         c.current_dir(workspace_root())
             .env("CARGO_TARGET_DIR", &fuzz_target_dir)
             .arg("--")
@@ -485,7 +494,7 @@ pub fn test(opts: &TestOptions) -> bool {
         }
         // VMs under TCG on two cores: one test at a time.
         c.args(["--", "--test-threads=1"]);
-        from(run_limited(c, mins(45)))
+        from(run_limited(c, mins(35)))
     });
 
     println!(
