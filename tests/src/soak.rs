@@ -68,7 +68,8 @@ pub const ROUTINES: &[(&str, &str)] = &[
     ),
 ];
 
-/// VmRSS may differ by this much between the two measurements without counting as a leak
+/// Private memory (RssAnon) may differ by this much between the two measurements without
+/// counting as a leak
 /// (two pages: the kernel's RSS accounting and the allocator's bookkeeping move by a page now
 /// and then).
 pub const RSS_TOLERANCE_KB: u64 = 8;
@@ -387,13 +388,55 @@ pub fn cli(args: &[String]) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // /proc figures
 
-/// VmRSS of `pid` in KiB.
-pub fn rss_kb(pid: u32) -> Option<u64> {
+/// Resident memory of a process, from `/proc/<pid>/status`, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mem {
+    /// `VmRSS`: everything resident.
+    pub vm_rss: u64,
+    /// `RssAnon`: heap, stack and other private memory; where a leak shows.
+    pub anon: u64,
+    /// `RssFile`: pages of the executable and other files, which grow as code paths run for
+    /// the first time.
+    pub file: u64,
+}
+
+impl std::fmt::Display for Mem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VmRSS {} KiB (RssAnon {}, RssFile {})",
+            self.vm_rss, self.anon, self.file
+        )
+    }
+}
+
+/// The resident memory of `pid`.
+pub fn mem(pid: u32) -> Option<Mem> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Mem {
+        vm_rss: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
+}
+
+/// Counts a leak when private memory grew beyond [`RSS_TOLERANCE_KB`] between two figures.
+fn check_mem(row: &mut Row, before: Option<Mem>, after: Option<Mem>) {
+    match (before, after) {
+        (Some(a), Some(b)) => {
+            if b.anon > a.anon + RSS_TOLERANCE_KB {
+                row.leaks += 1;
+                row.fail(format!("private memory grew: {a} -> {b}"));
+            }
+        }
+        _ => row.fail("the memory figures could not be taken"),
+    }
 }
 
 /// The number of open fds of `pid`.
@@ -1115,13 +1158,13 @@ fn garbage(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     };
     let client = agent.connect()?;
     let stream = client.stream();
-    let mut base = (None, None);
-    let mut end = (None, None);
+    let mut base: (Option<Mem>, Option<usize>) = (None, None);
+    let mut end: (Option<Mem>, Option<usize>) = (None, None);
     let f = garbage_session(
         stream,
         &plan,
-        || base = (rss_kb(pid), fd_count(pid)),
-        || end = (rss_kb(pid), fd_count(pid)),
+        || base = (mem(pid), fd_count(pid)),
+        || end = (mem(pid), fd_count(pid)),
     );
     garbage_into_row(row, "unix-listen", &f);
     let alive = agent.guard_mut().is_running();
@@ -1132,32 +1175,29 @@ fn garbage(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     say(
         &row.name,
         &format!(
-            "VmRSS after the first {} MiB{}: {:?} KiB, at the end: {:?} KiB (tolerance {RSS_TOLERANCE_KB} KiB); fds {:?} -> {:?}",
+            "after the first {} MiB{}: {}; at the end: {} (tolerance for RssAnon {RSS_TOLERANCE_KB} KiB); fds {} -> {}",
             plan.baseline_after >> 20,
             if plan.limits_first {
-                " (after one oversized request and one token-count overflow)"
+                " (and one oversized request and one token-count overflow)"
             } else {
                 ""
             },
-            base.0,
-            end.0,
-            base.1,
-            end.1
+            opt(base.0),
+            opt(end.0),
+            opt(base.1),
+            opt(end.1)
         ),
     );
-    match (base, end) {
-        ((Some(r0), Some(f0)), (Some(r1), Some(f1))) => {
-            if r1 > r0 + RSS_TOLERANCE_KB {
-                row.leaks += 1;
-                row.fail(format!("VmRSS grew from {r0} KiB to {r1} KiB"));
-            }
-            if f1 > f0 {
+    if alive {
+        check_mem(row, base.0, end.0);
+        match (base.1, end.1) {
+            (Some(f0), Some(f1)) if f1 > f0 => {
                 row.leaks += 1;
                 row.fail(format!("open fds grew from {f0} to {f1}"));
             }
+            (Some(_), Some(_)) => {}
+            _ => row.fail("the fd figures could not be taken"),
         }
-        _ if alive => row.fail("the RSS/fd figures could not be taken"),
-        _ => {}
     }
     // A fresh client is served normally afterwards.
     drop(client);
@@ -1177,10 +1217,12 @@ fn garbage(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
         f.valid
     );
     row.faults = format!(
-        "{}; VmRSS {}→{} KiB (tolerance {RSS_TOLERANCE_KB}), fds {}→{}",
+        "{}; RssAnon {}→{} KiB, VmRSS {}→{} KiB, fds {}→{}",
         short_garbage(&f),
-        opt(base.0),
-        opt(end.0),
+        opt(base.0.map(|m| m.anon)),
+        opt(end.0.map(|m| m.anon)),
+        opt(base.0.map(|m| m.vm_rss)),
+        opt(end.0.map(|m| m.vm_rss)),
         opt(base.1),
         opt(end.1)
     );
@@ -1263,26 +1305,23 @@ fn reconnect(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
         }
         if i + 1 == warmup {
             std::thread::sleep(Duration::from_millis(100));
-            (rss0, fd0) = (rss_kb(pid), fd_count(pid));
+            (rss0, fd0) = (mem(pid), fd_count(pid));
         }
     }
     // Figures with no client connected, as at the baseline.
     std::thread::sleep(Duration::from_millis(100));
-    let (rss1, fd1) = (rss_kb(pid), fd_count(pid));
+    let (rss1, fd1) = (mem(pid), fd_count(pid));
     let secs = started.elapsed().as_secs_f64();
     say(
         &row.name,
         &format!(
-            "{cycles} cycles in {secs:.1}s: {served} next clients served exactly (plain request, no resync), slowest {:.1} ms; VmRSS after {warmup} cycles {rss0:?} KiB, at the end {rss1:?} KiB; fds {fd0:?} -> {fd1:?}",
-            slowest.as_secs_f64() * 1000.0
+            "{cycles} cycles in {secs:.1}s: {served} next clients served exactly (plain request, no resync), slowest {:.1} ms; after {warmup} cycles {}, at the end {}; fds {fd0:?} -> {fd1:?}",
+            slowest.as_secs_f64() * 1000.0,
+            opt(rss0),
+            opt(rss1)
         ),
     );
-    if let (Some(a), Some(b)) = (rss0, rss1)
-        && b > a + RSS_TOLERANCE_KB
-    {
-        row.leaks += 1;
-        row.fail(format!("VmRSS grew from {a} KiB to {b} KiB"));
-    }
+    check_mem(row, rss0, rss1);
     if let (Some(a), Some(b)) = (fd0, fd1)
         && b > a
     {
@@ -1291,10 +1330,12 @@ fn reconnect(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     }
     row.inputs = format!("{cycles} cycles, {} connections", cycles * 2);
     row.faults = format!(
-        "{cycles} disconnects mid-request ({} kinds of half request); VmRSS {}→{} KiB, fds {}→{}",
+        "{cycles} disconnects mid-request ({} kinds of half request); RssAnon {}→{} KiB, VmRSS {}→{} KiB, fds {}→{}",
         HALF_REQUESTS.len(),
-        opt(rss0),
-        opt(rss1),
+        opt(rss0.map(|m| m.anon)),
+        opt(rss1.map(|m| m.anon)),
+        opt(rss0.map(|m| m.vm_rss)),
+        opt(rss1.map(|m| m.vm_rss)),
         opt(fd0),
         opt(fd1)
     );
