@@ -198,6 +198,17 @@ impl<'b> Agent<'b> {
         self.framer.idle()
     }
 
+    /// The frame buffer, while no request is partly received: its contents are scratch between
+    /// requests, so a hosted platform can give back the pages a large request touched (Linux
+    /// `madvise(MADV_DONTNEED)`) instead of keeping them resident until the next one.
+    pub fn idle_frame(&mut self) -> Option<&mut [u8]> {
+        if self.idle() {
+            Some(&mut *self.bufs.frame)
+        } else {
+            None
+        }
+    }
+
     /// Process received bytes: every request completed by them is answered through `tx`.
     /// Fails only if `tx` fails; the rest of `input` is then dropped.
     pub fn feed(

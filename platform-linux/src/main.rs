@@ -44,6 +44,10 @@ use crate::transport::{Channel, Method};
 /// (64 MiB of base64) fits, plus room for the rest of the request. Allocated zeroed, so only
 /// the pages a large request touches become resident.
 const FRAME_SIZE: usize = 64 * 1024 * 1024 + 64 * 1024;
+/// The part of the frame buffer that stays resident between requests; the pages a larger
+/// request touched are given back once it has been answered, so a 48 MiB write does not leave
+/// the agent at 64 MiB of RSS.
+const FRAME_KEEP_RESIDENT: usize = 1024 * 1024;
 /// The `guest-file-read` chunk: big reads, few system calls.
 const CHUNK_SIZE: usize = 256 * 1024;
 /// Responses are written in pieces of this size.
@@ -317,6 +321,8 @@ fn serve(
     read_buf: &mut [u8],
 ) -> LoopEnd {
     let mut next_probe = Instant::now();
+    // Bytes received since the frame buffer's pages were last given back.
+    let mut fed_since_release = 0usize;
     loop {
         if signals::term_requested().is_some() {
             return LoopEnd::Term;
@@ -366,9 +372,30 @@ fn serve(
             if let Err(e) = channel.service(agent, platform, signals, read_buf) {
                 return LoopEnd::Channel(e.0);
             }
+            fed_since_release = fed_since_release.saturating_add(channel.take_fed());
+            if fed_since_release > FRAME_KEEP_RESIDENT {
+                if let Some(frame) = agent.idle_frame() {
+                    release_pages(frame.get_mut(FRAME_KEEP_RESIDENT..).unwrap_or_default());
+                    fed_since_release = 0;
+                }
+            }
             if channel.wait_fd().is_none() {
                 next_probe = Instant::now() + transport::PROBE_INTERVAL;
             }
         }
+    }
+}
+
+/// Give the pages of `buf` back to the kernel; they read as zeros when next touched.
+fn release_pages(buf: &mut [u8]) {
+    let page = 4096;
+    let start = (buf.as_mut_ptr() as usize).next_multiple_of(page);
+    let end = (buf.as_mut_ptr() as usize + buf.len()) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside `buf`, which we borrow mutably, so no other
+        // reference observes the pages; MADV_DONTNEED on private anonymous memory only makes
+        // them read back as zeros, which is fine for a scratch buffer.
+        let _ =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }

@@ -63,6 +63,8 @@ pub struct Channel {
     conn: Option<OwnedFd>,
     /// Devices only: whether the other side seemed present at the last read.
     host_connected: bool,
+    /// Bytes fed to the engine since [`Channel::take_fed`] last asked.
+    fed: usize,
 }
 
 /// What went wrong with a device channel; the agent stops (or re-opens with `-r`).
@@ -74,6 +76,11 @@ fn errtext(e: Errno) -> String {
 }
 
 impl Channel {
+    /// How many bytes were fed to the engine since the last call.
+    pub fn take_fed(&mut self) -> usize {
+        std::mem::take(&mut self.fed)
+    }
+
     /// Open `method` on `path`, or adopt the socket-activation fd `activated`.
     pub fn open(
         method: Method,
@@ -87,6 +94,7 @@ impl Channel {
             listener: None,
             conn: None,
             host_connected: true,
+            fed: 0,
         };
         match method {
             Method::VirtioSerial => {
@@ -177,6 +185,7 @@ impl Channel {
                         fd: conn.as_fd(),
                         signals: Some(signals),
                     };
+                    self.fed = self.fed.saturating_add(n);
                     if agent.feed(&buf[..n], platform, &mut tx).is_err() {
                         crate::log!(Level::Warning, "error sending response");
                         if self.listener.is_some() {

@@ -545,6 +545,18 @@ fn large_transfers() {
     assert_eq!(w["count"], size);
     c.ok("guest-file-close", json!({"handle": h}));
     assert!(std::fs::read(dir.path().join("big")).unwrap() == data);
+    // The 64 MiB request's pages are given back once it has been answered.
+    let pid = a.proc.0.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 16 * 1024,
+        "RSS after a 48 MiB write is {rss_kib} KiB"
+    );
 
     let h = c.ok("guest-file-open", json!({"path": "big", "mode": "r"}));
     let t = Instant::now();
