@@ -373,11 +373,12 @@ fn serve(
                 return LoopEnd::Channel(e.0);
             }
             fed_since_release = fed_since_release.saturating_add(channel.take_fed());
-            if fed_since_release > FRAME_KEEP_RESIDENT {
-                if let Some(frame) = agent.idle_frame() {
-                    release_pages(frame.get_mut(FRAME_KEEP_RESIDENT..).unwrap_or_default());
-                    fed_since_release = 0;
-                }
+            if fed_since_release > FRAME_KEEP_RESIDENT
+                && let Some(frame) = agent.idle_frame()
+            {
+                release_pages(frame.get_mut(FRAME_KEEP_RESIDENT..).unwrap_or_default());
+                fed_since_release = 0;
+            }
             }
             if channel.wait_fd().is_none() {
                 next_probe = Instant::now() + transport::PROBE_INTERVAL;
