@@ -379,7 +379,6 @@ fn serve(
                 release_pages(frame.get_mut(FRAME_KEEP_RESIDENT..).unwrap_or_default());
                 fed_since_release = 0;
             }
-            }
             if channel.wait_fd().is_none() {
                 next_probe = Instant::now() + transport::PROBE_INTERVAL;
             }
