@@ -435,7 +435,9 @@ struct Watchdog {
 
 impl Watchdog {
     fn start(qemu_pid: u32, dir: &Path) -> Result<Self, String> {
-        let script = "read -r _ignored; kill -KILL \"$1\" 2>/dev/null; rm -rf -- \"$2\"";
+        // It ignores the signals a runner sends a whole process group (`timeout`, Ctrl-C), so
+        // it outlives the test process and still cleans up when the pipe closes.
+        let script = "trap '' HUP INT TERM; read -r _ignored; kill -KILL \"$1\" 2>/dev/null; rm -rf -- \"$2\"";
         let mut child = Command::new("/bin/sh")
             .args(["-c", script, "qga-guest-watchdog"])
             .arg(qemu_pid.to_string())
