@@ -775,6 +775,27 @@ fn file_transfer_16_mib_round_trip() {
             pull.as_secs_f64(),
             16.0 / pull.as_secs_f64()
         ));
+        // Random access on the same file: seek, overwrite in place, flush, read back.
+        let h = ok(a.file_open(path, "r+"), "open r+");
+        assert_eq!(ok(a.file_seek(h, 5 << 20, "set"), "seek"), 5 << 20);
+        let chunk = ok(a.file_read(h, 32), "read at 5 MiB");
+        assert_eq!(chunk.data, &data[5 << 20..(5 << 20) + 32]);
+        assert!(!chunk.eof);
+        assert_eq!(ok(a.file_seek(h, -32, "cur"), "seek back"), 5 << 20);
+        assert_eq!(ok(a.file_write(h, b"overwritten in place"), "write"), 20);
+        ok(a.file_flush(h), "flush");
+        assert_eq!(ok(a.file_seek(h, -4, "end"), "seek end"), (16 << 20) - 4);
+        let tail = ok(a.file_read(h, 100), "read the tail");
+        assert_eq!(
+            (tail.data.as_slice(), tail.eof),
+            (&data[data.len() - 4..], true)
+        );
+        ok(a.file_close(h), "close");
+        let at = sh(
+            &mut a,
+            &format!("dd if={path} bs=1M skip=5 count=1 2>/dev/null | head -c 20"),
+        );
+        assert_eq!(at, "overwritten in place");
         sh(&mut a, &format!("rm -f {path}"));
     });
 }
