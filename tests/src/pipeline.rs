@@ -31,7 +31,7 @@ pub const APT_PACKAGES: &[&str] = &[
 
 /// Name prefixes of the `tests` crate's test files that boot QEMU guests: they form their own
 /// stage, run one test at a time.
-pub const QEMU_SUITES: &[&str] = &["linux_guest", "baremetal"];
+pub const QEMU_SUITES: &[&str] = &["linux_guest", "baremetal", "soak_qemu"];
 
 /// How a stage ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
