@@ -731,7 +731,8 @@ pub struct GarbagePlan {
     pub max_string: usize,
     /// Send one oversized request and one token-count overflow first.
     pub limits_first: bool,
-    /// Take the baseline figures after this many bytes.
+    /// Take the baseline figures this many bytes after the warm-up (one chunk of every kind,
+    /// each at its largest).
     pub baseline_after: u64,
     /// The seed.
     pub seed: u64,
@@ -816,6 +817,7 @@ pub fn garbage_session(
     let mut buf = Vec::with_capacity(1 << 20);
     let mut k: u64 = 0;
     let mut baseline_taken = false;
+    let mut warmup_end = None;
     let mut warmup: Vec<usize> = Vec::new();
     if plan.limits_first {
         warmup.extend([11, 12]);
@@ -875,14 +877,23 @@ pub fn garbage_session(
             break;
         }
         figs.bytes += buf.len() as u64;
-        if !baseline_taken && figs.bytes >= plan.baseline_after {
+        if warm.len() == 0 && warmup_end.is_none() {
+            warmup_end = Some(figs.bytes);
+        }
+        if !baseline_taken
+            && warmup_end.is_some_and(|w| figs.bytes >= w.saturating_add(plan.baseline_after))
+        {
             baseline_taken = true;
             if let Err(e) = w.flush() {
                 send_err = Some(format!("write: {e}"));
                 break;
             }
             match wait_for(k, "the baseline") {
-                Ok(()) => at_baseline(),
+                Ok(()) => {
+                    // Idle, as at the end.
+                    std::thread::sleep(Duration::from_millis(200));
+                    at_baseline()
+                }
                 Err(e) => {
                     send_err = Some(e);
                     break;
@@ -905,6 +916,7 @@ pub fn garbage_session(
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 if state.done.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(200));
                     at_end();
                 } else {
                     send_err = Some(format!("no end marker within {:?}", plan.stall));
@@ -1175,13 +1187,13 @@ fn garbage(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     say(
         &row.name,
         &format!(
-            "after the first {} MiB{}: {}; at the end: {} (tolerance for RssAnon {RSS_TOLERANCE_KB} KiB); fds {} -> {}",
-            plan.baseline_after >> 20,
+            "after the warm-up{} and {} MiB more: {}; at the end: {} (tolerance for RssAnon {RSS_TOLERANCE_KB} KiB); fds {} -> {}",
             if plan.limits_first {
-                " (and one oversized request and one token-count overflow)"
+                " (incl. one oversized request and one token-count overflow)"
             } else {
                 ""
             },
+            plan.baseline_after >> 20,
             opt(base.0),
             opt(end.0),
             opt(base.1),
