@@ -140,7 +140,10 @@ pub fn our_static_release_binary() -> Result<PathBuf, String> {
             "x86_64-unknown-linux-gnu",
         ],
         "qga",
-        &[("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")],
+        &[(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C relocation-model=static",
+        )],
     )
 }
 
