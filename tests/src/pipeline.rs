@@ -160,6 +160,15 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Whether the bare-metal target is installed for the default toolchain.
+fn x86_target_installed() -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("x86_64-unknown-none"))
+        .unwrap_or(false)
+}
+
 /// Whether the nightly toolchain is installed (cargo-fuzz needs it).
 pub fn have_nightly() -> bool {
     succeeds(command("rustup", &["run", "nightly", "rustc", "--version"]))
@@ -184,13 +193,16 @@ pub fn setup() -> Result<(), String> {
         .map_err(|e| format!("rustup is missing: {e}"))?;
     if !String::from_utf8_lossy(&targets.stdout).contains("x86_64-unknown-none") {
         println!("setup: rustup target add x86_64-unknown-none");
-        run_limited(
+        // Not fatal here: the stages that need the target say so themselves, and the rest of
+        // the check still runs.
+        if let Err(e) = run_limited(
             command("rustup", &["target", "add", "x86_64-unknown-none"]),
             Duration::from_secs(600),
-        )
-        .map_err(|e| {
-            format!("{e}\nthe bare-metal image needs the x86_64-unknown-none target (rustup target add x86_64-unknown-none)")
-        })?;
+        ) {
+            println!(
+                "setup: warning: {e}; the bare-metal image needs the x86_64-unknown-none target"
+            );
+        }
     }
     let components = Command::new("rustup")
         .args(["component", "list", "--installed"])
@@ -233,18 +245,19 @@ pub fn setup() -> Result<(), String> {
             .env("DEBIAN_FRONTEND", "noninteractive");
         run_limited(inst, Duration::from_secs(1800))?;
     }
-    // cargo-fuzz, built from crates.io (it runs on the nightly toolchain).
-    if !have_cargo_fuzz() {
+    // cargo-fuzz, built from crates.io; it runs on the nightly toolchain, so it is only worth
+    // building where there is one.
+    if !have_nightly() {
+        println!(
+            "setup: note: no nightly toolchain, so cargo-fuzz is not installed and the fuzz stage \
+             will be skipped"
+        );
+    } else if !have_cargo_fuzz() {
         println!("setup: cargo install cargo-fuzz --locked");
         run_limited(
             command("cargo", &["install", "cargo-fuzz", "--locked"]),
             Duration::from_secs(1800),
         )?;
-    }
-    if !have_nightly() {
-        println!(
-            "setup: note: no nightly toolchain, so the fuzz stage will be skipped (rustup toolchain install nightly)"
-        );
     }
     Ok(())
 }
@@ -416,6 +429,12 @@ pub fn test(opts: &TestOptions) -> bool {
         from(run_limited(c, mins(30)))
     });
     stage("clippy (x86_64-unknown-none)", &mut || {
+        if !x86_target_installed() {
+            return Outcome::Failed(
+                "the x86_64-unknown-none target is not installed (rustup target add x86_64-unknown-none)"
+                    .into(),
+            );
+        }
         let mut c = cargo();
         c.args([
             "clippy",
