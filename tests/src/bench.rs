@@ -428,6 +428,7 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
             });
         }
     }
+    let mut m_end = Metric::new("RSS after the runs (VmRSS)", "KiB", false);
     let mut m_peak = Metric::new("peak RSS (VmHWM after the runs)", "KiB", false);
     let mut agents = agents;
     for a in agents.running.iter_mut() {
@@ -440,6 +441,11 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
         }
     }
     for (i, a) in agents.running.iter().enumerate() {
+        m_end.samples[i].push(
+            proc_status_kb(a.pid(), "VmRSS")
+                .map(Figure::Value)
+                .unwrap_or(Figure::NotAvailable("no /proc".into())),
+        );
         m_peak.samples[i].push(
             proc_status_kb(a.pid(), "VmHWM")
                 .map(Figure::Value)
@@ -459,7 +465,7 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
     let mut metrics = vec![m_lat, m_cpu, m_pipe, m_info];
     metrics.extend(m_read);
     metrics.extend(m_write);
-    metrics.extend([m_start, m_idle, m_peak, m_size]);
+    metrics.extend([m_start, m_idle, m_end, m_peak, m_size]);
     println!();
     println!(
         "{:<42} {:>6} {:>12} {:>12} {:>7}  better",
