@@ -33,6 +33,11 @@ pub const APT_PACKAGES: &[&str] = &[
 /// stage, run one test at a time.
 pub const QEMU_SUITES: &[&str] = &["linux_guest", "baremetal", "soak_qemu"];
 
+/// Tests left out of `cargo xtask test`, each with the reason (exact test function names). A
+/// test is listed here only while what it checks is known not to work yet, so that the run
+/// does not claim it passes; the summary prints this list.
+pub const EXCLUDED_TESTS: &[(&str, &str)] = &[];
+
 /// How a stage ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -461,13 +466,11 @@ pub fn test(opts: &TestOptions) -> bool {
         if nextest {
             let mut c = cargo();
             c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-            if !qemu_files.is_empty() {
-                let filter = qemu_files
-                    .iter()
-                    .map(|n| format!("binary({n})"))
-                    .collect::<Vec<_>>()
-                    .join(" | ");
-                c.args(["-E", &format!("not ({filter})")]);
+            let mut parts: Vec<String> =
+                qemu_files.iter().map(|n| format!("binary({n})")).collect();
+            parts.extend(EXCLUDED_TESTS.iter().map(|(t, _)| format!("test(={t})")));
+            if !parts.is_empty() {
+                c.args(["-E", &format!("not ({})", parts.join(" | "))]);
             }
             let r = run_limited(c, mins(40));
             // nextest does not run doctests.
@@ -488,6 +491,10 @@ pub fn test(opts: &TestOptions) -> bool {
             t.args(["test", "-p", "tests", "--no-fail-fast", "--lib"]);
             for f in &host_files {
                 t.args(["--test", f]);
+            }
+            t.arg("--");
+            for (name, _) in EXCLUDED_TESTS {
+                t.args(["--skip", name, "--exact"]);
             }
             from(r.and(run_limited(t, mins(30))))
         }
@@ -513,6 +520,9 @@ pub fn test(opts: &TestOptions) -> bool {
         }
         // VMs under TCG on two cores: one test at a time.
         c.args(["--", "--test-threads=1"]);
+        for (name, _) in EXCLUDED_TESTS {
+            c.args(["--skip", name]);
+        }
         from(run_limited(c, mins(35)))
     });
 
@@ -537,6 +547,9 @@ pub fn test(opts: &TestOptions) -> bool {
             }
         };
         println!("{:>8.1}s  {:<32} {word}", r.elapsed.as_secs_f64(), r.name);
+    }
+    for (name, why) in EXCLUDED_TESTS {
+        println!("  left out of this run: {name} ({why})");
     }
     println!("stages: {passed} passed, {failed} failed, {skipped} skipped");
     failed == 0
