@@ -217,42 +217,41 @@ impl<'b> Agent<'b> {
         platform: &mut dyn Platform,
         tx: &mut dyn Transmit,
     ) -> Result<(), TxError> {
-        let mut rest = input;
-        while !rest.is_empty() {
-            let (used, ev) =
-                self.framer
-                    .feed(rest, self.bufs.frame, self.bufs.nesting, self.bufs.chunk);
-            rest = rest.get(used..).unwrap_or(&[]);
-            if let Some(ev) = ev {
-                self.respond(ev, platform, tx)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn respond(
-        &mut self,
-        ev: Event,
-        platform: &mut dyn Platform,
-        tx: &mut dyn Transmit,
-    ) -> Result<(), TxError> {
+        let Agent {
+            bufs,
+            policy,
+            framer,
+        } = self;
         let Buffers {
             frame,
             chunk,
             tx: txbuf,
             nesting,
-        } = &mut self.bufs;
+        } = bufs;
+        // One output stream for the whole input: the responses to pipelined requests leave in
+        // as few writes as the transmit buffer allows. Before a backend runs, what is buffered
+        // is sent (`Out::flush_completed`), so a command that powers the machine off or takes
+        // long never holds back the answers to the requests before it.
         let mut out = Out::new(txbuf, tx);
-        match ev {
-            Event::Error(e) => {
-                let mut r = Reply::new(&mut out, None, Command::GuestPing, nesting);
-                r.error(frame, "GenericError", |o| e.write_desc(frame, o));
-            }
-            Event::Value => {
-                let ctx = Dispatch {
-                    policy: &self.policy,
-                };
-                ctx.dispatch(frame, chunk, nesting, platform, &mut out);
+        let mut rest = input;
+        while !rest.is_empty() {
+            let (used, ev) = framer.feed(rest, frame, nesting, chunk);
+            rest = rest.get(used..).unwrap_or(&[]);
+            if let Some(ev) = ev {
+                out.mark();
+                match ev {
+                    Event::Error(e) => {
+                        let mut r = Reply::new(&mut out, None, Command::GuestPing, nesting);
+                        r.error(frame, "GenericError", |o| e.write_desc(frame, o));
+                    }
+                    Event::Value => {
+                        let ctx = Dispatch { policy };
+                        ctx.dispatch(frame, chunk, nesting, platform, &mut out);
+                    }
+                }
+                if out.failed() {
+                    return Err(TxError);
+                }
             }
         }
         out.flush();

@@ -93,6 +93,15 @@ impl<'a> Out<'a> {
         true
     }
 
+    /// Send the responses completed before [`Out::mark`], if the current one has not started
+    /// writing: called before a backend runs, so earlier answers do not wait for it.
+    pub fn flush_completed(&mut self) {
+        if self.len == self.mark && !self.failed {
+            self.flush();
+            self.sent_since_mark = false;
+        }
+    }
+
     /// Send whatever is buffered.
     pub fn flush(&mut self) {
         if self.len > 0 && !self.failed {

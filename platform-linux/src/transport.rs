@@ -196,6 +196,11 @@ impl Channel {
                     if signals::term_requested().is_some() {
                         return Ok(());
                     }
+                    if n < buf.len() {
+                        // A short read drained the fd: poll(2) says when more arrives, and a
+                        // sequential client does not pay for a read that finds nothing.
+                        return Ok(());
+                    }
                 }
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => {

@@ -90,6 +90,11 @@ pub(crate) fn run(
 ) {
     let unsupported =
         |r: &mut Reply<'_, '_>, frame: &[u8]| r.generic(frame, crate::error::UNSUPPORTED);
+    if cmd.family() != Family::Core {
+        // A backend may take long or never return (guest-shutdown): answers buffered for the
+        // requests before this one leave first.
+        r.out.flush_completed();
+    }
     match cmd.family() {
         Family::Core => self::core::run(cmd, r, frame, args, platform, policy, frozen),
         Family::Clock => match platform.clock() {

@@ -1396,3 +1396,45 @@ fn default_frame_holds_a_47_kib_write() {
         )
     );
 }
+
+/// A transport that records each `send`.
+struct Sends(std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>);
+
+impl crate::out::Transmit for Sends {
+    fn send(&mut self, bytes: &[u8]) -> Result<(), crate::out::TxError> {
+        self.0.borrow_mut().push(bytes.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn pipelined_answers_leave_together_but_before_a_backend_runs() {
+    let sent = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let mut p = MemPlatform::full();
+    if let Some(power) = p.power.as_mut() {
+        power.sent = Some(sent.clone());
+    }
+    let cfg = Cfg::default();
+    let mut store = Store::new(&cfg);
+    let mut agent = store.agent(&cfg);
+    let mut tx = Sends(sent.clone());
+    let pings = r#"{"execute":"guest-ping","id":1}{"execute":"guest-ping","id":2}"#;
+    agent.feed(pings.as_bytes(), &mut p, &mut tx).unwrap();
+    // Two answers, one write.
+    assert_eq!(sent.borrow().len(), 1);
+    assert_eq!(
+        sent.borrow()[0],
+        b"{\"return\": {}, \"id\": 1}\n{\"return\": {}, \"id\": 2}\n".to_vec()
+    );
+    let input = r#"{"execute":"guest-ping","id":3}{"execute":"guest-shutdown"}"#;
+    agent.feed(input.as_bytes(), &mut p, &mut tx).unwrap();
+    // The ping's answer was handed over before the shutdown backend ran.
+    let calls = &p.power.as_ref().unwrap().calls;
+    assert_eq!(calls, &["shutdown powerdown", "sends before: 2"]);
+    assert_eq!(sent.borrow()[1], b"{\"return\": {}, \"id\": 3}\n".to_vec());
+    assert_eq!(
+        sent.borrow().len(),
+        2,
+        "guest-shutdown answers nothing on success"
+    );
+}

@@ -123,11 +123,17 @@ impl Clock for MemClock {
 pub(crate) struct MemPower {
     pub calls: Vec<String>,
     pub fail: bool,
+    /// What the transport had been handed when `shutdown` ran.
+    pub sent: Option<std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>>,
 }
 
 impl Power for MemPower {
     fn shutdown(&mut self, mode: ShutdownMode) -> Result<()> {
         self.calls.push(format!("shutdown {}", mode.as_str()));
+        if let Some(sent) = &self.sent {
+            self.calls
+                .push(format!("sends before: {}", sent.borrow().len()));
+        }
         if self.fail {
             Err(Error::msg(format_args!(
                 "child process has failed to shutdown: exit status 1"

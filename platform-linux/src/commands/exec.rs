@@ -208,7 +208,8 @@ impl LinuxExec {
 
     /// Move pending I/O along and reap exited children (never blocks).
     pub fn service(&mut self) {
-        if std::process::id() == 1 {
+        static IS_INIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *IS_INIT.get_or_init(|| std::process::id() == 1) {
             self.reap_all();
         }
         for p in self.procs.values_mut() {
