@@ -184,6 +184,7 @@ impl Channel {
                     let mut tx = FdTx {
                         fd: conn.as_fd(),
                         signals: Some(signals),
+                        device: self.listener.is_none(),
                     };
                     self.fed = self.fed.saturating_add(n);
                     if agent.feed(&buf[..n], platform, &mut tx).is_err() {
@@ -362,21 +363,42 @@ pub struct FdTx<'a> {
     pub fd: BorrowedFd<'a>,
     /// Polled while waiting, so a termination signal ends the wait.
     pub signals: Option<&'a Signals>,
+    /// A virtio-serial or serial device: a hang-up there means the host side is (maybe only
+    /// for a moment) not connected, not that the peer is gone for good.
+    pub device: bool,
 }
+
+/// How long a reply waits for a virtio-serial host to come back before it is dropped.
+/// After a quick reconnect the guest kernel can still report the host as gone when the reply
+/// to the new client's first request is written; upstream retries such writes, and so do we.
+const DEVICE_HANGUP_PATIENCE: Duration = Duration::from_secs(10);
 
 impl Transmit for FdTx<'_> {
     fn send(&mut self, mut bytes: &[u8]) -> Result<(), TxError> {
+        let mut hung_up_since: Option<std::time::Instant> = None;
         while !bytes.is_empty() {
             match rustix::io::write(self.fd, bytes) {
-                Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+                Ok(n) => {
+                    bytes = bytes.get(n..).unwrap_or_default();
+                    hung_up_since = None;
+                }
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => {
                     let rev = signals::wait_fd(self.signals, self.fd, PollFlags::OUT, None)
                         .map_err(|_| TxError)?;
-                    if rev.intersects(PollFlags::ERR | PollFlags::NVAL)
-                        || (rev.contains(PollFlags::HUP) && !rev.contains(PollFlags::OUT))
-                    {
+                    if rev.intersects(PollFlags::ERR | PollFlags::NVAL) {
                         return Err(TxError);
+                    }
+                    if rev.contains(PollFlags::HUP) && !rev.contains(PollFlags::OUT) {
+                        let since = *hung_up_since.get_or_insert_with(std::time::Instant::now);
+                        if !self.device
+                            || since.elapsed() > DEVICE_HANGUP_PATIENCE
+                            || signals::term_requested().is_some()
+                        {
+                            return Err(TxError);
+                        }
+                        // poll(2) reports a hang-up at once: wait a little before retrying.
+                        std::thread::sleep(Duration::from_millis(10));
                     }
                 }
                 Err(_) => return Err(TxError),
@@ -468,6 +490,7 @@ mod tests {
         let mut tx = FdTx {
             fd: w.as_fd(),
             signals: None,
+            device: false,
         };
         tx.send(&data).unwrap();
         assert_eq!(reader.join().unwrap(), data);
@@ -485,6 +508,7 @@ mod tests {
         let mut tx = FdTx {
             fd: w.as_fd(),
             signals: None,
+            device: false,
         };
         assert_eq!(tx.send(b"x"), Err(TxError));
     }
