@@ -36,12 +36,7 @@ pub const QEMU_SUITES: &[&str] = &["linux_guest", "baremetal", "soak_qemu"];
 /// Tests left out of `cargo xtask test`, each with the reason (exact test function names). A
 /// test is listed here only while what it checks is known not to work yet, so that the run
 /// does not claim it passes; the summary prints this list.
-pub const EXCLUDED_TESTS: &[(&str, &str)] = &[(
-    "linux_guest_virtio_disconnects_and_sigterm_while_frozen",
-    "intermittent: about 1 in 30 fresh virtio-serial connections loses the answer to its first \
-     guest-sync-delimited (failed 2 of 3 fresh-clone runs on 2026-11-23); run it with \
-     `cargo test -p tests --test soak_qemu`",
-)];
+pub const EXCLUDED_TESTS: &[(&str, &str)] = &[];
 
 /// How a stage ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
