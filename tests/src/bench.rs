@@ -519,7 +519,12 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
 }
 
 fn reconnect(agent: &HostAgent) -> Result<Client, String> {
-    let mut c = agent.connect()?;
+    // After a refused request (qemu-ga and the 48 MiB write) an agent may still be chewing
+    // through the rest of it before it listens again: be patient.
+    let mut c = Client::connect_retry(agent.socket(), Duration::from_secs(300))
+        .map_err(|e| format!("{}: {e}", agent.kind().label()))?;
     c.set_timeout(Duration::from_secs(300));
+    c.sync_delimited()
+        .map_err(|e| format!("{}: sync failed: {e}", agent.kind().label()))?;
     Ok(c)
 }
