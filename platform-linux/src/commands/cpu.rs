@@ -199,24 +199,8 @@ fn clk_tck() -> u64 {
 /// `sscanf("%ld")` on the start of `s`: optional blanks and sign, then at least one digit;
 /// anything after the digits is ignored.
 fn scan_i64(s: &str) -> Option<i64> {
-    let s = s.trim_start();
-    let (neg, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let end = digits
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    if end == 0 {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for b in digits[..end].bytes() {
-        v = v.wrapping_mul(10).wrapping_add(i64::from(b - b'0'));
-    }
-    Some(if neg { v.wrapping_neg() } else { v })
+    // Two's-complement wrapping makes the unsigned scan's bits those of strtol's result.
+    scan_u64_token(s.trim_start()).map(|(v, _)| v as i64)
 }
 
 /// `sscanf("%lu")` on one whitespace-separated token: digits (a leading `-` wraps), with
