@@ -15,6 +15,13 @@
 //! write-after-read `fseek` that stdio needs are moot, and `guest-file-flush` has nothing to
 //! push. The end-of-file flag behaves like `feof` after upstream's `clearerr`: `eof` of a write
 //! or a seek is false.
+//!
+//! upstream has no limit on open handles: a client that never closes them runs the agent into
+//! `EMFILE`, and then the next open fails on the state-file commit ("failed to commit
+//! persistent state to disk") and guest-exec on its pipes, which tells nobody what happened.
+//! Here a handle limit ([`MAX_HANDLES`], lowered to the fd limit minus [`FD_RESERVE`]) stops
+//! opens first, with an error that names the limit, and the reserve keeps the state file,
+//! guest-exec's pipes and a reconnecting client working at the limit.
 
 #![allow(
     clippy::result_large_err,
@@ -30,6 +37,22 @@ use rustix::fs::{Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
 
 use crate::state::PersistentState;
+
+/// At most this many files are open through guest-file-open at once.
+pub const MAX_HANDLES: usize = 1024;
+/// File descriptors kept free below `RLIMIT_NOFILE` for everything else (the state file's
+/// commit, guest-exec's pipes, the channel, a reconnecting client, /proc reads).
+pub const FD_RESERVE: u64 = 32;
+
+/// The handle limit now: [`MAX_HANDLES`], or fewer when `RLIMIT_NOFILE` is low (read at each
+/// open, so a limit changed at run time counts).
+pub fn handle_limit() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let by_fds = usize::try_from(soft.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    MAX_HANDLES.min(by_fds)
+}
 
 /// Open files by handle, and the persistent handle counter.
 #[derive(Debug)]
@@ -119,6 +142,16 @@ impl Files for LinuxFiles {
             crate::log::Level::Info,
             "guest-file-open called, filepath: {path}, mode: {mode}"
         );
+        let limit = handle_limit();
+        if self.open.len() >= limit {
+            return Err(Error::os(
+                Errno::MFILE.raw_os_error(),
+                &format!(
+                    "Too many open files: {} handles are open, the agent's limit; close some with guest-file-close",
+                    self.open.len()
+                ),
+            ));
+        }
         let fd = open_or_create(path, mode)?;
         let handle = self
             .state
