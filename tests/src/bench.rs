@@ -107,9 +107,31 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<f64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// utime + stime of a process, in seconds.
+/// CPU time of a process (all its threads, user and kernel), in seconds.
+///
+/// From `/proc/PID/task/*/schedstat`, the scheduler's nanosecond count of time on a CPU: the
+/// tick-sampled utime + stime of `stat` moves in 10 ms steps, too coarse for 2000 pipelined
+/// pings that cost our agent about a millisecond. `stat` is the fallback.
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0.0;
+    for t in tasks.flatten() {
+        total += cpu_seconds_of_task(&t.path())?;
+    }
+    Some(total)
+}
+
+/// CPU time of one task directory of /proc (`/proc/PID/task/TID`), in seconds.
+fn cpu_seconds_of_task(dir: &Path) -> Option<f64> {
+    if let Ok(text) = std::fs::read_to_string(dir.join("schedstat"))
+        && let Some(ns) = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+    {
+        return Some(ns / 1e9);
+    }
+    let text = std::fs::read_to_string(dir.join("stat")).ok()?;
     // The command name is in parentheses and may hold spaces: split after the last ')'.
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -124,18 +146,16 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// The agents under comparison.
-struct Agents {
-    bins: [PathBuf; 2],
-    running: [HostAgent; 2],
-}
-
 const KINDS: [AgentKind; 2] = [AgentKind::Ours, AgentKind::Upstream];
 
 /// Sequential guest-ping: (mean latency µs, agent CPU µs per request).
-fn ping_sequential(c: &mut Client, pid: u32, n: usize) -> Result<(f64, Option<f64>), ClientError> {
+fn ping_sequential(
+    c: &mut Client,
+    pid: Option<u32>,
+    n: usize,
+) -> Result<(f64, Option<f64>), ClientError> {
     let req = br#"{"execute":"guest-ping"}"#;
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = pid.and_then(cpu_seconds);
     let t0 = Instant::now();
     for _ in 0..n {
         c.send_raw(req)?;
@@ -147,7 +167,7 @@ fn ping_sequential(c: &mut Client, pid: u32, n: usize) -> Result<(f64, Option<f6
         }
     }
     let dt = t0.elapsed().as_secs_f64();
-    let cpu = match (cpu0, cpu_seconds(pid)) {
+    let cpu = match (cpu0, pid.and_then(cpu_seconds)) {
         (Some(a), Some(b)) => Some((b - a) * 1e6 / n as f64),
         _ => None,
     };
@@ -296,6 +316,175 @@ fn size_report(bin: &Path) -> (u64, String) {
     (total, text)
 }
 
+/// One measurement step's memory figure: the agent's peak RSS during that step alone.
+struct StepPeak {
+    step: String,
+    round: usize,
+    ok: bool,
+    kib: f64,
+}
+
+/// The running pair and what the steps share.
+struct Bench {
+    bins: [PathBuf; 2],
+    running: [HostAgent; 2],
+    clients: [Option<Client>; 2],
+    /// The file each agent reads (in its own work directory).
+    src: [PathBuf; 2],
+    payload: Vec<u8>,
+    digest: [u8; 32],
+    /// How often each agent had to be started again after it died.
+    restarts: [usize; 2],
+    peaks: [Vec<StepPeak>; 2],
+}
+
+impl Bench {
+    /// Starts agent `i` again if it died (qemu-ga 7.2 sometimes does after refusing the 48 MiB
+    /// write), so one agent's crash does not end the comparison; the restart is reported.
+    fn ensure_running(&mut self, i: usize) -> Result<(), String> {
+        let Some(st) = self.running[i].guard_mut().try_status() else {
+            return Ok(());
+        };
+        let log = self.running[i].log();
+        let last = log.lines().last().unwrap_or("(empty log)").to_string();
+        println!(
+            "  note: {} exited ({st}); starting it again. Last log line: {last}",
+            KINDS[i].label()
+        );
+        self.restarts[i] += 1;
+        self.clients[i] = None;
+        self.running[i] = HostAgent::start_with(KINDS[i], &self.bins[i], &[])?;
+        self.src[i] = self.running[i].work_dir().join("bench-src.bin");
+        std::fs::write(&self.src[i], &self.payload)
+            .map_err(|e| format!("write {}: {e}", self.src[i].display()))
+    }
+
+    /// Runs one measurement against agent `i` on a connected client, with the agent's peak RSS
+    /// reset before and read after, so each step's memory figure is its own.
+    fn step(
+        &mut self,
+        i: usize,
+        round: usize,
+        name: &str,
+        f: &mut dyn FnMut(&mut Client, &StepEnv<'_>) -> Result<f64, ClientError>,
+    ) -> Result<Figure, String> {
+        self.ensure_running(i)?;
+        let mut client = match self.clients[i].take() {
+            Some(c) => c,
+            None => reconnect(&self.running[i])?,
+        };
+        let pid = self.running[i].pid();
+        reset_peak(pid);
+        let dst = self.running[i].work_dir().join("bench-dst.bin");
+        let env = StepEnv {
+            pid,
+            src: &self.src[i],
+            dst: &dst,
+            payload: &self.payload,
+            digest: &self.digest,
+        };
+        let r = f(&mut client, &env);
+        // A failed measurement may leave the connection mid-response: the next step starts a
+        // new one (the old one is closed first, as the agent serves one client at a time).
+        if r.is_ok() {
+            self.clients[i] = Some(client);
+        } else {
+            drop(client);
+        }
+        if let Some(kib) = proc_status_kb(pid, "VmHWM") {
+            self.peaks[i].push(StepPeak {
+                step: name.to_string(),
+                round,
+                ok: r.is_ok(),
+                kib,
+            });
+        }
+        Ok(match r {
+            Ok(v) => Figure::Value(v),
+            Err(e) => Figure::NotAvailable(short(&e)),
+        })
+    }
+
+    /// Agent `i`'s peak RSS over the steps; with `common`, only over the steps that both agents
+    /// completed in the same round (the same transfers).
+    fn peak(&self, i: usize, common: bool) -> Figure {
+        let both_ok = |p: &StepPeak| {
+            self.peaks[1 - i]
+                .iter()
+                .any(|q| q.step == p.step && q.round == p.round && q.ok)
+        };
+        self.peaks[i]
+            .iter()
+            .filter(|p| !common || (p.ok && both_ok(p)))
+            .map(|p| p.kib)
+            .reduce(f64::max)
+            .map(Figure::Value)
+            .unwrap_or(Figure::NotAvailable("no step measured".into()))
+    }
+
+    /// The steps behind agent `i`'s overall peak, for the report.
+    fn peak_step(&self, i: usize) -> Option<&StepPeak> {
+        self.peaks[i].iter().max_by(|a, b| a.kib.total_cmp(&b.kib))
+    }
+}
+
+/// What a measurement step may use.
+struct StepEnv<'a> {
+    pid: u32,
+    src: &'a Path,
+    dst: &'a Path,
+    payload: &'a [u8],
+    digest: &'a [u8; 32],
+}
+
+/// Resets the kernel's peak-RSS mark (VmHWM) of `pid` to its current RSS (Linux >= 4.0).
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// CPU per request of the smallest possible server: one thread doing blocking `read(2)` and
+/// `write(2)` of a fixed answer on a unix socket, driven exactly like the agents. It is the
+/// kernel's share of a sequential ping on this machine (socket calls, wake-ups, context
+/// switches), the floor under any agent's figure.
+fn floor_cpu_per_ping(n: usize) -> Result<f64, String> {
+    use std::io::Read as _;
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("floor.sock");
+    let listener = UnixListener::bind(&path).map_err(|e| e.to_string())?;
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let _ = tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get());
+        let (mut conn, _) = listener.accept()?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match conn.read(&mut buf)? {
+                0 => return Ok(()),
+                _ => conn.write_all(b"{\"return\": {}}\n")?,
+            }
+        }
+    });
+    let tid = tid_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut c = Client::connect_retry(&path, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    c.set_timeout(Duration::from_secs(10));
+    let me = std::process::id();
+    let task = PathBuf::from(format!("/proc/{me}/task/{tid}"));
+    let cpu = || cpu_seconds_of_task(&task);
+    // Warm up, then measure.
+    ping_sequential(&mut c, None, 200).map_err(|e| e.to_string())?;
+    let c0 = cpu();
+    ping_sequential(&mut c, None, n).map_err(|e| e.to_string())?;
+    let c1 = cpu();
+    drop(c);
+    let _ = server.join();
+    match (c0, c1) {
+        (Some(a), Some(b)) => Ok((b - a) * 1e6 / n as f64),
+        _ => Err("no /proc figures for the server thread".into()),
+    }
+}
+
 /// `cargo xtask bench`.
 pub fn run(opts: &BenchOptions) -> Result<(), String> {
     let rounds = opts.rounds.max(1);
@@ -319,31 +508,6 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
     println!("qga:     {}", ours.display());
     println!("qemu-ga: {} ({version})", upstream.display());
 
-    let agents = Agents {
-        bins: [ours.clone(), upstream.clone()],
-        running: [
-            HostAgent::start_with(AgentKind::Ours, &ours, &[])?,
-            HostAgent::start_with(AgentKind::Upstream, &upstream, &[])?,
-        ],
-    };
-    let mut clients: Vec<Option<Client>> = Vec::new();
-    for a in &agents.running {
-        clients.push(Some(reconnect(a)?));
-    }
-    let mut m_idle = Metric::new("idle RSS (VmRSS after start)", "KiB", false);
-    for (i, a) in agents.running.iter().enumerate() {
-        m_idle.samples[i].push(
-            proc_status_kb(a.pid(), "VmRSS")
-                .map(Figure::Value)
-                .unwrap_or(Figure::NotAvailable("no /proc".into())),
-        );
-    }
-
-    let mut m_lat = Metric::new("guest-ping round trip, sequential", "µs", false);
-    let mut m_cpu = Metric::new("agent CPU per guest-ping", "µs", false);
-    let mut m_pipe = Metric::new("guest-ping pipelined (2000 in flight)", "req/s", true);
-    let mut m_info = Metric::new("guest-info round trip", "µs", false);
-    let mut m_start = Metric::new("start-up to first answer", "ms", false);
     const SIZES: [(usize, &str); 2] = [(1 << 20, "1 MiB"), (48 << 20, "48 MiB")];
     let total_file = 96usize << 20;
     let payload: Vec<u8> = {
@@ -359,6 +523,45 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
             .collect()
     };
     let digest = sha256(&payload);
+    let running = [
+        HostAgent::start_with(AgentKind::Ours, &ours, &[])?,
+        HostAgent::start_with(AgentKind::Upstream, &upstream, &[])?,
+    ];
+    let src = [
+        running[0].work_dir().join("bench-src.bin"),
+        running[1].work_dir().join("bench-src.bin"),
+    ];
+    for p in &src {
+        std::fs::write(p, &payload).map_err(|e| format!("write {}: {e}", p.display()))?;
+    }
+    let mut b = Bench {
+        bins: [ours.clone(), upstream.clone()],
+        running,
+        clients: [None, None],
+        src,
+        payload,
+        digest,
+        restarts: [0, 0],
+        peaks: [Vec::new(), Vec::new()],
+    };
+    for i in 0..2 {
+        b.clients[i] = Some(reconnect(&b.running[i])?);
+    }
+    let mut m_idle = Metric::new("idle RSS (VmRSS after start)", "KiB", false);
+    for (i, a) in b.running.iter().enumerate() {
+        m_idle.samples[i].push(
+            proc_status_kb(a.pid(), "VmRSS")
+                .map(Figure::Value)
+                .unwrap_or(Figure::NotAvailable("no /proc".into())),
+        );
+    }
+
+    let mut m_lat = Metric::new("guest-ping round trip, sequential", "µs", false);
+    let mut m_cpu = Metric::new("agent CPU per guest-ping, sequential", "µs", false);
+    let mut m_pipe = Metric::new("guest-ping pipelined (2000 in flight)", "req/s", true);
+    let mut m_pipe_cpu = Metric::new("agent CPU per guest-ping, pipelined", "µs", false);
+    let mut m_info = Metric::new("guest-info round trip", "µs", false);
+    let mut m_start = Metric::new("start-up to first answer", "ms", false);
     let mut m_read: Vec<Metric> = SIZES
         .iter()
         .map(|(_, n)| Metric::new(&format!("file read, {n} chunks"), "MiB/s", true))
@@ -367,42 +570,17 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
         .iter()
         .map(|(_, n)| Metric::new(&format!("file write, {n} chunks"), "MiB/s", true))
         .collect();
-    let src: Vec<PathBuf> = agents
-        .running
-        .iter()
-        .map(|a| a.work_dir().join("bench-src.bin"))
-        .collect();
-    for p in &src {
-        std::fs::write(p, &payload).map_err(|e| format!("write {}: {e}", p.display()))?;
-    }
+    let mut floors = Vec::new();
 
     for round in 0..rounds {
         println!("round {}/{rounds}…", round + 1);
         // Alternate which agent goes first.
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for &i in &order {
-            let pid = agents.running[i].pid();
-            let fig = |r: Result<f64, ClientError>| match r {
-                Ok(v) => Figure::Value(v),
-                Err(e) => Figure::NotAvailable(short(&e)),
-            };
-            let agent = &agents.running[i];
-            // A failed measurement may leave the connection mid-response: start a new one
-            // (the old one is closed first, as the agent serves one client at a time).
-            let mut step = |f: &mut dyn FnMut(&mut Client) -> Result<f64, ClientError>| -> Result<Figure, String> {
-                let c = match clients[i].as_mut() {
-                    Some(c) => c,
-                    None => clients[i].insert(reconnect(agent)?),
-                };
-                let r = f(c);
-                if r.is_err() {
-                    clients[i] = None;
-                }
-                Ok(fig(r))
-            };
-            let mut cpu_fig = Figure::NotAvailable("not measured".into());
-            let lat = step(&mut |c| {
-                let (lat, cpu) = ping_sequential(c, pid, 5000)?;
+            let not_measured = || Figure::NotAvailable("not measured".into());
+            let mut cpu_fig = not_measured();
+            let lat = b.step(i, round, "ping", &mut |c, env| {
+                let (lat, cpu) = ping_sequential(c, Some(env.pid), 5000)?;
                 cpu_fig = cpu
                     .map(Figure::Value)
                     .unwrap_or(Figure::NotAvailable("no /proc".into()));
@@ -413,59 +591,95 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
             }
             m_lat.samples[i].push(lat);
             m_cpu.samples[i].push(cpu_fig);
-            m_pipe.samples[i].push(step(&mut |c| ping_pipelined(c, 2000))?);
-            m_info.samples[i].push(step(&mut |c| info_sequential(c, 500))?);
-            let dst = agent.work_dir().join("bench-dst.bin");
-            for (k, (chunk, _)) in SIZES.iter().enumerate() {
-                m_read[k].samples[i].push(step(&mut |c| file_read(c, &src[i], *chunk, &digest))?);
-                m_write[k].samples[i].push(step(&mut |c| file_write(c, &dst, *chunk, &payload))?);
+            let mut cpu_fig = not_measured();
+            let pipe = b.step(i, round, "pipelined", &mut |c, env| {
+                let cpu0 = cpu_seconds(env.pid);
+                let rate = ping_pipelined(c, 2000)?;
+                cpu_fig = match (cpu0, cpu_seconds(env.pid)) {
+                    (Some(a), Some(b)) => Figure::Value((b - a) * 1e6 / 2000.0),
+                    _ => Figure::NotAvailable("no /proc".into()),
+                };
+                Ok(rate)
+            })?;
+            if let Figure::NotAvailable(why) = &pipe {
+                cpu_fig = Figure::NotAvailable(why.clone());
+            }
+            m_pipe.samples[i].push(pipe);
+            m_pipe_cpu.samples[i].push(cpu_fig);
+            m_info.samples[i].push(b.step(i, round, "info", &mut |c, _| info_sequential(c, 500))?);
+            for (k, (chunk, label)) in SIZES.iter().enumerate() {
+                m_read[k].samples[i].push(b.step(
+                    i,
+                    round,
+                    &format!("read {label}"),
+                    &mut |c, env| file_read(c, env.src, *chunk, env.digest),
+                )?);
+                m_write[k].samples[i].push(b.step(
+                    i,
+                    round,
+                    &format!("write {label}"),
+                    &mut |c, env| file_write(c, env.dst, *chunk, env.payload),
+                )?);
             }
         }
         for &i in &order {
-            m_start.samples[i].push(match startup_ms(KINDS[i], &agents.bins[i]) {
+            m_start.samples[i].push(match startup_ms(KINDS[i], &b.bins[i]) {
                 Ok(v) => Figure::Value(v),
                 Err(e) => Figure::NotAvailable(e.lines().next().unwrap_or("").to_string()),
             });
         }
-    }
-    let mut m_end = Metric::new("RSS after the runs (VmRSS)", "KiB", false);
-    let mut m_peak = Metric::new("peak RSS (VmHWM after the runs)", "KiB", false);
-    let mut agents = agents;
-    for a in agents.running.iter_mut() {
-        if let Some(st) = a.guard_mut().try_status() {
-            println!(
-                "note: {} exited during the runs ({st}); its log:\n{}",
-                a.kind().label(),
-                a.log()
-            );
+        match floor_cpu_per_ping(5000) {
+            Ok(v) => floors.push(v),
+            Err(e) => println!("  note: the kernel floor could not be measured: {e}"),
         }
     }
-    for (i, a) in agents.running.iter().enumerate() {
+    for i in 0..2 {
+        b.ensure_running(i)?;
+    }
+    let mut m_end = Metric::new("RSS after the runs (VmRSS)", "KiB", false);
+    for (i, a) in b.running.iter().enumerate() {
         m_end.samples[i].push(
             proc_status_kb(a.pid(), "VmRSS")
                 .map(Figure::Value)
                 .unwrap_or(Figure::NotAvailable("no /proc".into())),
         );
-        m_peak.samples[i].push(
-            proc_status_kb(a.pid(), "VmHWM")
-                .map(Figure::Value)
-                .unwrap_or(Figure::NotAvailable("no /proc".into())),
-        );
+    }
+    let mut m_peak_common = Metric::new("peak RSS, transfers both completed", "KiB", false);
+    let mut m_peak_all = Metric::new("peak RSS, every step", "KiB", false);
+    for i in 0..2 {
+        m_peak_common.samples[i].push(b.peak(i, true));
+        m_peak_all.samples[i].push(b.peak(i, false));
     }
     let mut m_size = Metric::new("binary + shared libraries", "bytes", false);
     let mut size_text = Vec::new();
-    for (i, b) in agents.bins.iter().enumerate() {
-        let (total, text) = size_report(b);
+    for (i, bin) in b.bins.iter().enumerate() {
+        let (total, text) = size_report(bin);
         m_size.samples[i].push(Figure::Value(total as f64));
         size_text.push(text);
     }
-    drop(clients);
-    drop(agents);
+    let peak_steps: Vec<String> = (0..2)
+        .map(|i| {
+            b.peak_step(i)
+                .map(|p| {
+                    format!(
+                        "{}: {:.0} KiB in \"{}\" (round {}{})",
+                        KINDS[i].label(),
+                        p.kib,
+                        p.step,
+                        p.round + 1,
+                        if p.ok { "" } else { ", refused or failed" }
+                    )
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let restarts = b.restarts;
+    drop(b);
 
-    let mut metrics = vec![m_lat, m_cpu, m_pipe, m_info];
+    let mut metrics = vec![m_lat, m_cpu, m_pipe, m_pipe_cpu, m_info];
     metrics.extend(m_read);
     metrics.extend(m_write);
-    metrics.extend([m_start, m_idle, m_end, m_peak, m_size]);
+    metrics.extend([m_start, m_idle, m_end, m_peak_common, m_peak_all, m_size]);
     println!();
     println!(
         "{:<42} {:>6} {:>12} {:>12} {:>7}  better",
@@ -511,6 +725,23 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
     println!(
         "ratio = qga / qemu-ga: below 1 is better for times, memory and size; above 1 is better for req/s and MiB/s"
     );
+    if !floors.is_empty() {
+        floors.sort_by(f64::total_cmp);
+        println!(
+            "kernel floor: a blocking read()/write() loop on the same socket costs {:.2} µs of CPU per sequential ping (median of {}); no agent can go below it",
+            floors[floors.len() / 2],
+            floors.len()
+        );
+    }
+    println!("peak RSS came from: {}", peak_steps.join("; "));
+    for (i, n) in restarts.iter().enumerate() {
+        if *n > 0 {
+            println!(
+                "{} died {n} time(s) during the runs and was started again",
+                KINDS[i].label()
+            );
+        }
+    }
     println!("sizes:");
     for t in size_text {
         println!("  {t}");
