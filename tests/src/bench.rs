@@ -437,6 +437,21 @@ struct StepEnv<'a> {
     digest: &'a [u8; 32],
 }
 
+/// Runs `f` and returns its figure with the agent CPU it took, in seconds times `scale`.
+fn with_cpu(
+    pid: u32,
+    scale: f64,
+    f: impl FnOnce() -> Result<f64, ClientError>,
+) -> Result<(f64, Figure), ClientError> {
+    let cpu0 = cpu_seconds(pid);
+    let v = f()?;
+    let cpu = match (cpu0, cpu_seconds(pid)) {
+        (Some(a), Some(b)) => Figure::Value((b - a) * scale),
+        _ => Figure::NotAvailable("no /proc".into()),
+    };
+    Ok((v, cpu))
+}
+
 /// Resets the kernel's peak-RSS mark (VmHWM) of `pid` to its current RSS (Linux >= 4.0).
 fn reset_peak(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
@@ -570,6 +585,20 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
         .iter()
         .map(|(_, n)| Metric::new(&format!("file write, {n} chunks"), "MiB/s", true))
         .collect();
+    let cpu_metrics = |what: &str| -> Vec<Metric> {
+        SIZES
+            .iter()
+            .map(|(_, n)| {
+                Metric::new(
+                    &format!("agent CPU per MiB, {what} {n} chunks"),
+                    "ms",
+                    false,
+                )
+            })
+            .collect()
+    };
+    let mut m_read_cpu = cpu_metrics("read");
+    let mut m_write_cpu = cpu_metrics("write");
     let mut floors = Vec::new();
 
     for round in 0..rounds {
@@ -593,12 +622,8 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
             m_cpu.samples[i].push(cpu_fig);
             let mut cpu_fig = not_measured();
             let pipe = b.step(i, round, "pipelined", &mut |c, env| {
-                let cpu0 = cpu_seconds(env.pid);
-                let rate = ping_pipelined(c, 2000)?;
-                cpu_fig = match (cpu0, cpu_seconds(env.pid)) {
-                    (Some(a), Some(b)) => Figure::Value((b - a) * 1e6 / 2000.0),
-                    _ => Figure::NotAvailable("no /proc".into()),
-                };
+                let (rate, cpu) = with_cpu(env.pid, 1e6 / 2000.0, || ping_pipelined(c, 2000))?;
+                cpu_fig = cpu;
                 Ok(rate)
             })?;
             if let Figure::NotAvailable(why) = &pipe {
@@ -608,18 +633,34 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
             m_pipe_cpu.samples[i].push(cpu_fig);
             m_info.samples[i].push(b.step(i, round, "info", &mut |c, _| info_sequential(c, 500))?);
             for (k, (chunk, label)) in SIZES.iter().enumerate() {
-                m_read[k].samples[i].push(b.step(
-                    i,
-                    round,
-                    &format!("read {label}"),
-                    &mut |c, env| file_read(c, env.src, *chunk, env.digest),
-                )?);
-                m_write[k].samples[i].push(b.step(
-                    i,
-                    round,
-                    &format!("write {label}"),
-                    &mut |c, env| file_write(c, env.dst, *chunk, env.payload),
-                )?);
+                // Agent CPU in ms per MiB moved: 96 MiB per step.
+                let per_mib = 1e3 / 96.0;
+                let mut cpu_fig = not_measured();
+                let fig = b.step(i, round, &format!("read {label}"), &mut |c, env| {
+                    let (v, cpu) = with_cpu(env.pid, per_mib, || {
+                        file_read(c, env.src, *chunk, env.digest)
+                    })?;
+                    cpu_fig = cpu;
+                    Ok(v)
+                })?;
+                if let Figure::NotAvailable(why) = &fig {
+                    cpu_fig = Figure::NotAvailable(why.clone());
+                }
+                m_read[k].samples[i].push(fig);
+                m_read_cpu[k].samples[i].push(cpu_fig);
+                let mut cpu_fig = not_measured();
+                let fig = b.step(i, round, &format!("write {label}"), &mut |c, env| {
+                    let (v, cpu) = with_cpu(env.pid, per_mib, || {
+                        file_write(c, env.dst, *chunk, env.payload)
+                    })?;
+                    cpu_fig = cpu;
+                    Ok(v)
+                })?;
+                if let Figure::NotAvailable(why) = &fig {
+                    cpu_fig = Figure::NotAvailable(why.clone());
+                }
+                m_write[k].samples[i].push(fig);
+                m_write_cpu[k].samples[i].push(cpu_fig);
             }
         }
         for &i in &order {
@@ -678,7 +719,9 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
 
     let mut metrics = vec![m_lat, m_cpu, m_pipe, m_pipe_cpu, m_info];
     metrics.extend(m_read);
+    metrics.extend(m_read_cpu);
     metrics.extend(m_write);
+    metrics.extend(m_write_cpu);
     metrics.extend([m_start, m_idle, m_end, m_peak_common, m_peak_all, m_size]);
     println!();
     println!(
