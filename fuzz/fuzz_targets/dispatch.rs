@@ -2,18 +2,29 @@
 //! family over memory. No panic; every response is one ASCII line.
 #![no_main]
 
-use agent_core::StaticBuffers;
-use agent_core::Agent;
+use std::cell::RefCell;
+
+use agent_core::{Agent, StaticBuffers};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
 use common::{Collect, Full, check_responses};
 
+thread_local! {
+    /// One agent for the whole run, as a real agent serves one connection after another: its
+    /// buffers are allocated once and it is reset before each input, as for a new client.
+    static AGENT: RefCell<Agent<'static>> = RefCell::new(Agent::new(
+        Box::leak(Box::<StaticBuffers<4096, 64, 512, 64>>::default()).as_buffers(),
+    ));
+}
+
 fuzz_target!(|data: &[u8]| {
-    let mut bufs: Box<StaticBuffers<4096, 64, 512, 64>> = Box::default();
-    let mut agent = Agent::new(bufs.as_buffers());
-    let mut platform = Full::default();
-    let mut out = Collect::default();
-    agent.feed(data, &mut platform, &mut out).unwrap();
-    check_responses(&out.0);
+    AGENT.with_borrow_mut(|agent| {
+        agent.reset();
+        let mut platform = Full::default();
+        let mut out = Collect::take();
+        agent.feed(data, &mut platform, &mut out).unwrap();
+        check_responses(&out.0);
+        out.put_back();
+    });
 });

@@ -1,0 +1,24 @@
+//! The argument decoders of `guest-fsfreeze-*` and `guest-fstrim`: the first byte picks a command of the family, the
+//! rest is its `arguments` value (see `common::fuzz_args`).
+#![no_main]
+
+use agent_core::json::Value;
+use agent_core::schema::{Command, Family};
+use libfuzzer_sys::fuzz_target;
+use agent_core::commands::fs::{FreezeListArgs, FstrimArgs};
+
+mod common;
+#[allow(unused_imports)]
+use common::{Decoded, decoded, no_args};
+
+fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+    match cmd {
+        Command::GuestFsfreezeFreezeList => decoded::<FreezeListArgs<'_>>(v, |a| {
+            a.mountpoints.as_ref().is_none_or(|l| l.iter().count() == l.len())
+        }),
+        Command::GuestFstrim => decoded::<FstrimArgs<'_>>(v, |_| true),
+        _ => no_args(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| common::fuzz_args(Family::Filesystems, data, typed));
