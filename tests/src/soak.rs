@@ -1997,7 +1997,7 @@ const VIRTIO_AGENT_ARGS: &[&str] = &[
 ];
 
 fn guest_freeze(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
-    let cycles: u64 = if ctx.opts.quick { 2 } else { 100 };
+    let cycles: u64 = if ctx.opts.quick { 2 } else { 1000 };
     let guest = ctx.guest()?;
     let mut isa = guest.isa_agent()?;
     isa.set_timeout(Duration::from_secs(60));
