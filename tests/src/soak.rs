@@ -740,6 +740,10 @@ pub struct GarbagePlan {
     pub stall: Duration,
     /// How long the whole run may take.
     pub budget: Duration,
+    /// The answers trickle in (a UART moves tens of KB/s): after a short read, wait a
+    /// millisecond before the next, instead of spinning on reads of one or two bytes and taking
+    /// the CPU that the emulated machine needs.
+    pub slow_link: bool,
 }
 
 /// What a garbage run measured.
@@ -808,7 +812,8 @@ pub fn garbage_session(
     });
     let reader = {
         let state = state.clone();
-        std::thread::spawn(move || read_answers(rd, &state))
+        let slow = plan.slow_link;
+        std::thread::spawn(move || read_answers(Paced { inner: rd, slow }, &state))
     };
 
     let resync = resync_bytes();
@@ -961,7 +966,23 @@ struct ReaderFigures {
     error: Option<String>,
 }
 
-fn read_answers(stream: UnixStream, state: &ReaderState) -> ReaderFigures {
+/// A reader that, on a slow link, pauses after a short read.
+struct Paced {
+    inner: UnixStream,
+    slow: bool,
+}
+
+impl std::io::Read for Paced {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.slow && n < 512 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(n)
+    }
+}
+
+fn read_answers(stream: Paced, state: &ReaderState) -> ReaderFigures {
     let mut f = ReaderFigures::default();
     let mut r = BufReader::with_capacity(1 << 20, stream);
     let mut line = Vec::new();
@@ -1167,6 +1188,7 @@ fn garbage(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
         seed: 0x5eed_0006,
         stall: Duration::from_secs(120),
         budget: Duration::from_secs(if quick { 120 } else { 3600 }),
+        slow_link: false,
     };
     let client = agent.connect()?;
     let stream = client.stream();
@@ -2190,7 +2212,8 @@ fn baremetal(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
             baseline_after: 0,
             seed: 0xba5e_0006 ^ total,
             stall: Duration::from_secs(120),
-            budget: Duration::from_secs(if ctx.opts.quick { 120 } else { 3600 }),
+            budget: Duration::from_secs(if ctx.opts.quick { 120 } else { 5400 }),
+            slow_link: matches!(transport, Transport::Com1),
         };
         let f = garbage_session(c.stream(), &plan, || {}, || {});
         garbage_into_row(row, label, &f);
