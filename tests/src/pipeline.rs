@@ -292,54 +292,240 @@ pub fn fuzz_targets() -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// Runs every fuzz target for `seconds` each.
-pub fn fuzz(seconds: u64) -> Result<(), String> {
+/// How `cargo xtask fuzz` runs the targets.
+#[derive(Debug, Clone, Default)]
+pub struct FuzzOptions {
+    /// Seconds per target (libFuzzer `-max_total_time`); 0: no time limit.
+    pub seconds: u64,
+    /// Executions per target (libFuzzer `-runs`); `None`: no limit.
+    pub runs: Option<u64>,
+    /// Build with AddressSanitizer and comparison tracing (cargo-fuzz's defaults) instead of
+    /// neither: a few times slower (see fuzz/README.md).
+    pub asan: bool,
+    /// Only these targets (every target when empty).
+    pub targets: Vec<String>,
+}
+
+/// What one target's run did.
+#[derive(Debug, Clone)]
+pub struct FuzzResult {
+    /// The target.
+    pub target: String,
+    /// Inputs executed (libFuzzer's `stat::number_of_executed_units`).
+    pub executions: u64,
+    /// Wall-clock seconds of the run.
+    pub seconds: f64,
+    /// Crashes, time-outs and out-of-memory inputs found (libFuzzer stops at the first).
+    pub crashes: u64,
+    /// libFuzzer's output.
+    pub log: PathBuf,
+    /// Why the run failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The longest input libFuzzer makes for `target`: the `args_*` targets take one arguments
+/// value (`ARGS_MAX` in fuzz/fuzz_targets/common.rs); the stream targets take 4 KiB, enough to
+/// pass the frame buffers of 256 bytes (framing) and 4 KiB (dispatch).
+fn fuzz_max_len(target: &str) -> u64 {
+    if target.starts_with("args_") {
+        2048
+    } else {
+        4096
+    }
+}
+
+/// `cargo xtask fuzz`: builds every fuzz target and runs each in turn, for `seconds` and/or
+/// `runs` executions, then prints executions, exec/s and crashes per target. Fails if a target
+/// crashed or did not run.
+///
+/// Targets are built without AddressSanitizer and without comparison tracing unless `asan` is
+/// set: agent-core forbids `unsafe`, so ASan guards nothing of ours, and the two together made
+/// the targets 3 to 10 times slower (measurements in fuzz/README.md). Debug assertions and
+/// overflow checks stay on. The checked-in seeds are read only; what the fuzzer adds goes to a
+/// corpus under the target dir, crash inputs to fuzz/artifacts/<target>/ (ignored by git), and
+/// libFuzzer's output to a log per target under the target dir.
+pub fn fuzz(opts: &FuzzOptions) -> Result<Vec<FuzzResult>, String> {
     if !have_nightly() {
         return Err("the fuzz targets need the nightly toolchain".into());
     }
     if !have_cargo_fuzz() {
         return Err("cargo-fuzz is missing (cargo xtask setup)".into());
     }
-    let targets = fuzz_targets()?;
-    if targets.is_empty() {
+    let all = fuzz_targets()?;
+    if all.is_empty() {
         return Err("cargo fuzz list printed no targets".into());
     }
-    let fuzz_target_dir = fuzz_target_dir();
-    let mut failed = Vec::new();
+    if let Some(t) = opts.targets.iter().find(|t| !all.contains(t)) {
+        return Err(format!(
+            "there is no fuzz target {t} (targets: {})",
+            all.join(" ")
+        ));
+    }
+    let targets: Vec<String> = if opts.targets.is_empty() {
+        all
+    } else {
+        opts.targets.clone()
+    };
+    let root = workspace_root();
+    let dir = if opts.asan {
+        fuzz_target_dir().join("asan")
+    } else {
+        fuzz_target_dir()
+    };
+    // One build for every target; it may take minutes the first time.
+    let mut build = command("cargo", &["+nightly", "fuzz", "build"]);
+    if !opts.asan {
+        build.args(["-s", "none", "--no-trace-compares"]);
+    }
+    build.current_dir(&root).env("CARGO_TARGET_DIR", &dir);
+    println!(
+        "fuzz: building {} targets ({})",
+        targets.len(),
+        if opts.asan {
+            "AddressSanitizer, comparison tracing"
+        } else {
+            "no sanitizer, no comparison tracing"
+        }
+    );
+    run_limited(build, Duration::from_secs(1800))?;
+    let bin_dir = dir.join("x86_64-unknown-linux-gnu").join("release");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let mut results = Vec::new();
     for t in &targets {
-        println!("fuzz: {t} for {seconds}s");
-        let mut c = command("cargo", &["+nightly", "fuzz", "run", t]);
+        let limit = match (opts.seconds, opts.runs) {
+            (0, None) => "no limit".to_string(),
+            (s, None) => format!("{s} s"),
+            (0, Some(r)) => format!("{r} executions"),
+            (s, Some(r)) => format!("{r} executions or {s} s"),
+        };
+        let log = logs.join(format!("{t}.log"));
+        println!("fuzz: {t} ({limit}; output in {})", log.display());
+        let mut c = Command::new(bin_dir.join(t));
         // New inputs go to a corpus under the target dir; the checked-in seeds are read only,
         // so a run leaves the work tree clean.
-        let grown = fuzz_target_dir.join("corpus").join(t);
+        let grown = dir.join("corpus").join(t);
         let _ = std::fs::create_dir_all(&grown);
         c.arg(&grown);
-        let seeds = workspace_root().join("fuzz").join("corpus").join(t);
+        let seeds = root.join("fuzz").join("corpus").join(t);
         if seeds.is_dir() {
             c.arg(&seeds);
         }
-        c.current_dir(workspace_root())
-            .env("CARGO_TARGET_DIR", &fuzz_target_dir)
-            .arg("--")
-            .arg(format!("-max_total_time={seconds}"));
         // A dictionary next to the targets (fuzz/<target>.dict) helps libFuzzer find tokens.
-        let dict = workspace_root().join("fuzz").join(format!("{t}.dict"));
+        let dict = root.join("fuzz").join(format!("{t}.dict"));
         if dict.is_file() {
             c.arg(format!("-dict={}", dict.display()));
         }
-        // Building may take minutes the first time; the run itself is bounded by libFuzzer.
-        if let Err(e) = run_limited(c, Duration::from_secs(seconds + 1200)) {
-            failed.push(format!("{t}: {e}"));
+        let artifacts = root.join("fuzz").join("artifacts").join(t);
+        let _ = std::fs::create_dir_all(&artifacts);
+        c.arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg(format!("-max_len={}", fuzz_max_len(t)))
+            // One input taking seconds is a hang: report it as a time-out.
+            .arg("-timeout=10")
+            .arg("-print_final_stats=1")
+            .arg(format!("-max_total_time={}", opts.seconds));
+        if let Some(r) = opts.runs {
+            c.arg(format!("-runs={r}"));
+        }
+        let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let file2 = file
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        c.current_dir(&root).stdout(file).stderr(file2);
+        // A run is bounded by libFuzzer; this only catches a fuzzer that stopped answering.
+        let bound = match (opts.seconds, opts.runs) {
+            (0, Some(r)) => 600 + r / 1000,
+            (0, None) => 365 * 24 * 3600,
+            (s, _) => s + 600,
+        };
+        let start = Instant::now();
+        let run = run_limited(c, Duration::from_secs(bound));
+        let seconds = start.elapsed().as_secs_f64();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let stat = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        // The final statistics, or else the last status line (`#<n> ...`).
+        let executions = stat("stat::number_of_executed_units:")
+            .or_else(|| {
+                text.lines().rev().find_map(|l| {
+                    let n = l.strip_prefix('#')?.split_whitespace().next()?;
+                    n.parse().ok()
+                })
+            })
+            .unwrap_or(0);
+        let crashes = text
+            .lines()
+            .filter(|l| l.contains("Test unit written to"))
+            .count() as u64;
+        let error = match run {
+            Ok(()) if crashes == 0 => None,
+            Ok(()) => Some(format!("{crashes} crash inputs written")),
+            Err(e) => {
+                // The end of libFuzzer's report: the panic message and the input's file.
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                println!("{}", tail.join("\n"));
+                Some(e)
+            }
+        };
+        let r = FuzzResult {
+            target: t.clone(),
+            executions,
+            seconds,
+            crashes,
+            log,
+            error,
+        };
+        println!(
+            "fuzz: {t}: {} executions in {:.0} s ({:.0}/s), {} crashes{}",
+            r.executions,
+            r.seconds,
+            r.executions as f64 / r.seconds.max(0.001),
+            r.crashes,
+            r.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+        results.push(r);
+        if interrupted_flag().load(Ordering::Relaxed) {
+            break;
         }
     }
+    println!("\nfuzz summary:");
+    println!(
+        "  {:<14} {:>12} {:>9} {:>9} {:>8}",
+        "target", "executions", "seconds", "exec/s", "crashes"
+    );
+    for r in &results {
+        println!(
+            "  {:<14} {:>12} {:>9.0} {:>9.0} {:>8}{}",
+            r.target,
+            r.executions,
+            r.seconds,
+            r.executions as f64 / r.seconds.max(0.001),
+            r.crashes,
+            if r.error.is_some() { "  FAILED" } else { "" }
+        );
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            r.error
+                .as_ref()
+                .map(|e| format!("{}: {e} (see {})", r.target, r.log.display()))
+        })
+        .collect();
     if failed.is_empty() {
-        Ok(())
+        Ok(results)
     } else {
         Err(failed.join("\n"))
     }
 }
 
-/// Where fuzz builds go: next to the workspace's target dir, so that the sanitizer build never
+/// Where fuzz builds go: next to the workspace's target dir, so that the fuzz build never
 /// invalidates the ordinary one.
 fn fuzz_target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -372,7 +558,7 @@ pub fn test_files() -> (Vec<String>, Vec<String>) {
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, Default)]
 pub struct TestOptions {
-    /// Seconds per fuzz target.
+    /// Seconds per fuzz target (`--fuzz-seconds`).
     pub fuzz_seconds: u64,
     /// Skip `setup`.
     pub no_setup: bool,
@@ -506,7 +692,13 @@ pub fn test(opts: &TestOptions) -> bool {
         match fuzz_targets() {
             Err(e) => Outcome::Skipped(e),
             Ok(t) if t.is_empty() => Outcome::Skipped("no fuzz targets".into()),
-            Ok(_) => from(fuzz(opts.fuzz_seconds)),
+            Ok(_) => from(
+                fuzz(&FuzzOptions {
+                    seconds: opts.fuzz_seconds,
+                    ..FuzzOptions::default()
+                })
+                .map(drop),
+            ),
         }
     });
     stage("QEMU suites", &mut || {

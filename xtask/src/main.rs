@@ -22,7 +22,8 @@ cargo xtask <command>
                                 cargo-fuzz); does nothing that is already done; needs root for apt
   test [--no-setup] [--fuzz-seconds N]
                                 the whole check: setup, fmt, clippy (host and x86_64-unknown-none),
-                                doc, every test, each fuzz target briefly, the QEMU suites
+                                doc, every test, each fuzz target briefly (N s each, default 10),
+                                the QEMU suites
   run [--com1 | --linux | --host]
                                 boot the bare-metal image in QEMU (q35, virtio-serial; --com1:
                                 pc, COM1) with the agent on a host unix socket, print how to talk
@@ -38,7 +39,12 @@ cargo xtask <command>
   initramfs [DIR]               build the static qga and the Linux guest's initramfs images
   image [--no-linux]            build the bare-metal image and print its size report; then boot
                                 the Linux guest to compare boot-to-first-answer times
-  fuzz [--seconds N]            run every fuzz target for N seconds (default 60)
+  fuzz [--seconds N] [--runs N] [--asan] [TARGET...]
+                                build the fuzz targets (framing, dispatch, args_<family>) and
+                                run each for N seconds (default 60) and/or N executions
+                                (libFuzzer -runs; then no time limit unless --seconds is
+                                given); prints executions, exec/s and crashes per target.
+                                --asan: AddressSanitizer and comparison tracing (slower)
   soak [NAME|all] [--quick]     soak and fault routines (garbage, reconnect, restart, exec, files,
                                 guest-virtio, guest-freeze, baremetal) with their figures and the
                                 robustness table; --quick: the test suite's sizes
@@ -135,7 +141,8 @@ fn target_dir() -> PathBuf {
 fn cmd_test(rest: &[String]) -> Result<(), String> {
     let a = Args::parse(rest, &["--fuzz-seconds"], &["--no-setup"])?;
     let opts = pipeline::TestOptions {
-        fuzz_seconds: a.number("--fuzz-seconds", 30)?,
+        // 15 targets: about 2.5 minutes of fuzzing besides the build.
+        fuzz_seconds: a.number("--fuzz-seconds", 10)?,
         no_setup: a.flag("--no-setup"),
     };
     if pipeline::test(&opts) {
@@ -146,8 +153,21 @@ fn cmd_test(rest: &[String]) -> Result<(), String> {
 }
 
 fn cmd_fuzz(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &["--seconds"], &[])?;
-    pipeline::fuzz(a.number("--seconds", 60)?)
+    let a = Args::parse(rest, &["--seconds", "--runs"], &["--asan"])?;
+    let runs = if a.flag("--runs") {
+        Some(a.number("--runs", 0)?)
+    } else {
+        None
+    };
+    // With --runs alone, the count is the limit.
+    let seconds = a.number("--seconds", if runs.is_some() { 0 } else { 60 })?;
+    pipeline::fuzz(&pipeline::FuzzOptions {
+        seconds,
+        runs,
+        asan: a.flag("--asan"),
+        targets: a.positional.clone(),
+    })
+    .map(drop)
 }
 
 fn cmd_bench(rest: &[String]) -> Result<(), String> {
