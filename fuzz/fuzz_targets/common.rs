@@ -368,7 +368,7 @@ pub fn no_args() -> Decoded {
 pub type Typed = for<'t> fn(Command, Value<'t>) -> Decoded;
 
 /// Largest arguments value, as bytes of JSON (libFuzzer's `-max_len` for these targets).
-pub const ARGS_MAX: usize = 2048;
+pub const ARGS_MAX: usize = 1024;
 const ARGS_FRAME: usize = 4096;
 const ARGS_NEST: usize = 63;
 
