@@ -845,6 +845,7 @@ pub fn garbage_session(
         Ok(())
     };
     let mut send_err = None;
+    let mut next_report = plan.total / 10;
     while figs.bytes < plan.total {
         if started.elapsed() > plan.budget {
             figs.out_of_time = true;
@@ -882,6 +883,18 @@ pub fn garbage_session(
             break;
         }
         figs.bytes += buf.len() as u64;
+        // A long run shows it is alive: a line at every tenth of the way.
+        if plan.total >= 64 << 20 && figs.bytes >= next_report {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "  … sent {:.0} of {:.0} MiB in {secs:.0} s ({:.2} MiB/s), {k} valid requests, {} answered",
+                mib(figs.bytes),
+                mib(plan.total),
+                mib(figs.bytes) / secs.max(1e-9),
+                state.next.load(Ordering::Acquire)
+            );
+            next_report = next_report.saturating_add(plan.total / 10);
+        }
         if warm.len() == 0 && warmup_end.is_none() {
             warmup_end = Some(figs.bytes);
         }
