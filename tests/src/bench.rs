@@ -148,14 +148,9 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 const KINDS: [AgentKind; 2] = [AgentKind::Ours, AgentKind::Upstream];
 
-/// Sequential guest-ping: (mean latency µs, agent CPU µs per request).
-fn ping_sequential(
-    c: &mut Client,
-    pid: Option<u32>,
-    n: usize,
-) -> Result<(f64, Option<f64>), ClientError> {
+/// Sequential guest-ping: mean latency µs.
+fn ping_sequential(c: &mut Client, n: usize) -> Result<f64, ClientError> {
     let req = br#"{"execute":"guest-ping"}"#;
-    let cpu0 = pid.and_then(cpu_seconds);
     let t0 = Instant::now();
     for _ in 0..n {
         c.send_raw(req)?;
@@ -166,12 +161,7 @@ fn ping_sequential(
             ));
         }
     }
-    let dt = t0.elapsed().as_secs_f64();
-    let cpu = match (cpu0, pid.and_then(cpu_seconds)) {
-        (Some(a), Some(b)) => Some((b - a) * 1e6 / n as f64),
-        _ => None,
-    };
-    Ok((dt * 1e6 / n as f64, cpu))
+    Ok(t0.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
 
 /// Pipelined guest-ping: requests per second with `n` requests in flight at once.
@@ -405,6 +395,32 @@ impl Bench {
         })
     }
 
+    /// [`Bench::step`], also returning the agent CPU the step took, in seconds times `scale`
+    /// (not available when the step failed).
+    fn step_with_cpu(
+        &mut self,
+        i: usize,
+        round: usize,
+        name: &str,
+        scale: f64,
+        f: &mut dyn FnMut(&mut Client, &StepEnv<'_>) -> Result<f64, ClientError>,
+    ) -> Result<(Figure, Figure), String> {
+        let mut cpu = Figure::NotAvailable("not measured".into());
+        let fig = self.step(i, round, name, &mut |c, env| {
+            let c0 = cpu_seconds(env.pid);
+            let v = f(c, env)?;
+            cpu = match (c0, cpu_seconds(env.pid)) {
+                (Some(a), Some(b)) => Figure::Value((b - a) * scale),
+                _ => Figure::NotAvailable("no /proc".into()),
+            };
+            Ok(v)
+        })?;
+        if let Figure::NotAvailable(why) = &fig {
+            cpu = Figure::NotAvailable(why.clone());
+        }
+        Ok((fig, cpu))
+    }
+
     /// Agent `i`'s peak RSS over the steps; with `common`, only over the steps that both agents
     /// completed in the same round (the same transfers).
     fn peak(&self, i: usize, common: bool) -> Figure {
@@ -435,21 +451,6 @@ struct StepEnv<'a> {
     dst: &'a Path,
     payload: &'a [u8],
     digest: &'a [u8; 32],
-}
-
-/// Runs `f` and returns its figure with the agent CPU it took, in seconds times `scale`.
-fn with_cpu(
-    pid: u32,
-    scale: f64,
-    f: impl FnOnce() -> Result<f64, ClientError>,
-) -> Result<(f64, Figure), ClientError> {
-    let cpu0 = cpu_seconds(pid);
-    let v = f()?;
-    let cpu = match (cpu0, cpu_seconds(pid)) {
-        (Some(a), Some(b)) => Figure::Value((b - a) * scale),
-        _ => Figure::NotAvailable("no /proc".into()),
-    };
-    Ok((v, cpu))
 }
 
 /// Resets the kernel's peak-RSS mark (VmHWM) of `pid` to its current RSS (Linux >= 4.0).
@@ -488,9 +489,9 @@ fn floor_cpu_per_ping(n: usize) -> Result<f64, String> {
     let task = PathBuf::from(format!("/proc/{me}/task/{tid}"));
     let cpu = || cpu_seconds_of_task(&task);
     // Warm up, then measure.
-    ping_sequential(&mut c, None, 200).map_err(|e| e.to_string())?;
+    ping_sequential(&mut c, 200).map_err(|e| e.to_string())?;
     let c0 = cpu();
-    ping_sequential(&mut c, None, n).map_err(|e| e.to_string())?;
+    ping_sequential(&mut c, n).map_err(|e| e.to_string())?;
     let c1 = cpu();
     drop(c);
     let _ = server.join();
@@ -606,61 +607,39 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
         // Alternate which agent goes first.
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for &i in &order {
-            let not_measured = || Figure::NotAvailable("not measured".into());
-            let mut cpu_fig = not_measured();
-            let lat = b.step(i, round, "ping", &mut |c, env| {
-                let (lat, cpu) = ping_sequential(c, Some(env.pid), 5000)?;
-                cpu_fig = cpu
-                    .map(Figure::Value)
-                    .unwrap_or(Figure::NotAvailable("no /proc".into()));
-                Ok(lat)
+            let (lat, cpu) = b.step_with_cpu(i, round, "ping", 1e6 / 5000.0, &mut |c, _| {
+                ping_sequential(c, 5000)
             })?;
-            if let Figure::NotAvailable(why) = &lat {
-                cpu_fig = Figure::NotAvailable(why.clone());
-            }
             m_lat.samples[i].push(lat);
-            m_cpu.samples[i].push(cpu_fig);
-            let mut cpu_fig = not_measured();
-            let pipe = b.step(i, round, "pipelined", &mut |c, env| {
-                let (rate, cpu) = with_cpu(env.pid, 1e6 / 2000.0, || ping_pipelined(c, 2000))?;
-                cpu_fig = cpu;
-                Ok(rate)
-            })?;
-            if let Figure::NotAvailable(why) = &pipe {
-                cpu_fig = Figure::NotAvailable(why.clone());
-            }
-            m_pipe.samples[i].push(pipe);
-            m_pipe_cpu.samples[i].push(cpu_fig);
+            m_cpu.samples[i].push(cpu);
+            let (rate, cpu) =
+                b.step_with_cpu(i, round, "pipelined", 1e6 / 2000.0, &mut |c, _| {
+                    ping_pipelined(c, 2000)
+                })?;
+            m_pipe.samples[i].push(rate);
+            m_pipe_cpu.samples[i].push(cpu);
             m_info.samples[i].push(b.step(i, round, "info", &mut |c, _| info_sequential(c, 500))?);
+            // Agent CPU in ms per MiB moved: 96 MiB per step.
+            let per_mib = 1e3 / 96.0;
             for (k, (chunk, label)) in SIZES.iter().enumerate() {
-                // Agent CPU in ms per MiB moved: 96 MiB per step.
-                let per_mib = 1e3 / 96.0;
-                let mut cpu_fig = not_measured();
-                let fig = b.step(i, round, &format!("read {label}"), &mut |c, env| {
-                    let (v, cpu) = with_cpu(env.pid, per_mib, || {
-                        file_read(c, env.src, *chunk, env.digest)
-                    })?;
-                    cpu_fig = cpu;
-                    Ok(v)
-                })?;
-                if let Figure::NotAvailable(why) = &fig {
-                    cpu_fig = Figure::NotAvailable(why.clone());
-                }
-                m_read[k].samples[i].push(fig);
-                m_read_cpu[k].samples[i].push(cpu_fig);
-                let mut cpu_fig = not_measured();
-                let fig = b.step(i, round, &format!("write {label}"), &mut |c, env| {
-                    let (v, cpu) = with_cpu(env.pid, per_mib, || {
-                        file_write(c, env.dst, *chunk, env.payload)
-                    })?;
-                    cpu_fig = cpu;
-                    Ok(v)
-                })?;
-                if let Figure::NotAvailable(why) = &fig {
-                    cpu_fig = Figure::NotAvailable(why.clone());
-                }
-                m_write[k].samples[i].push(fig);
-                m_write_cpu[k].samples[i].push(cpu_fig);
+                let (speed, cpu) = b.step_with_cpu(
+                    i,
+                    round,
+                    &format!("read {label}"),
+                    per_mib,
+                    &mut |c, env| file_read(c, env.src, *chunk, env.digest),
+                )?;
+                m_read[k].samples[i].push(speed);
+                m_read_cpu[k].samples[i].push(cpu);
+                let (speed, cpu) = b.step_with_cpu(
+                    i,
+                    round,
+                    &format!("write {label}"),
+                    per_mib,
+                    &mut |c, env| file_write(c, env.dst, *chunk, env.payload),
+                )?;
+                m_write[k].samples[i].push(speed);
+                m_write_cpu[k].samples[i].push(cpu);
             }
         }
         for &i in &order {
