@@ -1098,6 +1098,47 @@ fn openpty() -> (std::fs::File, PathBuf) {
     }
 }
 
+/// Sends `request` every half second until the bytes read back end with `answer` (at most
+/// `within`); returns everything read. For a port the agent may not have opened yet.
+fn sync_on_tty(
+    reader: &mut BufReader<std::fs::File>,
+    writer: &mut std::fs::File,
+    request: &[u8],
+    answer: &[u8],
+    within: Duration,
+) -> Vec<u8> {
+    use std::os::fd::AsRawFd as _;
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    loop {
+        writer.write_all(request).unwrap();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(500) {
+            let mut pfd = libc::pollfd {
+                fd: reader.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd for at most 100 ms.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } != 1 {
+                continue;
+            }
+            let mut byte = [0u8; 1];
+            if reader.get_mut().read(&mut byte).unwrap_or(0) == 1 {
+                got.push(byte[0]);
+                if got.ends_with(answer) {
+                    return got;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on the tty: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
 #[test]
 fn isa_serial_on_a_pty_is_raw_and_loses_no_reply() {
     let dir = TempDir::new("serial");
@@ -1117,38 +1158,13 @@ fn isa_serial_on_a_pty_is_raw_and_loses_no_reply() {
     // The agent may still be setting up the port (until then the pty echoes what we write):
     // sync until it answers; the 0xFF makes the parser drop anything half-read.
     let answer: &[u8] = b"{\"return\": 4242}\n";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut line = Vec::new();
-    'sync: loop {
-        writer
-            .write_all(b"\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":4242}}")
-            .unwrap();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_millis(500) {
-            use std::os::fd::AsRawFd as _;
-            let mut pfd = libc::pollfd {
-                fd: reader.get_ref().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: poll(2) on one valid pollfd for at most 100 ms.
-            if unsafe { libc::poll(&mut pfd, 1, 100) } != 1 {
-                continue;
-            }
-            let mut byte = [0u8; 1];
-            if reader.get_ref().read(&mut byte).unwrap_or(0) == 1 {
-                line.push(byte[0]);
-                if line.ends_with(answer) {
-                    break 'sync;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer on the pty: {:?}",
-            String::from_utf8_lossy(&line)
-        );
-    }
+    let line = sync_on_tty(
+        &mut reader,
+        &mut writer,
+        b"\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":4242}}",
+        answer,
+        Duration::from_secs(10),
+    );
     // Raw output: "\n" is not turned into "\r\n", and the sentinel byte came first.
     let at = line.len() - answer.len();
     assert_eq!(line.get(at.wrapping_sub(1)), Some(&0xff), "{line:?}");
@@ -1228,39 +1244,13 @@ fn retry_path_waits_for_the_device() {
     std::os::unix::fs::symlink(&slave, &dev).unwrap();
     let mut reader = BufReader::new(master.try_clone().unwrap());
     let mut writer = master;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let answer = b"{\"return\": 77}\n";
-    let mut got = Vec::new();
-    'wait: loop {
-        writer
-            .write_all(b"\xff{\"execute\":\"guest-sync\",\"arguments\":{\"id\":77}}")
-            .unwrap();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_millis(500) {
-            use std::os::fd::AsRawFd as _;
-            let mut pfd = libc::pollfd {
-                fd: reader.get_ref().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: poll(2) on one valid pollfd for at most 100 ms.
-            if unsafe { libc::poll(&mut pfd, 1, 100) } != 1 {
-                continue;
-            }
-            let mut byte = [0u8; 1];
-            if reader.get_mut().read(&mut byte).unwrap_or(0) == 1 {
-                got.push(byte[0]);
-                if got.ends_with(answer) {
-                    break 'wait;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer after the device appeared: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-    }
+    sync_on_tty(
+        &mut reader,
+        &mut writer,
+        b"\xff{\"execute\":\"guest-sync\",\"arguments\":{\"id\":77}}",
+        b"{\"return\": 77}\n",
+        Duration::from_secs(15),
+    );
     let log = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
     assert!(log.contains("error opening channel"), "{log}");
     assert!(log.contains("waiting for channel path..."), "{log}");
