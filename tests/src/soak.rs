@@ -1142,7 +1142,7 @@ fn garbage_into_row(row: &mut Row, label: &str, f: &GarbageFigures) {
     say(
         &row.name,
         &format!(
-            "{label}: sent {:.1} MiB in {secs:.1}s ({:.1} MiB/s), {} valid requests: {} right, {} missing, {} wrong; {} resync bytes; {} other response lines, {:.1} MiB of responses, {} bad lines",
+            "{label}: sent {:.1} MiB in {secs:.1}s ({:.2} MiB/s), {} valid requests: {} right, {} missing, {} wrong; {} resync bytes; {} other response lines, {:.1} MiB of responses, {} bad lines",
             mib(f.bytes),
             mib(f.bytes) / secs,
             f.valid,
