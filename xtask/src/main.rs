@@ -47,9 +47,12 @@ cargo xtask <command>
                                 --asan: AddressSanitizer and comparison tracing (slower)
   soak [NAME|all] [--quick]     soak and fault routines (garbage, reconnect, restart, exec, files,
                                 guest-virtio, guest-freeze, baremetal) with their figures and the
-                                robustness table; --quick: the test suite's sizes
-  bench [--rounds N]            our qga against Debian's qemu-ga, side by side: CPU, latency,
-                                throughput, startup, memory, size
+                                robustness table; --quick: the test suite's sizes. Full sizes
+                                take long under TCG: baremetal ~45 min (COM1 moves ~40 KB/s),
+                                guest-freeze ~15 min, the host routines ~2 min
+  bench [--rounds N]            our qga against Debian's qemu-ga, side by side (default 3 rounds,
+                                median): CPU, latency, throughput, startup, memory, size, and the
+                                kernel floor of a sequential ping
   bench core                    the protocol engine alone (agent-core's bench_core example)
   help                          this text
 ";
