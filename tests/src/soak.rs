@@ -2047,6 +2047,9 @@ fn guest_freeze(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     // which reaps them and reports their exit status.
     let mut agent_pid: Option<i64> = None;
     for i in 0..cycles {
+        if i > 0 && i % 100 == 0 {
+            say(&row.name, &format!("{i} of {cycles} cycles done"));
+        }
         let r = (|| -> Result<(), String> {
             let mut c = guest.agent()?;
             c.set_timeout(Duration::from_secs(60));
