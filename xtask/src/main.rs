@@ -49,7 +49,7 @@ cargo xtask <command>
                                 guest-virtio, guest-freeze, baremetal) with their figures and the
                                 robustness table; --quick: the test suite's sizes. Full sizes
                                 take long under TCG: baremetal ~45 min (COM1 moves ~40 KB/s),
-                                guest-freeze ~15 min, the host routines ~2 min
+                                guest-freeze ~8 min, the host routines ~2 min
   bench [--rounds N]            our qga against Debian's qemu-ga, side by side (default 3 rounds,
                                 median): CPU, latency, throughput, startup, memory, size, and the
                                 kernel floor of a sequential ping
