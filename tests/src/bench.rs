@@ -331,9 +331,9 @@ struct Bench {
 impl Bench {
     /// Starts agent `i` again if it died (qemu-ga 7.2 sometimes does after refusing the 48 MiB
     /// write), so one agent's crash does not end the comparison; the restart is reported.
-    fn ensure_running(&mut self, i: usize) -> Result<(), String> {
+    fn ensure_running(&mut self, i: usize) -> Result<bool, String> {
         let Some(st) = self.running[i].guard_mut().try_status() else {
-            return Ok(());
+            return Ok(false);
         };
         let log = self.running[i].log();
         let last = log.lines().last().unwrap_or("(empty log)").to_string();
@@ -346,7 +346,8 @@ impl Bench {
         self.running[i] = HostAgent::start_with(KINDS[i], &self.bins[i], &[])?;
         self.src[i] = self.running[i].work_dir().join("bench-src.bin");
         std::fs::write(&self.src[i], &self.payload)
-            .map_err(|e| format!("write {}: {e}", self.src[i].display()))
+            .map_err(|e| format!("write {}: {e}", self.src[i].display()))?;
+        Ok(true)
     }
 
     /// Runs one measurement against agent `i` on a connected client, with the agent's peak RSS
@@ -653,16 +654,16 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
             Err(e) => println!("  note: the kernel floor could not be measured: {e}"),
         }
     }
-    for i in 0..2 {
-        b.ensure_running(i)?;
-    }
     let mut m_end = Metric::new("RSS after the runs (VmRSS)", "KiB", false);
-    for (i, a) in b.running.iter().enumerate() {
-        m_end.samples[i].push(
-            proc_status_kb(a.pid(), "VmRSS")
+    for i in 0..2 {
+        let fig = if b.ensure_running(i)? {
+            Figure::NotAvailable("it died after its last step (restarted)".into())
+        } else {
+            proc_status_kb(b.running[i].pid(), "VmRSS")
                 .map(Figure::Value)
-                .unwrap_or(Figure::NotAvailable("no /proc".into())),
-        );
+                .unwrap_or(Figure::NotAvailable("no /proc".into()))
+        };
+        m_end.samples[i].push(fig);
     }
     let mut m_peak_common = Metric::new("peak RSS, transfers both completed", "KiB", false);
     let mut m_peak_all = Metric::new("peak RSS, every step", "KiB", false);
