@@ -344,7 +344,7 @@ fn fuzz_max_len(target: &str) -> u64 {
 /// set: agent-core forbids `unsafe`, so ASan guards nothing of ours, and the two together made
 /// the targets 3 to 10 times slower (measurements in fuzz/README.md). Debug assertions and
 /// overflow checks stay on. The checked-in seeds are read only; what the fuzzer adds goes to a
-/// corpus under the target dir, crash inputs to fuzz/artifacts/<target>/ (ignored by git), and
+/// corpus under the target dir, crash inputs to `fuzz/artifacts/<target>/` (ignored by git), and
 /// libFuzzer's output to a log per target under the target dir.
 pub fn fuzz(opts: &FuzzOptions) -> Result<Vec<FuzzResult>, String> {
     if !have_nightly() {
