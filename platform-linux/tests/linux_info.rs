@@ -121,7 +121,7 @@ impl Agent {
             line.ends_with('\n'),
             "response not newline-terminated: {line:?}"
         );
-        Json::parse(line.trim_end()).unwrap_or_else(|| panic!("bad JSON: {line}"))
+        serde_json::from_str(line.trim_end()).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
     }
 
     /// The `return` value of a command, failing on an error response.
@@ -153,206 +153,62 @@ impl Drop for Agent {
     }
 }
 
-/// A parsed JSON value (enough for responses).
-#[derive(Clone, Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64, String),
-    Str(String),
-    List(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+/// Responses as `serde_json` values (members in the agent's order: `preserve_order`).
+type Json = serde_json::Value;
+
+/// Typed member access that fails the test with the whole value on a mismatch.
+trait Members {
+    fn has(&self, key: &str) -> bool;
+    fn str(&self, key: &str) -> &str;
+    fn num(&self, key: &str) -> f64;
+    /// An integer member, exactly.
+    fn int(&self, key: &str) -> i128;
+    fn bool(&self, key: &str) -> bool;
+    fn list(&self) -> &[Json];
+    fn keys(&self) -> Vec<&str>;
 }
 
-impl Json {
-    fn parse(s: &str) -> Option<Json> {
-        let mut p = Parser {
-            s: s.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        (p.i == p.s.len()).then_some(v)
-    }
-
-    fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
+impl Members for Json {
     fn has(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
     fn str(&self, key: &str) -> &str {
-        match self.get(key) {
-            Some(Json::Str(s)) => s,
-            other => panic!("{key} is not a string: {other:?} in {self:?}"),
-        }
+        self.get(key)
+            .and_then(Json::as_str)
+            .unwrap_or_else(|| panic!("{key} is not a string in {self}"))
     }
 
     fn num(&self, key: &str) -> f64 {
-        match self.get(key) {
-            Some(Json::Num(n, _)) => *n,
-            other => panic!("{key} is not a number: {other:?}"),
-        }
+        self.get(key)
+            .and_then(Json::as_f64)
+            .unwrap_or_else(|| panic!("{key} is not a number in {self}"))
     }
 
-    /// An integer member, exactly (from its text).
     fn int(&self, key: &str) -> i128 {
-        match self.get(key) {
-            Some(Json::Num(_, t)) => t
-                .parse()
-                .unwrap_or_else(|_| panic!("{key}={t} not an integer")),
-            other => panic!("{key} is not a number: {other:?}"),
-        }
+        let v = self.get(key);
+        v.and_then(Json::as_i64)
+            .map(i128::from)
+            .or_else(|| v.and_then(Json::as_u64).map(i128::from))
+            .unwrap_or_else(|| panic!("{key} is not an integer in {self}"))
     }
 
     fn bool(&self, key: &str) -> bool {
-        match self.get(key) {
-            Some(Json::Bool(b)) => *b,
-            other => panic!("{key} is not a boolean: {other:?}"),
-        }
+        self.get(key)
+            .and_then(Json::as_bool)
+            .unwrap_or_else(|| panic!("{key} is not a boolean in {self}"))
     }
 
     fn list(&self) -> &[Json] {
-        match self {
-            Json::List(l) => l,
-            other => panic!("not a list: {other:?}"),
-        }
+        self.as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_else(|| panic!("not a list: {self}"))
     }
 
     fn keys(&self) -> Vec<&str> {
-        match self {
-            Json::Obj(m) => m.iter().map(|(k, _)| k.as_str()).collect(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(|b| b" \t\r\n".contains(b)) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Option<()> {
-        self.ws();
-        (self.s.get(self.i) == Some(&c)).then(|| self.i += 1)
-    }
-
-    fn value(&mut self) -> Option<Json> {
-        self.ws();
-        match *self.s.get(self.i)? {
-            b'{' => {
-                self.i += 1;
-                let mut m = Vec::new();
-                if self.eat(b'}').is_some() {
-                    return Some(Json::Obj(m));
-                }
-                loop {
-                    self.ws();
-                    let Json::Str(k) = self.string()? else {
-                        return None;
-                    };
-                    self.eat(b':')?;
-                    m.push((k, self.value()?));
-                    if self.eat(b',').is_none() {
-                        self.eat(b'}')?;
-                        return Some(Json::Obj(m));
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut l = Vec::new();
-                if self.eat(b']').is_some() {
-                    return Some(Json::List(l));
-                }
-                loop {
-                    l.push(self.value()?);
-                    if self.eat(b',').is_none() {
-                        self.eat(b']')?;
-                        return Some(Json::List(l));
-                    }
-                }
-            }
-            b'"' => self.string(),
-            b't' => self.word("true", Json::Bool(true)),
-            b'f' => self.word("false", Json::Bool(false)),
-            b'n' => self.word("null", Json::Null),
-            _ => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|b| b"+-.eE0123456789".contains(b))
-                {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-                Some(Json::Num(t.parse().ok()?, t.to_string()))
-            }
-        }
-    }
-
-    fn word(&mut self, w: &str, v: Json) -> Option<Json> {
-        self.s[self.i..].starts_with(w.as_bytes()).then(|| {
-            self.i += w.len();
-            v
-        })
-    }
-
-    fn hex4(&mut self) -> Option<u32> {
-        let t = std::str::from_utf8(self.s.get(self.i..self.i + 4)?).ok()?;
-        self.i += 4;
-        u32::from_str_radix(t, 16).ok()
-    }
-
-    fn string(&mut self) -> Option<Json> {
-        self.eat(b'"')?;
-        let mut out = String::new();
-        loop {
-            let b = *self.s.get(self.i)?;
-            self.i += 1;
-            match b {
-                b'"' => return Some(Json::Str(out)),
-                b'\\' => {
-                    let e = *self.s.get(self.i)?;
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push('\n'),
-                        b't' => out.push('\t'),
-                        b'r' => out.push('\r'),
-                        b'b' => out.push('\u{8}'),
-                        b'f' => out.push('\u{c}'),
-                        b'u' => {
-                            let mut c = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&c) {
-                                self.s.get(self.i..self.i + 2).filter(|x| x == b"\\u")?;
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                c = 0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00);
-                            }
-                            out.push(char::from_u32(c)?);
-                        }
-                        other => out.push(other as char),
-                    }
-                }
-                _ => {
-                    assert!(b < 0x80, "responses are pure ASCII");
-                    out.push(b as char);
-                }
-            }
-        }
+        self.as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -526,7 +382,7 @@ fn memory_blocks() {
     let root = Path::new("/sys/devices/system/memory");
     let blocks = a.ok("guest-get-memory-blocks");
     if !root.exists() {
-        assert_eq!(blocks, Json::List(vec![]));
+        assert_eq!(blocks, Json::Array(vec![]));
         return;
     }
     let mut got = Vec::new();
@@ -574,7 +430,7 @@ fn network_interfaces_and_routes() {
         if addr.len() == 17 {
             assert_eq!(i.str("hardware-address"), addr, "{name}");
         }
-        if let Some(Json::Obj(_)) = i.get("statistics") {
+        if let Some(Json::Object(_)) = i.get("statistics") {
             let st = i.get("statistics").unwrap();
             let rx = std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/rx_bytes"))
                 .unwrap();
@@ -713,7 +569,9 @@ fn fsinfo_disks_and_diskstats() {
     assert_eq!(sorted(names), sorted(want));
     for d in disks.list().iter().filter(|d| d.bool("partition")) {
         let parent = d.get("dependencies").unwrap().list()[0].clone();
-        let Json::Str(parent) = parent else { panic!() };
+        let Json::String(parent) = parent else {
+            panic!()
+        };
         assert!(d.str("name").starts_with(&parent));
     }
 
@@ -773,7 +631,7 @@ fn users_ssh_keys_and_unsupported() {
                 .list()
                 .iter()
                 .map(|k| match k {
-                    Json::Str(s) => s.clone(),
+                    Json::String(s) => s.clone(),
                     _ => panic!(),
                 })
                 .collect();
