@@ -11,20 +11,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-/// Commands that change the host: never run them here.
-const BLOCKED: &str = "guest-shutdown,guest-suspend-disk,guest-suspend-ram,guest-suspend-hybrid,\
-guest-set-time,guest-set-user-password,guest-fsfreeze-freeze,guest-fsfreeze-freeze-list,\
-guest-fsfreeze-thaw,guest-fstrim,guest-set-vcpus,guest-set-memory-blocks,\
-guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys";
-
-const QGA: &str = env!("CARGO_BIN_EXE_qga");
+mod common;
+use common::{BLOCKED, Proc, QGA, TempDir, agent_command, wait_for_socket};
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -34,118 +28,11 @@ fn unb64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
 
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "qga-agent-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A process killed by PID on drop.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// Wait for the exit, at most `limit`.
-    fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        let child = self.0.as_mut()?;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.0 = None;
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(self.pid() as i32, sig);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A running agent on a unix socket in its own directory.
 struct Agent {
     proc: Proc,
     sock: PathBuf,
     dir: PathBuf,
-}
-
-fn agent_command(dir: &Path, extra: &[&str]) -> Command {
-    let sock = dir.join("sock");
-    let conf = dir.join("empty.conf");
-    if !conf.exists() {
-        std::fs::write(&conf, "").unwrap();
-    }
-    let mut cmd = Command::new(QGA);
-    cmd.arg("-m")
-        .arg("unix-listen")
-        .arg("-p")
-        .arg(&sock)
-        .arg("-t")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-b")
-        .arg(BLOCKED)
-        .args(extra)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
-    cmd
-}
-
-fn wait_for_socket(sock: &Path, proc: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(sock).is_err() {
-        if let Some(st) = proc.wait_timeout(Duration::ZERO) {
-            panic!("qga exited early: {st}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "qga did not listen on {}",
-            sock.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 impl Agent {

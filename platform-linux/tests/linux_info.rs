@@ -8,20 +8,18 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-/// Commands that change the host: never run them here.
-const BLOCKED: &str = "guest-shutdown,guest-suspend-disk,guest-suspend-ram,guest-suspend-hybrid,\
-guest-set-time,guest-set-user-password,guest-fsfreeze-freeze,guest-fsfreeze-freeze-list,\
-guest-fsfreeze-thaw,guest-fstrim,guest-set-vcpus,guest-set-memory-blocks,\
-guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys";
+mod common;
+use common::{Proc, TempDir, agent_command, wait_for_socket};
 
 /// A running agent and a connection to it; killed and cleaned up on drop.
 struct Agent {
-    child: Child,
-    dir: PathBuf,
+    // Dropped in this order: the agent is killed before its directory goes.
+    _proc: Proc,
+    _dir: TempDir,
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
@@ -32,84 +30,25 @@ impl Agent {
     }
 
     fn start_with(env: &[(&str, &Path)]) -> Agent {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "qga-linux-info-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("empty.conf");
-        std::fs::write(&conf, "").unwrap();
-        let sock = dir.join("sock");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qga"));
-        cmd.arg("-m")
-            .arg("unix-listen")
-            .arg("-p")
-            .arg(&sock)
-            .arg("-t")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-b")
-            .arg(BLOCKED)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+        let dir = TempDir::new("info");
+        let mut cmd = agent_command(dir.path(), &[]);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("start qga");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stream = loop {
-            match UnixStream::connect(&sock) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    let mut a = Agent::dead(child, dir.clone());
-                    let log = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
-                    a.kill();
-                    panic!(
-                        "qga did not listen on {}: {e}; stderr: {log}",
-                        sock.display()
-                    );
-                }
-            }
-        };
+        let mut proc = Proc(Some(cmd.spawn().expect("start qga")));
+        let sock = dir.path().join("sock");
+        wait_for_socket(&sock, &mut proc);
+        let stream = UnixStream::connect(&sock).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         let writer = stream.try_clone().unwrap();
         Agent {
-            child,
-            dir,
+            _proc: proc,
+            _dir: dir,
             reader: BufReader::new(stream),
             writer,
         }
-    }
-
-    /// An agent that never listened, only for cleanup.
-    fn dead(child: Child, dir: PathBuf) -> Agent {
-        let s = UnixStream::pair().unwrap();
-        let writer = s.0.try_clone().unwrap();
-        Agent {
-            child,
-            dir,
-            reader: BufReader::new(s.0),
-            writer,
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     /// Send one request and parse the one-line response.
@@ -144,12 +83,6 @@ impl Agent {
             .get("error")
             .unwrap_or_else(|| panic!("{cmd} succeeded: {r:?}"));
         (e.str("class").to_string(), e.str("desc").to_string())
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
