@@ -306,6 +306,11 @@ fn size_report(bin: &Path) -> (u64, String) {
     (total, text)
 }
 
+/// Sequential pings per round and agent (also for the kernel floor).
+const PINGS: usize = 5000;
+/// Pipelined pings in flight at once.
+const IN_FLIGHT: usize = 2000;
+
 /// One measurement step's memory figure: the agent's peak RSS during that step alone.
 struct StepPeak {
     step: String,
@@ -379,8 +384,6 @@ impl Bench {
         // new one (the old one is closed first, as the agent serves one client at a time).
         if r.is_ok() {
             self.clients[i] = Some(client);
-        } else {
-            drop(client);
         }
         if let Some(kib) = proc_status_kb(pid, "VmHWM") {
             self.peaks[i].push(StepPeak {
@@ -439,7 +442,7 @@ impl Bench {
             .unwrap_or(Figure::NotAvailable("no step measured".into()))
     }
 
-    /// The steps behind agent `i`'s overall peak, for the report.
+    /// The step behind agent `i`'s overall peak, for the report.
     fn peak_step(&self, i: usize) -> Option<&StepPeak> {
         self.peaks[i].iter().max_by(|a, b| a.kib.total_cmp(&b.kib))
     }
@@ -575,7 +578,11 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
 
     let mut m_lat = Metric::new("guest-ping round trip, sequential", "µs", false);
     let mut m_cpu = Metric::new("agent CPU per guest-ping, sequential", "µs", false);
-    let mut m_pipe = Metric::new("guest-ping pipelined (2000 in flight)", "req/s", true);
+    let mut m_pipe = Metric::new(
+        &format!("guest-ping pipelined ({IN_FLIGHT} in flight)"),
+        "req/s",
+        true,
+    );
     let mut m_pipe_cpu = Metric::new("agent CPU per guest-ping, pipelined", "µs", false);
     let mut m_info = Metric::new("guest-info round trip", "µs", false);
     let mut m_start = Metric::new("start-up to first answer", "ms", false);
@@ -608,15 +615,19 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
         // Alternate which agent goes first.
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for &i in &order {
-            let (lat, cpu) = b.step_with_cpu(i, round, "ping", 1e6 / 5000.0, &mut |c, _| {
-                ping_sequential(c, 5000)
-            })?;
+            let (lat, cpu) =
+                b.step_with_cpu(i, round, "ping", 1e6 / PINGS as f64, &mut |c, _| {
+                    ping_sequential(c, PINGS)
+                })?;
             m_lat.samples[i].push(lat);
             m_cpu.samples[i].push(cpu);
-            let (rate, cpu) =
-                b.step_with_cpu(i, round, "pipelined", 1e6 / 2000.0, &mut |c, _| {
-                    ping_pipelined(c, 2000)
-                })?;
+            let (rate, cpu) = b.step_with_cpu(
+                i,
+                round,
+                "pipelined",
+                1e6 / IN_FLIGHT as f64,
+                &mut |c, _| ping_pipelined(c, IN_FLIGHT),
+            )?;
             m_pipe.samples[i].push(rate);
             m_pipe_cpu.samples[i].push(cpu);
             m_info.samples[i].push(b.step(i, round, "info", &mut |c, _| info_sequential(c, 500))?);
@@ -649,7 +660,7 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
                 Err(e) => Figure::NotAvailable(e.lines().next().unwrap_or("").to_string()),
             });
         }
-        match floor_cpu_per_ping(5000) {
+        match floor_cpu_per_ping(PINGS) {
             Ok(v) => floors.push(v),
             Err(e) => println!("  note: the kernel floor could not be measured: {e}"),
         }

@@ -516,6 +516,14 @@ impl Client {
             &self.read_line_within(deadline.saturating_duration_since(Instant::now()))?,
         );
         let body = rest.strip_prefix(&[0xFF]).unwrap_or(&rest);
+        // The wire rule `parse_line` checks for every other answer (the base64 text itself was
+        // checked byte by byte by the decoder).
+        if !body.is_ascii() {
+            return Err(ClientError::Protocol(format!(
+                "non-ASCII byte in response {}",
+                String::from_utf8_lossy(body)
+            )));
+        }
         let rsp: Response = serde_json::from_slice(body).map_err(|e| {
             ClientError::Protocol(format!(
                 "guest-file-read answer is not JSON ({e}): {}",
