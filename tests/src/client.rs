@@ -608,23 +608,26 @@ impl Client {
 
     /// Reads the whole of `remote` in chunks of `chunk` bytes.
     pub fn pull(&mut self, remote: &str, chunk: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.pull_into(remote, chunk, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Client::pull`] into `out` (cleared first), which keeps its capacity: a caller that
+    /// pulls repeatedly reuses memory already faulted in instead of growing a new vector.
+    pub fn pull_into(&mut self, remote: &str, chunk: usize, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
         let chunk = chunk.clamp(1, FILE_READ_MAX);
         let h = self.file_open(remote, "r")?;
-        let res = (|| {
-            let mut out = Vec::new();
-            loop {
-                let before = out.len();
-                let eof = self.file_read_into(h, chunk, &mut out)?;
-                if eof || out.len() == before {
-                    return Ok(out);
-                }
+        let res = (|| loop {
+            let before = out.len();
+            let eof = self.file_read_into(h, chunk, out)?;
+            if eof || out.len() == before {
+                return Ok(());
             }
         })();
         let closed = self.file_close(h);
-        match (res, closed) {
-            (Ok(v), Ok(())) => Ok(v),
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-        }
+        res.and(closed)
     }
 }
 
