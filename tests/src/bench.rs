@@ -221,7 +221,7 @@ fn file_read(
     let t0 = Instant::now();
     c.pull_into(path.to_str().unwrap_or_default(), chunk, data)?;
     let dt = t0.elapsed().as_secs_f64();
-    if &sha256(&data) != expect {
+    if &sha256(data) != expect {
         return Err(ClientError::Protocol(format!(
             "SHA-256 mismatch after reading {} bytes",
             data.len()
