@@ -178,6 +178,10 @@ fn b64_rank(b: u8) -> u8 {
     B64_RANK.get(b as usize).copied().unwrap_or(B64_BAD)
 }
 
+/// Base64 characters checked and decoded at once on the SIMD path (a multiple of four).
+#[cfg(feature = "simd")]
+const SIMD_BLOCK: usize = if cfg!(test) { 64 } else { 16 * 1024 };
+
 /// Decode the base64 string at `start..start+len` of `buf` in place, as upstream does: the
 /// character set (`A-Za-z0-9+/=` and `\n`) is checked first ("Base64 data contains invalid
 /// characters"), then GLib's `g_base64_decode` runs, which skips newlines, treats `=` as a zero
@@ -192,9 +196,40 @@ pub(crate) fn base64_decode_in_place(buf: &mut [u8], start: usize, len: usize) -
     let mut v: u32 = 0;
     let mut i = 0;
     let mut last = [0u8; 2];
+    // With `simd`: no fast-path attempt before here (set past a block that failed the check,
+    // so a payload with newlines costs one failed check per block, not one per group).
+    #[cfg(feature = "simd")]
+    let mut simd_from = start;
     // An invalid character anywhere is an error; the buffer's content no longer matters then,
     // so validation and decoding share one pass.
     while r < end {
+        // Fastest path: a long run of plain digits, checked and decoded with SIMD.
+        #[cfg(feature = "simd")]
+        if i == 0 && r >= simd_from && end - r >= SIMD_BLOCK {
+            let block = r..r + SIMD_BLOCK;
+            let plain = buf
+                .get(block.clone())
+                .is_some_and(|b| base64_simd::STANDARD_NO_PAD.check(b).is_ok());
+            if plain {
+                if w != r {
+                    buf.copy_within(block, w);
+                }
+                let decoded = buf
+                    .get_mut(w..w + SIMD_BLOCK)
+                    .and_then(|b| base64_simd::STANDARD_NO_PAD.decode_inplace(b).ok())
+                    .map(|d| d.len());
+                let Some(n) = decoded else {
+                    // Not reached (the block was checked), but never decode garbage.
+                    return None;
+                };
+                // Only plain digits: nothing to remember for the padding rule.
+                last = [b'A', b'A'];
+                w += n;
+                r += SIMD_BLOCK;
+                continue;
+            }
+            simd_from = r + SIMD_BLOCK;
+        }
         // Fast path: whole blocks of plain digits decode exactly as standard base64 does.
         const BLOCK: usize = 256;
         if i == 0 && end - r >= BLOCK {

@@ -937,6 +937,83 @@ fn glib_base64_quirks() {
     assert_eq!(dec("QUJD\0"), None);
 }
 
+/// The decoder's fast paths (256-character blocks, and with `simd` whole SIMD blocks) against
+/// a one-character-at-a-time model of GLib's decoder, on inputs where newlines, `=` and
+/// invalid characters fall anywhere, also inside and at the edges of the blocks.
+#[test]
+fn base64_fast_paths_match_the_glib_model() {
+    fn model(s: &[u8]) -> Option<Vec<u8>> {
+        let rank = |c: u8| match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            b'=' => Some(0),
+            _ => None,
+        };
+        let (mut out, mut v, mut i, mut last) = (Vec::new(), 0u32, 0, [0u8; 2]);
+        for &c in s {
+            if c == b'\n' {
+                continue;
+            }
+            v = (v << 6) | rank(c)? as u32;
+            last = [c, last[0]];
+            i += 1;
+            if i == 4 {
+                out.push((v >> 16) as u8);
+                if last[1] != b'=' {
+                    out.push((v >> 8) as u8);
+                }
+                if last[0] != b'=' {
+                    out.push(v as u8);
+                }
+                i = 0;
+            }
+        }
+        Some(out)
+    }
+    const PLAIN: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for case in 0..3000 {
+        let len = (next() % 1500) as usize;
+        // Mostly plain digits; some cases sprinkle newlines, `=` or a bad byte.
+        let odd_every = [0u64, 3, 50, 200, 1000][case % 5];
+        let s: Vec<u8> = (0..len)
+            .map(|_| {
+                let r = next();
+                if odd_every > 0 && r % odd_every == 0 {
+                    [b'\n', b'=', b' ', 0xC3, b'\n'][(r >> 8) as usize % 5]
+                } else {
+                    PLAIN[(r >> 16) as usize % 64]
+                }
+            })
+            .collect();
+        let mut b = s.clone();
+        let got =
+            crate::commands::base64_decode_in_place(&mut b, 0, s.len()).map(|n| b[..n].to_vec());
+        assert_eq!(
+            got,
+            model(&s),
+            "case {case}: {:?}",
+            String::from_utf8_lossy(&s)
+        );
+        // Also at an offset inside a larger frame, as the engine calls it.
+        let mut framed = b"{\"buf-b64\": \"".to_vec();
+        framed.extend_from_slice(&s);
+        framed.extend_from_slice(b"\"}");
+        let got = crate::commands::base64_decode_in_place(&mut framed, 13, s.len())
+            .map(|n| framed[13..13 + n].to_vec());
+        assert_eq!(got, model(&s), "case {case} in a frame");
+    }
+}
+
 #[test]
 fn file_read_streams_in_chunks() {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
