@@ -180,7 +180,7 @@ fn b64_rank(b: u8) -> u8 {
 
 /// Base64 characters checked and decoded at once on the SIMD path (a multiple of four).
 #[cfg(feature = "simd")]
-const SIMD_BLOCK: usize = if cfg!(test) { 64 } else { 16 * 1024 };
+const SIMD_BLOCK: usize = if cfg!(test) { 64 } else { 1024 };
 
 /// Decode the base64 string at `start..start+len` of `buf` in place, as upstream does: the
 /// character set (`A-Za-z0-9+/=` and `\n`) is checked first ("Base64 data contains invalid
