@@ -1325,7 +1325,7 @@ fn memory_blocks() {
             ),
             json!([])
         );
-        // The guest boots with movablecore=256M (see GuestOptions) so that some block can
+        // The guest boots with movablecore=256M nokaslr (see GuestOptions) so that some block can
         // usually go offline; which one the kernel manages depends on what is in memory at the
         // time (a block with unmovable pages answers EBUSY), so try the blocks from the top
         // until one goes, checking every answer against sysfs. Each request also carries an
@@ -1376,7 +1376,11 @@ fn memory_blocks() {
             }
         }
         let Some(block) = offlined else {
-            panic!("the kernel refused to offline every block (block, errno): {refused:?}");
+            let layout = sh(&mut a, "grep -i kernel /proc/iomem; cat /proc/cmdline");
+            panic!(
+                "the kernel refused to offline every block (block, errno): {refused:?}; \
+                 kernel layout and command line:\n{layout}"
+            );
         };
         let blocks = ok(a.execute("guest-get-memory-blocks", None), "blocks");
         let b = blocks
