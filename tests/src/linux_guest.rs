@@ -113,9 +113,9 @@ pub struct GuestOptions {
     /// Extra kernel command-line words. The default, `movablecore=256M nokaslr`, puts the upper
     /// half of RAM in ZONE_MOVABLE so a memory block can really be taken offline (a block of the
     /// kernel's own zones holds unmovable pages, and offlining it fails with EBUSY). `nokaslr`
-    /// keeps the kernel image at 16 MiB: with physical KASLR it sometimes lands in the movable
-    /// blocks (seen at 392 MiB), and then no block of a 512 MiB guest can go offline (block 3
-    /// also holds the firmware's reserved top of RAM, which answers EINVAL).
+    /// keeps the kernel image at 16 MiB: physical KASLR puts it anywhere (seen from 108 to
+    /// 392 MiB), and when it lands in block 2 no block of a 512 MiB guest can go offline
+    /// (block 3 also holds the firmware's reserved top of RAM, which answers EINVAL).
     pub append: String,
 }
 
