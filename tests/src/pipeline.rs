@@ -4,8 +4,9 @@
 //! The check is a list of stages, each one an ordinary cargo (or cargo-fuzz) command run in the
 //! workspace, with its own time limit, so that a hung VM or test costs one stage, not the whole
 //! CI budget. Every stage runs even when an earlier one failed (a CI log then shows every problem
-//! at once); the summary lists each stage with its time, and the exit status is non-zero if any
-//! stage failed. Stages are run in their own process group so that a time-out or a Ctrl-C kills
+//! at once); the summary lists each stage with its time, and the exit status is non-zero unless
+//! every stage ran and passed: a stage that could not run (a missing toolchain, tool or suite)
+//! fails the run, because green must mean that every check ran and could have failed. Stages are run in their own process group so that a time-out or a Ctrl-C kills
 //! everything they started (cargo, test binaries, and the VMs and agents those started).
 
 use std::path::{Path, PathBuf};
@@ -45,7 +46,7 @@ pub enum Outcome {
     Passed,
     /// It ran and failed; the text says how.
     Failed(String),
-    /// It could not run here; the text says why.
+    /// It did not run (interrupted); the text says why. It fails the run like `Failed`.
     Skipped(String),
 }
 
@@ -250,14 +251,20 @@ pub fn setup() -> Result<(), String> {
             .env("DEBIAN_FRONTEND", "noninteractive");
         run_limited(inst, Duration::from_secs(1800))?;
     }
-    // cargo-fuzz, built from crates.io; it runs on the nightly toolchain, so it is only worth
-    // building where there is one.
+    // The fuzz stage of `cargo xtask test` needs the nightly toolchain (cargo-fuzz builds with
+    // -Z flags) and cargo-fuzz, built from crates.io; without them it fails, so set-up installs
+    // both.
     if !have_nightly() {
-        println!(
-            "setup: note: no nightly toolchain, so cargo-fuzz is not installed and the fuzz stage \
-             will be skipped"
-        );
-    } else if !have_cargo_fuzz() {
+        println!("setup: rustup toolchain install nightly --profile minimal");
+        run_limited(
+            command(
+                "rustup",
+                &["toolchain", "install", "nightly", "--profile", "minimal"],
+            ),
+            Duration::from_secs(1800),
+        )?;
+    }
+    if !have_cargo_fuzz() {
         println!("setup: cargo install cargo-fuzz --locked");
         run_limited(
             command("cargo", &["install", "cargo-fuzz", "--locked"]),
@@ -347,12 +354,7 @@ fn fuzz_max_len(target: &str) -> u64 {
 /// corpus under the target dir, crash inputs to `fuzz/artifacts/<target>/` (ignored by git), and
 /// libFuzzer's output to a log per target under the target dir.
 pub fn fuzz(opts: &FuzzOptions) -> Result<Vec<FuzzResult>, String> {
-    if !have_nightly() {
-        return Err("the fuzz targets need the nightly toolchain".into());
-    }
-    if !have_cargo_fuzz() {
-        return Err("cargo-fuzz is missing (cargo xtask setup)".into());
-    }
+    fuzz_prerequisites(have_nightly(), have_cargo_fuzz())?;
     let all = fuzz_targets()?;
     if all.is_empty() {
         return Err("cargo fuzz list printed no targets".into());
@@ -599,9 +601,10 @@ pub fn test(opts: &TestOptions) -> bool {
         Err(e) => Outcome::Failed(e),
     };
 
-    if opts.no_setup {
-        stage("setup", &mut || Outcome::Skipped("--no-setup".into()));
-    } else {
+    // `--no-setup` leaves out installing, not a check: it is the one stage that may be absent
+    // from a green run (whatever set-up would have installed is then checked by the stages
+    // that need it, which fail without it).
+    if !opts.no_setup {
         stage("setup", &mut || from(setup()));
     }
     stage("fmt", &mut || {
@@ -688,12 +691,12 @@ pub fn test(opts: &TestOptions) -> bool {
         }
     });
     stage("fuzz", &mut || {
-        if !have_nightly() {
-            return Outcome::Skipped("no nightly toolchain on this machine".into());
+        if let Err(e) = fuzz_prerequisites(have_nightly(), have_cargo_fuzz()) {
+            return Outcome::Failed(e);
         }
         match fuzz_targets() {
-            Err(e) => Outcome::Skipped(e),
-            Ok(t) if t.is_empty() => Outcome::Skipped("no fuzz targets".into()),
+            Err(e) => Outcome::Failed(e),
+            Ok(t) if t.is_empty() => Outcome::Failed("cargo fuzz list printed no targets".into()),
             Ok(_) => from(
                 fuzz(&FuzzOptions {
                     seconds: opts.fuzz_seconds,
@@ -705,7 +708,7 @@ pub fn test(opts: &TestOptions) -> bool {
     });
     stage("QEMU suites", &mut || {
         if qemu_files.is_empty() {
-            return Outcome::Skipped("no QEMU suite in tests/tests".into());
+            return Outcome::Failed("no QEMU suite in tests/tests".into());
         }
         let mut c = cargo();
         c.args(["test", "-p", "tests", "--no-fail-fast"]);
@@ -724,6 +727,9 @@ pub fn test(opts: &TestOptions) -> bool {
         "\n==== summary ({:.1}s) ====",
         total.elapsed().as_secs_f64()
     );
+    if opts.no_setup {
+        println!("{:>8}   {:<32} not run (--no-setup)", "", "setup");
+    }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for r in &results {
         let word = match &r.outcome {
@@ -746,7 +752,35 @@ pub fn test(opts: &TestOptions) -> bool {
         println!("  left out of this run: {name} ({why})");
     }
     println!("stages: {passed} passed, {failed} failed, {skipped} skipped");
-    failed == 0
+    if skipped > 0 {
+        println!("a skipped stage is a check that did not run: the run fails");
+    }
+    verdict(&results)
+}
+
+/// Whether a run with these stages is green: every stage ran and passed. A stage that was
+/// skipped (interrupted, or something it needs is missing) checked nothing, so it fails the run
+/// like a failed stage.
+pub fn verdict(results: &[StageResult]) -> bool {
+    results.iter().all(|r| r.outcome == Outcome::Passed)
+}
+
+/// Why the fuzz stage cannot run here, with how to fix it; `Ok` when it can.
+pub fn fuzz_prerequisites(nightly: bool, cargo_fuzz: bool) -> Result<(), String> {
+    match (nightly, cargo_fuzz) {
+        (true, true) => Ok(()),
+        (false, _) => Err(
+            "the fuzz targets need the nightly toolchain, which is not installed: run \
+             `cargo xtask setup` (it runs `rustup toolchain install nightly --profile minimal` \
+             and `cargo install cargo-fuzz --locked`)"
+                .into(),
+        ),
+        (true, false) => Err(
+            "cargo-fuzz is not installed: run `cargo xtask setup` (or `cargo install cargo-fuzz \
+             --locked`)"
+                .into(),
+        ),
+    }
 }
 
 fn first_line(s: &str) -> &str {
@@ -759,4 +793,40 @@ pub fn is_executable(path: &Path) -> bool {
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(outcome: Outcome) -> StageResult {
+        StageResult {
+            name: "x".into(),
+            outcome,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_skipped_stage_fails_the_run() {
+        assert!(verdict(&[stage(Outcome::Passed), stage(Outcome::Passed)]));
+        assert!(!verdict(&[
+            stage(Outcome::Passed),
+            stage(Outcome::Skipped("interrupted".into()))
+        ]));
+        assert!(!verdict(&[stage(Outcome::Failed("no".into()))]));
+    }
+
+    #[test]
+    fn fuzz_stage_without_its_tools_fails_and_says_how_to_get_them() {
+        assert_eq!(fuzz_prerequisites(true, true), Ok(()));
+        let no_nightly = fuzz_prerequisites(false, true).unwrap_err();
+        assert!(no_nightly.contains("nightly"), "{no_nightly}");
+        assert!(no_nightly.contains("cargo xtask setup"), "{no_nightly}");
+        assert!(no_nightly.contains("rustup toolchain install nightly"));
+        assert_eq!(fuzz_prerequisites(false, false).unwrap_err(), no_nightly);
+        let no_fuzz = fuzz_prerequisites(true, false).unwrap_err();
+        assert!(no_fuzz.contains("cargo install cargo-fuzz"), "{no_fuzz}");
+        assert!(no_fuzz.contains("cargo xtask setup"), "{no_fuzz}");
+    }
 }

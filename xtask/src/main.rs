@@ -18,12 +18,13 @@ use tests::pipeline;
 const HELP: &str = "\
 cargo xtask <command>
 
-  setup                         install what the project needs (rustup target, Debian packages,
-                                cargo-fuzz); does nothing that is already done; needs root for apt
+  setup                         install what the project needs (rustup target, nightly toolchain,
+                                Debian packages, cargo-fuzz); does nothing that is already done;
+                                needs root for apt
   test [--no-setup] [--fuzz-seconds N]
                                 the whole check: setup, fmt, clippy (host and x86_64-unknown-none),
                                 doc, every test, each fuzz target briefly (N s each, default 10),
-                                the QEMU suites
+                                the QEMU suites; fails unless every stage ran and passed
   run [--com1 | --linux | --host]
                                 boot the bare-metal image in QEMU (q35, virtio-serial; --com1:
                                 pc, COM1) with the agent on a host unix socket, print how to talk
