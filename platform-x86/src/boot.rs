@@ -6,15 +6,16 @@
 //! the loader does not promise a zeroed `.bss`. This code clears `.bss`, identity-maps the first
 //! 4 GiB with 2 MiB pages (RAM, the ACPI tables, the local APIC and the 32-bit PCI window all
 //! live there), enables PAE and `EFER.LME`, turns on paging, loads a three-entry GDT and far-jumps
-//! into 64-bit code, which calls `image::entry` (then [`crate::image::run`]) with the start-info address.
+//! into 64-bit code, which calls `entry` with the start-info address. `entry` paints the stack
+//! (see [`crate::hw::layout`]), copies the start info out of the loader's memory into
+//! [`crate::state::BOOT`] before anything can overwrite it, and calls [`crate::image::run`].
 //!
 //! The note's descriptor is a `.quad`: QEMU reads a host `size_t` from it, as Linux's own
 //! `_ASM_PTR` note is written. Its name is "Xen" padded to 4 bytes and the note section is only
 //! 4-aligned, so QEMU's `ALIGN_UP(namesz, p_align)` lands exactly on the descriptor.
 
-/// Size of the boot stack. The stack is painted at start-up; `stack` (a built-in program) and
-/// the self-test report how much of it was ever used.
-pub const STACK_SIZE: usize = 64 * 1024;
+#[cfg(target_os = "none")]
+use crate::{hw, hw::layout::STACK_SIZE, image, pvh::BootInfo, state};
 
 #[cfg(target_os = "none")]
 core::arch::global_asm!(
@@ -129,34 +130,31 @@ core::arch::global_asm!(
     jmp 2b
     "#,
     stack_size = const STACK_SIZE,
-    main = sym crate::image::entry,
+    main = sym entry,
     options(att_syntax)
 );
 
-/// The stack's bounds `(bottom, top)`, as addresses.
+/// The PVH entry's Rust half, called by the assembly above on the boot stack with the loader's
+/// start-info address.
 #[cfg(target_os = "none")]
-pub fn stack_bounds() -> (usize, usize) {
-    unsafe extern "C" {
-        static __stack_bottom: u8;
-        static __stack_top: u8;
-    }
-    (
-        core::ptr::addr_of!(__stack_bottom) as usize,
-        core::ptr::addr_of!(__stack_top) as usize,
-    )
+extern "C" fn entry(start_info: u32) -> ! {
+    hw::layout::paint_stack();
+    publish_start_info(start_info);
+    image::run()
 }
 
-/// The image's static memory bounds `(image start, .bss start, .bss end)`.
+/// Copy the start info into [`state::BOOT`]. Not inlined, so that the copy's temporaries
+/// (kilobytes) leave the stack before the agent runs.
 #[cfg(target_os = "none")]
-pub fn image_bounds() -> (usize, usize, usize) {
-    unsafe extern "C" {
-        static __image_start: u8;
-        static __bss_start: u8;
-        static __bss_end: u8;
-    }
-    (
-        core::ptr::addr_of!(__image_start) as usize,
-        core::ptr::addr_of!(__bss_start) as usize,
-        core::ptr::addr_of!(__bss_end) as usize,
-    )
+#[inline(never)]
+fn publish_start_info(start_info: u32) {
+    let read = |addr: u64, len: usize| {
+        // SAFETY: the loader's start info, command line and memory map sit in RAM it wrote,
+        // and nothing writes there before this copy is taken (this runs first, on one CPU).
+        unsafe { hw::mem::phys_bytes(addr, len) }
+    };
+    let info = read(start_info as u64, 56)
+        .map(|head| BootInfo::parse(head, &read))
+        .unwrap_or(BootInfo::empty());
+    let _ = state::BOOT.set(info);
 }

@@ -5,105 +5,17 @@
 //! is calibrated over 10 ms of PIT, ACPI is read, and the agent starts. Nothing waits for the
 //! RTC to tick ([`crate::commands::time`] re-anchors later).
 //!
-//! All large state lives in `static`s taken exactly once ([`crate::sync::Once`]): the engine's
-//! buffers, the RAM file store, the process table and the virtqueues. The agent loop polls the
-//! transport and, once it has been quiet for a moment, halts until the next timer tick
-//! ([`crate::hw::idle`]); interrupts are enabled only for that halt.
+//! All large state lives in `static`s taken exactly once ([`crate::state`]). The agent loop
+//! polls the transport and, once it has been quiet for a moment, halts until the next timer
+//! tick ([`crate::hw::interrupts`]); interrupts are enabled only for that halt.
 
 use agent_core::out::{Transmit, TxError};
-use agent_core::{Agent, Command, StaticBuffers};
+use agent_core::{Agent, Command};
 
 use crate::commands::{self, Machine};
 use crate::config::{Config, LogTarget, Transport};
-use crate::hw::{self, acpi, tsc, uart, virtio};
-use crate::pvh::BootInfo;
-use crate::sync::{Once, SetOnce};
-
-/// The engine's buffers: a 64 KiB request frame (a `guest-file-write` of 48 KiB fits), a 4 KiB
-/// file chunk, a 4 KiB transmit buffer and 1024 nesting slots (upstream's limit).
-pub type Buffers = StaticBuffers<{ 64 * 1024 }, 4096, 4096, 1024>;
-
-/// The engine's buffers.
-pub static AGENT_BUFFERS: Once<Buffers> = Once::new(Buffers::new());
-/// The RAM file store.
-pub static FILE_STORE: Once<commands::file::RamFiles> = Once::new(commands::file::RamFiles::new());
-/// The process table.
-pub static PROCESSES: Once<commands::exec::Processes> = Once::new(commands::exec::Processes::new(
-    commands::exec::Programs::new(),
-));
-/// What the loader told us.
-pub static BOOT: SetOnce<BootInfo> = SetOnce::new();
-/// What ACPI told us.
-pub static ACPI: SetOnce<acpi::Info> = SetOnce::new();
-
-#[cfg(target_os = "none")]
-const PAINT: u8 = 0xa5;
-
-/// Fill the unused part of the stack with [`PAINT`] (the high-water mark is where it stops).
-#[cfg(target_os = "none")]
-#[inline(never)]
-fn paint_stack() {
-    let (bottom, _) = crate::boot::stack_bounds();
-    let marker = 0u8;
-    let here = core::ptr::addr_of!(marker) as usize;
-    // Leave 256 bytes below this frame alone: that is where this function itself runs.
-    let end = here.saturating_sub(256);
-    let mut p = bottom;
-    while p < end {
-        // SAFETY: [bottom, end) is the part of the boot stack below the live frames (the stack
-        // grows down from `__stack_top`), so nothing uses those bytes yet.
-        unsafe { (p as *mut u8).write_volatile(PAINT) };
-        p += 1;
-    }
-}
-
-/// `(bytes ever used, stack size)` of the boot stack, in the image.
-pub fn stack_usage() -> Option<(usize, usize)> {
-    #[cfg(target_os = "none")]
-    {
-        let (bottom, top) = crate::boot::stack_bounds();
-        let mut p = bottom;
-        // SAFETY: reading bytes of our own stack below the current frame; volatile because
-        // the compiler cannot know calls may have written them.
-        while p < top && unsafe { (p as *const u8).read_volatile() } == PAINT {
-            p += 1;
-        }
-        Some((top - p, top - bottom))
-    }
-    #[cfg(not(target_os = "none"))]
-    {
-        None
-    }
-}
-
-/// The `.data`+`.bss` span of the running image, `(image bytes in memory, bss bytes)`.
-pub fn static_memory() -> Option<(usize, usize)> {
-    #[cfg(target_os = "none")]
-    {
-        let (start, bss_start, bss_end) = crate::boot::image_bounds();
-        Some((bss_end - start, bss_end - bss_start))
-    }
-    #[cfg(not(target_os = "none"))]
-    {
-        None
-    }
-}
-
-/// The PVH entry's Rust half (called by [`crate::boot`] on the boot stack).
-///
-/// # Safety
-/// Called once, by the boot code, with the loader's start-info address.
-#[cfg(target_os = "none")]
-pub unsafe extern "C" fn entry(start_info: u32) -> ! {
-    paint_stack();
-    run(start_info as u64)
-}
-
-fn read_phys(addr: u64, len: usize) -> Option<&'static [u8]> {
-    // SAFETY: the loader's start info, command line and memory map sit in RAM it wrote and
-    // nothing else writes before this copy is taken (this runs first, on one CPU).
-    unsafe { hw::mem::phys_bytes(addr, len) }
-}
+use crate::hw::{self, acpi, halt, tsc, uart, virtio};
+use crate::state::{ACPI, AGENT_BUFFERS, BOOT, FILE_STORE, PROCESSES};
 
 /// Sends through the chosen transport.
 struct Link<'a> {
@@ -137,19 +49,16 @@ pub fn apply_block_list(agent: &mut Agent<'_>, list: &str) {
     }
 }
 
-/// Everything after the stack is painted: boot facts, transport, agent loop, with the
-/// built-in programs ([`crate::programs::BUILTINS`]). Never returns.
-pub fn run(start_info: u64) -> ! {
-    run_with(start_info, crate::programs::BUILTINS)
+/// Everything after the boot code published the loader's facts ([`BOOT`]): configuration,
+/// devices, transport, agent loop, with the built-in programs
+/// ([`crate::programs::BUILTINS`]). Never returns.
+pub fn run() -> ! {
+    run_with(crate::programs::BUILTINS)
 }
 
 /// [`run`] with the programs `guest-exec` may start: a firmware built on this crate passes the
 /// built-ins plus its own routines (see [`crate::commands::exec::Programs::register`]).
-pub fn run_with(start_info: u64, programs: commands::exec::Programs) -> ! {
-    let info = read_phys(start_info, 56)
-        .map(|head| BootInfo::parse(head, &read_phys))
-        .unwrap_or(BootInfo::empty());
-    let _ = BOOT.set(info);
+pub fn run_with(programs: commands::exec::Programs) -> ! {
     let boot = BOOT.get();
     let cmdline = boot.map(|b| b.cmdline()).unwrap_or("");
     let config = Config::built_in()
@@ -188,15 +97,13 @@ pub fn run_with(start_info: u64, programs: commands::exec::Programs) -> ! {
         );
     }
 
-    let idling = hw::idle::init();
+    let idling = hw::interrupts::init();
     if !idling {
         crate::log!("idle: no local APIC timer, polling without pause");
     }
 
     if config.crash {
-        // SAFETY: deliberately raises #UD (asked for on the command line) to exercise the
-        // exception handler, which never returns.
-        unsafe { core::arch::asm!("ud2") };
+        hw::interrupts::invalid_opcode();
     }
 
     if config.selftest {
@@ -299,7 +206,7 @@ impl IdlePolicy {
             self.last_clock = tsc::rdtsc();
         }
         if self.wake_on_data || now.wrapping_sub(self.last_busy) > self.busy_for {
-            hw::idle::wait();
+            hw::interrupts::wait();
         } else {
             core::hint::spin_loop();
         }
@@ -317,7 +224,7 @@ fn serve_serial(
     // With the UART's receive interrupt the loop halts as soon as the FIFO is empty and wakes
     // when bytes arrive, instead of spinning against the QEMU thread that delivers them.
     let irq = if port == uart::COM1 { 4 } else { 3 };
-    if hw::idle::enable_isa_irq(irq) {
+    if hw::interrupts::enable_isa_irq(irq) {
         u.enable_rx_interrupt();
         idle.wake_on_data = true;
     }
@@ -355,13 +262,5 @@ fn serve_virtio(agent: &mut Agent<'_>, machine: &mut Machine<'_>, c: &mut virtio
             virtio::Event::Opened => {}
             virtio::Event::Idle => idle.pause(machine),
         }
-    }
-}
-
-/// Stop for good.
-pub fn halt() -> ! {
-    loop {
-        x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
     }
 }

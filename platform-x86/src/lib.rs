@@ -35,7 +35,7 @@
 //! of a connection, so over COM1/COM2 a client resynchronises with the 0xFF handshake as with
 //! upstream's isa-serial channel; over virtio the host's port close resets the parser.
 //!
-//! The CPU halts whenever there is nothing to do ([`hw::idle`]): a UART wakes it with its
+//! The CPU halts whenever there is nothing to do ([`hw::interrupts`]): a UART wakes it with its
 //! receive interrupt (IRQ 4 or 3 through the 8259 in virtual-wire mode), anything else with a
 //! 1 kHz local-APIC timer tick (virtio is polled, after 2 ms of quiet). An idle image costs
 //! the host a few percent of a core instead of all of it, and a UART receives at a few hundred
@@ -49,11 +49,19 @@
 //!
 //! # Layout
 //!
-//! [`boot`] is the entry and long-mode switch, [`image`] the agent loop and transports, [`hw`]
-//! the devices (UART, CMOS RTC, PIT/TSC, PCI, ACPI tables, virtio-console, local-APIC idle,
-//! isa-debug-exit), [`commands`] the backend of each command family (named as in
-//! `agent_core::commands`), [`programs`] the built-in programs `guest-exec` runs, [`config`]
-//! the build-time and kernel-command-line settings and [`pvh`] the boot information.
+//! The modules stand on floors, each importing only from the floors below it, so that device
+//! code never depends on the application that uses it:
+//!
+//! 1. [`boot`]: the PVH entry and long-mode switch; it copies the loader's start info;
+//! 2. [`image`]: the agent loop and its transports;
+//! 3. [`selftest`] and [`programs`] (the built-in programs `guest-exec` runs);
+//! 4. [`state`]: the shared static buffers and the boot facts;
+//! 5. [`commands`]: the backend of each command family (named as in `agent_core::commands`);
+//! 6. [`hw`]: the devices (UART, CMOS RTC, PIT/TSC, PCI, ACPI, virtio-console, interrupts and
+//!    the local-APIC timer, isa-debug-exit, the i8042 reset line) and the memory layout.
+//!
+//! [`config`], [`pvh`] and [`sync`] sit beneath them all.
+//!
 //! Everything that is logic rather than port I/O (table parsing, date arithmetic, the file
 //! store, the process table, option parsing) builds and is unit-tested on the host.
 //!
@@ -98,6 +106,7 @@ pub mod image;
 pub mod programs;
 pub mod pvh;
 pub mod selftest;
+pub mod state;
 pub mod sync;
 
 #[cfg(all(target_os = "none", not(test)))]
@@ -114,8 +123,5 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         None => hw::log::write_fmt(format_args!("qga-x86: panic\n")),
     }
     hw::exit::failure();
-    loop {
-        x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
-    }
+    hw::halt()
 }

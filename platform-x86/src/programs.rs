@@ -132,7 +132,7 @@ pub fn pci(_args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
 
 /// `memmap`.
 pub fn memmap(_args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
-    let Some(boot) = crate::image::BOOT.get() else {
+    let Some(boot) = crate::state::BOOT.get() else {
         let _ = writeln!(out.err(), "memmap: no boot information");
         return 1;
     };
@@ -155,7 +155,7 @@ pub fn memmap(_args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
 
 /// `stack`.
 pub fn stack(_args: &Args<'_>, _input: &[u8], out: &mut Output<'_>) -> i32 {
-    match crate::image::stack_usage() {
+    match crate::hw::layout::stack_usage() {
         Some((used, size)) => {
             let _ = writeln!(
                 out.out(),

@@ -12,8 +12,8 @@ use agent_core::out::{Transmit, TxError};
 use agent_core::{Agent, Platform};
 
 use crate::config::Config;
-use crate::hw::{pci, rtc, tsc};
-use crate::image;
+use crate::hw::{layout, pci, rtc, tsc};
+use crate::state;
 
 struct Report {
     failed: u32,
@@ -73,7 +73,7 @@ impl Platform for ClockOnly<'_> {
 #[inline(never)]
 pub fn run(config: &Config<'_>) -> bool {
     let mut r = Report { failed: 0 };
-    let boot = image::BOOT.get();
+    let boot = state::BOOT.get();
     let regions = boot
         .filter(|b| b.version >= 1)
         .map_or(0, |b| b.regions().len());
@@ -82,7 +82,7 @@ pub fn run(config: &Config<'_>) -> bool {
         regions > 0,
         regions as u64,
     );
-    let acpi = image::ACPI.get();
+    let acpi = state::ACPI.get();
     let fadt = acpi.and_then(|a| a.fadt);
     let pm1a = fadt.map_or(0, |f| f.pm1a_cnt);
     r.check("acpi-fadt (PM1a_CNT)", pm1a != 0, pm1a as u64);
@@ -111,7 +111,7 @@ pub fn run(config: &Config<'_>) -> bool {
     });
     r.check("pci (functions)", host_bridge, functions);
 
-    if let Some(files) = image::FILE_STORE.take() {
+    if let Some(files) = state::FILE_STORE.take() {
         let h = files.open("selftest", "w+");
         let ok = h.as_ref().is_ok_and(|&h| {
             files.write(h, b"hello").is_ok()
@@ -125,7 +125,7 @@ pub fn run(config: &Config<'_>) -> bool {
         r.check("file-store (handle)", ok, h.unwrap_or(-1) as u64);
     }
 
-    if let Some(procs) = image::PROCESSES.take() {
+    if let Some(procs) = state::PROCESSES.take() {
         *procs.programs_mut() = crate::programs::builtins();
         let echo = procs.programs().find("/bin/echo");
         let pid = echo.map(|p| {
@@ -145,7 +145,7 @@ pub fn run(config: &Config<'_>) -> bool {
         );
     }
 
-    if let Some(bufs) = image::AGENT_BUFFERS.take() {
+    if let Some(bufs) = state::AGENT_BUFFERS.take() {
         let mut clock = crate::commands::time::RtcClock::start(fadt.and_then(|f| f.century));
         let mut platform = ClockOnly(&mut clock);
         let mut agent = Agent::new(bufs.as_buffers());
@@ -178,7 +178,7 @@ pub fn run(config: &Config<'_>) -> bool {
         );
     }
 
-    let stack = image::stack_usage();
+    let stack = layout::stack_usage();
     let used = stack
         .filter(|&(used, size)| used > 0 && used < size)
         .map(|s| s.0);

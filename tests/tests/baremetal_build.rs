@@ -156,8 +156,8 @@ fn report_has_every_figure() {
     for needle in [
         "release image size:",
         "static memory:",
-        "platform_x86::image::AGENT_BUFFERS",
-        "platform_x86::image::FILE_STORE",
+        "platform_x86::state::AGENT_BUFFERS",
+        "platform_x86::state::FILE_STORE",
         "stack: ",
         "boot to first answer (TCG, q35, virtio)",
         "boot to first answer (TCG, pc, COM1)",

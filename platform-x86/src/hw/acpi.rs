@@ -3,7 +3,9 @@
 //! (the sleep type that powers off).
 //!
 //! Parsing works on byte slices so it is unit-tested on the host; [`discover`] maps the
-//! firmware's tables (identity-mapped physical memory) and runs it. Nothing here interprets
+//! firmware's tables (identity-mapped physical memory) and runs it. The fixed-hardware
+//! registers the tables name (PM1 control, the reset register) are written here too
+//! ([`enter_sleep_state`], [`write_register`]), so the power backend never touches a port. Nothing here interprets
 //! AML beyond recognising the one `Name (_S5, Package () {...})` that every firmware writes the
 //! same way.
 
@@ -337,6 +339,61 @@ pub fn discover(hint: Option<u64>) -> Info {
     match rsdp {
         Some(r) => Info::from_tables(r, &map_table),
         None => Info::empty(),
+    }
+}
+
+/// `SLP_EN` in a PM1 control register: enter the sleep type written with it.
+const SLP_EN: u16 = 1 << 13;
+
+/// Enter the sleep state whose `SLP_TYPa`/`SLP_TYPb` values are `slp_typ` (from `\_S5`: soft
+/// off) through the FADT's PM1a (and PM1b) control block, first switching the firmware to ACPI
+/// mode through its SMI command port if it is not there yet. Returns only if the machine is
+/// still running; the caller waits and reports.
+pub fn enter_sleep_state(f: &Fadt, slp_typ: (u8, u8)) {
+    // SAFETY: PM1a/PM1b control and the SMI command port are the ACPI fixed-hardware
+    // registers the FADT names for exactly this purpose; enabling ACPI mode and writing
+    // SLP_TYP|SLP_EN is the documented sleep sequence.
+    unsafe {
+        if super::inw(f.pm1a_cnt) & 1 == 0 && f.smi_cmd != 0 && f.acpi_enable != 0 {
+            super::outb(f.smi_cmd as u16, f.acpi_enable);
+            for _ in 0..300 {
+                if super::inw(f.pm1a_cnt) & 1 != 0 {
+                    break;
+                }
+                super::tsc::delay_ms(1);
+            }
+        }
+        super::outw(f.pm1a_cnt, ((slp_typ.0 as u16 & 7) << 10) | SLP_EN);
+        if f.pm1b_cnt != 0 {
+            super::outw(f.pm1b_cnt, ((slp_typ.1 as u16 & 7) << 10) | SLP_EN);
+        }
+    }
+}
+
+/// Write `value` to the register at an ACPI generic address (the FADT's reset register).
+pub fn write_register(gas: Gas, value: u8) {
+    match gas.space {
+        // SAFETY: the FADT's reset register in system I/O space; writing the reset value is
+        // what it is declared for.
+        1 => unsafe { super::outb(gas.address as u16, value) },
+        0 if gas.address != 0 && gas.address < super::mem::MAPPED_LIMIT => {
+            // SAFETY: the FADT's memory-mapped reset register, identity-mapped; a volatile
+            // byte write of the declared reset value.
+            unsafe { (gas.address as usize as *mut u8).write_volatile(value) }
+        }
+        2 => {
+            // PCI configuration space of bus 0: device, function, offset in the address.
+            let a = super::pci::Address {
+                bus: 0,
+                device: (gas.address >> 32) as u8,
+                function: (gas.address >> 16) as u8,
+            };
+            let off = gas.address as u8;
+            let shift = (off & 3) * 8;
+            let old = super::pci::read32(a, off);
+            super::pci::write32(a, off, (old & !(0xff << shift)) | (value as u32) << shift);
+        }
+        _ => {}
     }
 }
 

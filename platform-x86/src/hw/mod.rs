@@ -3,7 +3,9 @@
 
 pub mod acpi;
 pub mod exit;
-pub mod idle;
+pub mod i8042;
+pub mod interrupts;
+pub mod layout;
 pub mod log;
 pub mod mem;
 pub mod pci;
@@ -67,4 +69,12 @@ pub unsafe fn inl(port: u16) -> u32 {
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: as outb.
     unsafe { Port::<u32>::new(port).write(value) }
+}
+
+/// Stop for good: interrupts off, then `hlt` (again, should a non-maskable interrupt end it).
+pub fn halt() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
 }

@@ -79,6 +79,15 @@ pub fn ns_since(since: u64) -> u64 {
     cycles_to_ns(rdtsc().wrapping_sub(since))
 }
 
+/// Spin for `ms` milliseconds.
+pub fn delay_ms(ms: u64) {
+    let start = rdtsc();
+    let limit = hz() / 1000 * ms;
+    while rdtsc().wrapping_sub(start) < limit {
+        core::hint::spin_loop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,4 +1,8 @@
-//! The 16550 UARTs, polled (interrupts stay off), through the `uart_16550` crate.
+//! The 16550 UARTs, through the `uart_16550` crate.
+//!
+//! Data is always moved by polling the FIFOs; the receive interrupt, when the agent's port
+//! enables it ([`Uart::enable_rx_interrupt`]), only wakes the halted CPU (see
+//! [`super::interrupts`]) so that an idle agent need not spin. The log port never interrupts.
 
 use uart_16550::Uart16550;
 use uart_16550::backend::PioBackend;
@@ -9,13 +13,13 @@ pub const COM1: u16 = 0x3f8;
 /// COM2's I/O base.
 pub const COM2: u16 = 0x2f8;
 
-/// A polled UART.
+/// A UART, read and written by polling.
 pub struct Uart {
     dev: Uart16550<PioBackend>,
 }
 
 impl Uart {
-    /// Probe and initialise the UART at `base` (115200 8N1, FIFOs on, no interrupts);
+    /// Probe and initialise the UART at `base` (115200 8N1, FIFOs on, interrupts off);
     /// `None` if no UART answers there.
     pub fn open(base: u16) -> Option<Self> {
         // SAFETY: COM1/COM2 bases are the standard ISA UART ports, owned by this image alone.

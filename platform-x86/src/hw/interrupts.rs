@@ -1,13 +1,14 @@
-//! Idling without burning the host: `hlt` woken by a periodic local-APIC timer.
+//! Interrupts and exceptions: the IDT, the CPU-exception report, the 8259s, and the
+//! local-APIC timer that lets the agent loop halt instead of spin.
 //!
-//! The agent polls its transport, and a polling vCPU under TCG is a host core at 100 %, which
-//! on a shared build machine also starves QEMU's I/O thread (the one that feeds the UART and
-//! the virtqueues). So once the transport has been quiet for a moment the loop halts the CPU
-//! until the next timer tick ([`TICK_US`]) or, on a UART, until its receive interrupt
-//! ([`enable_isa_irq`]). The 8259s are moved off the exception vectors and masked except for
-//! that one line, and interrupts are enabled only for the `sti; hlt` pair, so every other
-//! piece of the image keeps running with interrupts off. The handlers just acknowledge the
-//! interrupt; the loop itself looks at the devices.
+//! Halting is why interrupts exist in this image at all. The agent polls its transport, and a
+//! polling vCPU under TCG is a host core at 100 %, which on a shared build machine also starves
+//! QEMU's I/O thread (the one that feeds the UART and the virtqueues). So once the transport
+//! has been quiet for a moment the loop halts the CPU until the next timer tick ([`TICK_US`])
+//! or, on a UART, until its receive interrupt ([`enable_isa_irq`]). The 8259s are moved off the
+//! exception vectors and masked except for that one line, and interrupts are enabled only for
+//! the `sti; hlt` pair, so every other piece of the image keeps running with interrupts off.
+//! The handlers just acknowledge the interrupt; the loop itself looks at the devices.
 //!
 //! If the CPU has no usable local APIC the loop keeps polling (correct, only costlier).
 //!
@@ -52,7 +53,7 @@ static IDT: Once<Idt> = Once::new(Idt([0; 512]));
 #[cfg(target_os = "none")]
 core::arch::global_asm!(
     r#"
-    .section .text.idle, "ax"
+    .section .text.interrupts, "ax"
     .global qga_tick_isr
     qga_tick_isr:
     push %rax
@@ -236,7 +237,14 @@ extern "C" fn cpu_fault(frame: *const u64) -> ! {
         word(2)
     );
     super::exit::failure();
-    crate::image::halt()
+    super::halt()
+}
+
+/// Execute an invalid instruction (`qga.crash`), to show that an exception is reported.
+pub fn invalid_opcode() {
+    // SAFETY: raises #UD on purpose; the exception handler installed by `init` reports it and
+    // never returns (without it, the CPU resets the machine, which is also an end).
+    unsafe { core::arch::asm!("ud2") };
 }
 
 /// Let ISA interrupt line `irq` (3 or 4: the UARTs) wake [`wait`], through the master 8259
