@@ -1153,11 +1153,60 @@ fn vsock_listen_binds_cid_and_port() {
     // This host has AF_VSOCK but no loopback transport, so no client can connect here; the
     // guest tests cover the conversation. What the host can check: the wildcard CID binds and
     // the agent serves until SIGTERM, and a CID that is not ours is a clear start-up error.
+    // Without AF_VSOCK the test fails, unless QGA_TEST_ALLOW_MISSING names `vsock`: then the
+    // binding half is not checked, and the error half checks the socket error instead.
     let dir = TempDir::new("vsock");
-    if vsock_available().is_err() {
-        eprintln!("no AF_VSOCK on this machine: skipped");
-        return;
+    let have_vsock = match vsock_available() {
+        Ok(()) => true,
+        Err(e) => {
+            missing_vsock(&e);
+            false
+        }
+    };
+    if have_vsock {
+        vsock_wildcard_binds_and_serves(&dir);
     }
+    let o = run_qga(
+        &[
+            "-m",
+            "vsock-listen",
+            "-p",
+            "12345:47124",
+            "-t",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let expected = if have_vsock {
+        "Failed to bind socket: Cannot assign requested address"
+    } else {
+        "Failed to create socket: "
+    };
+    assert!(text(&o.stderr).contains(expected), "{}", text(&o.stderr));
+}
+
+/// Without AF_VSOCK: fails with how to get it, unless `QGA_TEST_ALLOW_MISSING` (a
+/// comma-separated list, as in the `tests` crate's `require` module) names `vsock` or `all`.
+fn missing_vsock(e: &std::io::Error) {
+    let allowed = std::env::var("QGA_TEST_ALLOW_MISSING").is_ok_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|n| n == "vsock" || n == "all")
+    });
+    assert!(
+        allowed,
+        "no AF_VSOCK on this machine ({e}): this test cannot bind a vsock address. Load the \
+         kernel's vsock module (`modprobe vsock`), or set QGA_TEST_ALLOW_MISSING=vsock to run \
+         without it (the binding half is then not checked)"
+    );
+    eprintln!(
+        "SKIP: no AF_VSOCK ({e}); QGA_TEST_ALLOW_MISSING allows it: the binding half is not checked"
+    );
+}
+
+/// The wildcard CID binds, and the agent serves until SIGTERM, then exits 0.
+fn vsock_wildcard_binds_and_serves(dir: &TempDir) {
     let mut cmd = Command::new(QGA);
     cmd.args(["-m", "vsock-listen", "-p", "4294967295:47123", "-t"])
         .arg(dir.path())
@@ -1175,24 +1224,6 @@ fn vsock_listen_binds_cid_and_port() {
     assert_eq!(
         proc.wait_timeout(Duration::from_secs(10)).unwrap().code(),
         Some(0)
-    );
-
-    let o = run_qga(
-        &[
-            "-m",
-            "vsock-listen",
-            "-p",
-            "12345:47124",
-            "-t",
-            dir.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o.stderr).contains("Failed to bind socket: Cannot assign requested address"),
-        "{}",
-        text(&o.stderr)
     );
 }
 

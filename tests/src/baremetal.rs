@@ -219,7 +219,13 @@ pub fn qemu_command(image: &Path, opts: &BootOptions) -> Result<Command, String>
     let bin = qemu_binary().ok_or(
         "qemu-system-x86_64 is not installed (run `cargo xtask setup` or apt-get install qemu-system-x86)",
     )?;
-    let mut cmd = Command::new(bin);
+    Ok(qemu_command_for(&bin, image, opts))
+}
+
+/// [`qemu_command`] with the QEMU executable given: the command line alone, which does not
+/// depend on QEMU being installed.
+pub fn qemu_command_for(qemu: &Path, image: &Path, opts: &BootOptions) -> Command {
+    let mut cmd = Command::new(qemu);
     cmd.args(["-accel", "tcg", "-display", "none", "-nodefaults"]);
     cmd.args(["-M", opts.machine.name()]);
     cmd.args([
@@ -265,7 +271,7 @@ pub fn qemu_command(image: &Path, opts: &BootOptions) -> Result<Command, String>
         "-qmp",
         &format!("unix:{},server=on,wait=off", opts.qmp_socket.display()),
     ]);
-    Ok(cmd)
+    cmd
 }
 
 /// A running image under QEMU, killed when dropped.
@@ -628,10 +634,14 @@ mod tests {
 
     #[test]
     fn command_lines() {
+        // The command line alone, so that this check runs whether or not QEMU is installed.
         let o = BootOptions::new(Machine::Q35, Transport::Virtio, Path::new("/tmp/x"));
-        let Ok(cmd) = qemu_command(Path::new("/img"), &o) else {
-            return;
-        };
+        let cmd = qemu_command_for(
+            Path::new("/usr/bin/qemu-system-x86_64"),
+            Path::new("/img"),
+            &o,
+        );
+        assert_eq!(cmd.get_program(), "/usr/bin/qemu-system-x86_64");
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())

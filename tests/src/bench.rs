@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::client::{Client, ClientError};
 use crate::host_agent::{
-    AgentKind, HostAgent, QGA_BIN_ENV, UPSTREAM_BINARY, our_static_release_binary, upstream_binary,
+    AgentKind, HostAgent, QGA_BIN_ENV, our_static_release_binary, upstream_binary, upstream_missing,
 };
 
 /// Options of `cargo xtask bench`.
@@ -521,8 +521,8 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
             our_static_release_binary()?
         }
     };
-    let upstream = upstream_binary()
-        .ok_or_else(|| format!("{UPSTREAM_BINARY} is missing (cargo xtask setup)"))?;
+    let upstream =
+        upstream_binary().ok_or_else(|| format!("{} (cargo xtask setup)", upstream_missing()))?;
     let version = std::process::Command::new(&upstream)
         .arg("-V")
         .output()

@@ -37,6 +37,9 @@ pub const BLOCKED: &[&str] = &[
 /// Debian's reference agent (package `qemu-guest-agent`, 7.2 on bookworm).
 pub const UPSTREAM_BINARY: &str = "/usr/sbin/qemu-ga";
 
+/// The environment variable naming the reference agent to use instead of [`UPSTREAM_BINARY`].
+pub const UPSTREAM_BIN_ENV: &str = "QGA_REFERENCE_BIN";
+
 /// The environment variable naming a prebuilt `qga` to test instead of building one.
 pub const QGA_BIN_ENV: &str = "QGA_BIN";
 
@@ -147,19 +150,34 @@ pub fn our_static_release_binary() -> Result<PathBuf, String> {
     )
 }
 
+/// Where the reference agent is looked for: `$QGA_REFERENCE_BIN` if set, else
+/// [`UPSTREAM_BINARY`].
+pub fn upstream_path() -> PathBuf {
+    std::env::var_os(UPSTREAM_BIN_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(UPSTREAM_BINARY))
+}
+
 /// The reference agent, if installed.
 pub fn upstream_binary() -> Option<PathBuf> {
-    let p = PathBuf::from(UPSTREAM_BINARY);
+    let p = upstream_path();
     p.is_file().then_some(p)
+}
+
+/// Why the reference agent cannot be used, for messages.
+pub fn upstream_missing() -> String {
+    format!(
+        "the reference agent (Debian's qemu-ga) is not installed: {} is not a file",
+        upstream_path().display()
+    )
 }
 
 /// The binary for `kind`.
 pub fn binary_for(kind: AgentKind) -> Result<PathBuf, String> {
     match kind {
         AgentKind::Ours => our_binary(),
-        AgentKind::Upstream => upstream_binary().ok_or_else(|| {
-            format!("{UPSTREAM_BINARY} is missing (apt-get install qemu-guest-agent)")
-        }),
+        AgentKind::Upstream => upstream_binary()
+            .ok_or_else(|| format!("{} (apt-get install qemu-guest-agent)", upstream_missing())),
     }
 }
 

@@ -14,4 +14,5 @@ pub mod initramfs;
 pub mod linux_guest;
 pub mod pipeline;
 pub mod qemu;
+pub mod require;
 pub mod soak;

@@ -1,16 +1,20 @@
-//! The client library against real agents on real sockets: Debian's `qemu-ga` (always, when
-//! installed) and our `qga` (the same checks, so a regression in either shows up here).
+//! The client library against real agents on real sockets: Debian's `qemu-ga` and our `qga`
+//! (the same checks, so a regression in either shows up here). Without qemu-ga each test fails
+//! (saying how to install it) unless `QGA_TEST_ALLOW_MISSING` names `qemu-ga`.
 
 use std::time::Duration;
 
 use serde_json::json;
 use tests::client::ClientError;
-use tests::host_agent::{AgentKind, HostAgent, upstream_binary};
+use tests::host_agent::{AgentKind, HostAgent, upstream_binary, upstream_missing};
+use tests::require::{Dependency, missing};
 
 fn agents() -> Vec<AgentKind> {
     let mut v = vec![AgentKind::Ours];
     if upstream_binary().is_some() {
         v.push(AgentKind::Upstream);
+    } else {
+        missing(Dependency::QemuGa, &upstream_missing());
     }
     v
 }
