@@ -5,7 +5,7 @@
 //! those can reach them without importing the others (the loop starts the self-test and
 //! registers the programs; neither may look back up at it). Large state is `static` because
 //! there is no heap, and a `static` costs `.bss` rather than image bytes or stack. Each buffer
-//! is taken mutably exactly once ([`Once`]): the agent loop takes them all, or the self-test
+//! is taken mutably exactly once ([`TakeOnce`]): the agent loop takes them all, or the self-test
 //! does instead. The boot facts are written once at start-up and read anywhere
 //! ([`SetOnce`]).
 
@@ -14,19 +14,19 @@ use agent_core::StaticBuffers;
 use crate::commands::{exec, file};
 use crate::hw::acpi;
 use crate::pvh::BootInfo;
-use crate::sync::{Once, SetOnce};
+use crate::sync::{SetOnce, TakeOnce};
 
 /// The engine's buffers: a 64 KiB request frame (a `guest-file-write` of 48 KiB fits), a 4 KiB
 /// file chunk, a 4 KiB transmit buffer and 1024 nesting slots (upstream's limit).
 pub type Buffers = StaticBuffers<{ 64 * 1024 }, 4096, 4096, 1024>;
 
 /// The engine's buffers.
-pub static AGENT_BUFFERS: Once<Buffers> = Once::new(Buffers::new());
+pub static AGENT_BUFFERS: TakeOnce<Buffers> = TakeOnce::new(Buffers::new());
 /// The RAM file store.
-pub static FILE_STORE: Once<file::RamFiles> = Once::new(file::RamFiles::new());
+pub static FILE_STORE: TakeOnce<file::RamFiles> = TakeOnce::new(file::RamFiles::new());
 /// The process table.
-pub static PROCESSES: Once<exec::Processes> =
-    Once::new(exec::Processes::new(exec::Programs::new()));
+pub static PROCESSES: TakeOnce<exec::Processes> =
+    TakeOnce::new(exec::Processes::new(exec::Programs::new()));
 /// What the loader told us.
 pub static BOOT: SetOnce<BootInfo> = SetOnce::new();
 /// What ACPI told us.

@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 #[cfg(target_os = "none")]
 use super::tsc;
 #[cfg(target_os = "none")]
-use crate::sync::Once;
+use crate::sync::TakeOnce;
 
 /// The timer period in microseconds: the worst-case extra latency of an answer after idling.
 pub const TICK_US: u64 = 1000;
@@ -48,7 +48,7 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 struct Idt([u64; 512]);
 
 #[cfg(target_os = "none")]
-static IDT: Once<Idt> = Once::new(Idt([0; 512]));
+static IDT: TakeOnce<Idt> = TakeOnce::new(Idt([0; 512]));
 
 #[cfg(target_os = "none")]
 core::arch::global_asm!(

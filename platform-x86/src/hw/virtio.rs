@@ -26,7 +26,7 @@
 use core::sync::atomic::{Ordering, fence};
 
 use super::{mem, pci, tsc};
-use crate::sync::Once;
+use crate::sync::TakeOnce;
 
 /// Red Hat's virtio vendor ID.
 pub const VENDOR: u16 = 0x1af4;
@@ -234,7 +234,7 @@ struct Shared {
     data_tx: Bufs<1, TX_BUF>,
 }
 
-static SHARED: Once<Shared> = Once::new(Shared {
+static SHARED: TakeOnce<Shared> = TakeOnce::new(Shared {
     rings: [0; 4 * RING_BYTES],
     ctrl_rx: Bufs([[0; CTRL_BUF]; CTRL_BUFS]),
     ctrl_tx: Bufs([[0; CTRL_BUF]; 1]),
