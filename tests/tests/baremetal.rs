@@ -669,13 +669,27 @@ fn cpu_exceptions_are_reported() {
     assert!(vm.log().contains("CPU exception, frame "), "{}", vm.log());
 }
 
+/// The image boots on q35 and its agent answers on virtio-serial. The only time limit is a
+/// hang guard of 120 s, hundreds of times the boot time under TCG: how fast the image boots is
+/// a performance figure, measured by `cargo xtask image` (the README's boot-to-first-answer
+/// lines), not asserted here, where a loaded machine would make a tighter limit flaky. The time
+/// taken is printed for the log only.
 #[test]
-fn boots_to_first_answer_quickly() {
-    let t = baremetal::measure_first_answer(Machine::Q35, Transport::Virtio)
+fn boots_to_first_answer() {
+    const HANG_GUARD: Duration = Duration::from_secs(120);
+    let mut vm = BareMetalVm::boot(Machine::Q35, Transport::Virtio, |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
-    note(&format!("boot to first answer (TCG, q35, virtio): {t:?}"));
-    // Under a second on an idle machine; the bound leaves room for a loaded CI host.
-    assert!(t < Duration::from_secs(10), "{t:?}");
+    let mut c = vm
+        .client_within(HANG_GUARD)
+        .unwrap_or_else(|e| panic!("no answer within the {HANG_GUARD:?} hang guard: {e}"));
+    let took = vm.started.elapsed();
+    assert_eq!(
+        c.execute("guest-ping", None).expect("guest-ping"),
+        json!({})
+    );
+    note(&format!(
+        "boot to first answer (TCG, q35, virtio): {took:?} (not a check; see cargo xtask image)"
+    ));
 }
 
 /// Build-time settings (environment variables read when the image is compiled) answer unless
