@@ -31,10 +31,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, ClientError};
 use crate::host_agent::{cargo_build_bin, workspace_root};
 use crate::linux_guest::Qmp;
 use crate::qemu::{ProcessGuard, agent_chardev, log_tail, qemu_binary, wait_for_path};
+use qga_client::{Client, ClientError};
 
 /// The Rust target the image is built for.
 pub const TARGET: &str = "x86_64-unknown-none";

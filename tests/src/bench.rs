@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::client::{Client, ClientError};
 use crate::host_agent::{
     AgentKind, HostAgent, QGA_BIN_ENV, our_static_release_binary, upstream_binary, upstream_missing,
 };
+use qga_client::{Client, ClientError};
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Clone)]

@@ -13,8 +13,8 @@ use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::client::Client;
 use crate::qemu::{ProcessGuard, wait_for_path};
+use qga_client::Client;
 
 /// Commands that change the host and must never run there.
 pub const BLOCKED: &[&str] = &[

@@ -8,7 +8,7 @@
 
 pub mod baremetal;
 pub mod bench;
-pub mod client;
+pub mod client_cli;
 pub mod host_agent;
 pub mod initramfs;
 pub mod linux_guest;

@@ -44,9 +44,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::client::Client;
 use crate::initramfs::{self, InitramfsSpec, Kernel};
 use crate::qemu::{ProcessGuard, agent_chardev, log_tail, qemu_base_command};
+use qga_client::Client;
 
 /// PCI slot of the virtio-net card.
 pub const NET_PCI_SLOT: u32 = 3;

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::client::{Client, ClientError, parse_line};
 use crate::host_agent::{AgentKind, HostAgent};
 use crate::linux_guest::{GuestImages, GuestOptions, LinuxGuest};
+use qga_client::{Client, ClientError, parse_line};
 
 /// The routines, in the order `all` runs them, with what each one does.
 pub const ROUTINES: &[(&str, &str)] = &[

@@ -11,9 +11,10 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use qga_client::{Client, ClientError, parse_line};
 use serde_json::{Value, json};
 use tests::baremetal::{self, BareMetalVm, Machine, SELFTEST_PASSED, Transport};
-use tests::client::{Client, ClientError, parse_line};
+use tests::client_cli;
 
 fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "baremetal: {line}");
@@ -509,11 +510,51 @@ fn suite(machine: Machine, transport: Transport) {
             .expect("ping");
         assert_eq!(v, json!({"return": {}, "id": "after-reconnect"}));
     }
+    drop(c2);
+    check_cli(&vm);
     assert!(vm.try_status().is_none(), "QEMU is still running");
     note(&format!(
         "{machine:?}/{transport:?} suite took {:?}",
         start.elapsed()
     ));
+}
+
+/// The `qga-client` command against the image: exec of built-in programs prints their decoded
+/// output and exits with their status (the image's one exit status besides 0 is 2, for a bad
+/// argument).
+fn check_cli(vm: &BareMetalVm) {
+    let sock = vm.opts.agent_socket.to_str().expect("utf-8 socket path");
+    let cli = |args: &[&str], stdin: &[u8]| {
+        let mut all = vec![sock, "--timeout", "60"];
+        all.extend_from_slice(args);
+        client_cli::run(&all, stdin, Duration::from_secs(180))
+            .unwrap_or_else(|e| panic!("qga-client {args:?}: {e}\n{}", vm.log()))
+    };
+    let r = cli(&["exec", "echo", "hello", "-n", "bare metal"], b"");
+    assert_eq!(r.status, Some(0), "{r:?}");
+    assert_eq!(r.out(), "hello -n bare metal\n", "{r:?}");
+    assert_eq!(r.err(), "", "{r:?}");
+    let input: Vec<u8> = (0..=255u8).collect();
+    let r = cli(&["exec", "--input", "-", "cat"], &input);
+    assert_eq!(
+        (r.status, r.stdout.as_slice()),
+        (Some(0), input.as_slice()),
+        "{r:?}"
+    );
+    let r = cli(&["exec", "cpuid", "zz"], b"");
+    assert_eq!(r.status, Some(2), "{r:?}");
+    assert_eq!(r.out(), "", "{r:?}");
+    assert_eq!(
+        r.err(),
+        "cpuid: expected LEAF [SUBLEAF] as numbers\n",
+        "{r:?}"
+    );
+    let r = cli(&["ping"], b"");
+    assert_eq!(r.status, Some(0), "{r:?}");
+    // No freeze on bare metal: the unsupported error, status 1.
+    let r = cli(&["fsfreeze", "status"], b"");
+    assert_eq!(r.status, Some(1), "{r:?}");
+    assert!(r.err().contains("not currently supported"), "{r:?}");
 }
 
 #[test]

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use qga_client::ClientError;
 use serde_json::json;
-use tests::client::ClientError;
 use tests::host_agent::{AgentKind, HostAgent, upstream_binary, upstream_missing};
 use tests::require::{Dependency, missing};
 

@@ -17,8 +17,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use qga_client::{Client, parse_line};
 use serde_json::{Value, json};
-use tests::client::{Client, parse_line};
 use tests::host_agent::{AgentKind, HostAgent, upstream_binary, upstream_missing};
 use tests::require::{Dependency, missing};
 
@@ -721,7 +721,7 @@ fn files() {
     for a in &p.agents {
         std::fs::write(a.work_dir().join("input.bin"), &data).unwrap();
     }
-    let b64 = tests::client::b64_encode(&data[..300]);
+    let b64 = qga_client::b64_encode(&data[..300]);
     let steps: Vec<(String, Vec<u8>)> = vec![
         (
             "open r".into(),

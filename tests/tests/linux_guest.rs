@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use qga_client::{Client, ClientError, ExecOutput, b64_encode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tests::client::{Client, ClientError, ExecOutput, b64_encode};
+use tests::client_cli;
 use tests::initramfs;
 use tests::linux_guest::{DATA_DISK_PCI_SLOT, GUEST_MAC, GuestImages, GuestOptions, LinuxGuest};
 
@@ -585,7 +586,7 @@ fn exec_capture_modes_input_and_env() {
         let out = |st: &Value, k: &str| {
             st.get(k)
                 .and_then(Value::as_str)
-                .map(|s| tests::client::b64_decode(s).unwrap())
+                .map(|s| qga_client::b64_decode(s).unwrap())
         };
         for capture in [None, Some(json!(false)), Some(json!("none"))] {
             let extra = capture
@@ -946,6 +947,69 @@ fn fsfreeze_with_hook_blocks_writers_until_thaw() {
         // Thawing a thawed system thaws nothing.
         assert_eq!(ok(a.execute("guest-fsfreeze-thaw", None), "thaw"), json!(0));
         sh(&mut a, "rm -f /mnt/data/frozen.txt");
+    });
+}
+
+/// The `qga-client` command in a real guest: exec's decoded output and exit status, and
+/// fsfreeze status, freeze and thaw on the guest's ext4 disk (left thawed whatever happens).
+#[test]
+fn client_cli_exec_and_fsfreeze() {
+    with_guest("client cli", |g| {
+        let sock = g
+            .virtio_socket
+            .to_str()
+            .expect("utf-8 socket path")
+            .to_string();
+        let cli = |args: &[&str], stdin: &[u8]| {
+            let mut all = vec![sock.as_str(), "--timeout", "60"];
+            all.extend_from_slice(args);
+            client_cli::run(&all, stdin, Duration::from_secs(180))
+                .unwrap_or_else(|e| panic!("qga-client {args:?}: {e}"))
+        };
+        let r = cli(
+            &[
+                "exec",
+                "/bin/sh",
+                "-c",
+                "uname -s; printf 'to\\377err' >&2; exit 42",
+            ],
+            b"",
+        );
+        assert_eq!(r.status, Some(42), "{r:?}");
+        assert_eq!(r.out(), "Linux\n", "{r:?}");
+        assert_eq!(r.stderr, b"to\xfferr", "{r:?}");
+        let r = cli(
+            &["exec", "--input", "-", "/bin/sh", "-c", "wc -c"],
+            &[b'x'; 5000],
+        );
+        assert_eq!((r.status, r.out().trim()), (Some(0), "5000"), "{r:?}");
+
+        let r = cli(&["fsfreeze", "status"], b"");
+        assert_eq!((r.status, r.out().as_str()), (Some(0), "thawed\n"), "{r:?}");
+        let frozen = cli(&["fsfreeze", "freeze"], b"");
+        let status = cli(&["fsfreeze", "status"], b"");
+        // Thaw whatever the freeze did before asserting, so a failure leaves the disk usable.
+        let thawed = cli(&["fsfreeze", "thaw"], b"");
+        assert_eq!(
+            (frozen.status, frozen.out().as_str()),
+            (Some(0), "1\n"),
+            "{frozen:?}"
+        );
+        assert_eq!(
+            (status.status, status.out().as_str()),
+            (Some(0), "frozen\n"),
+            "{status:?}"
+        );
+        assert_eq!(
+            (thawed.status, thawed.out().as_str()),
+            (Some(0), "1\n"),
+            "{thawed:?}"
+        );
+        let r = cli(&["fsfreeze", "status"], b"");
+        assert_eq!(r.out(), "thawed\n", "{r:?}");
+        // The hook log the fsfreeze test reads is the hook's: leave none behind.
+        let mut a = g.agent().unwrap();
+        sh(&mut a, &format!("rm -f {}", initramfs::HOOK_LOG));
     });
 }
 
@@ -1575,7 +1639,7 @@ enum Ends {
     Halted,
 }
 
-fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends) {
+fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends, via_cli: bool) {
     let mut own = boot_own(name, helpers);
     let t = Instant::now();
     let g = &mut own.guest;
@@ -1587,9 +1651,28 @@ fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends) {
         );
         assert_eq!(out, "", "the no-helper image has no shutdown helpers");
     }
-    // success-response false: no reply on success.
-    a.send(&json!({"execute": "guest-shutdown", "arguments": {"mode": mode}, "id": name}))
-        .unwrap();
+    // success-response false: no reply on success. The powerdown case goes through the
+    // `qga-client shutdown` command (same request, no id), the others through the library.
+    let cli = via_cli.then(|| {
+        drop(std::mem::replace(&mut a, g.isa_agent().unwrap()));
+        let sock = g
+            .virtio_socket
+            .to_str()
+            .expect("utf-8 socket path")
+            .to_string();
+        let mode = mode.to_string();
+        std::thread::spawn(move || {
+            client_cli::run(
+                &[&sock, "--timeout", "60", "shutdown", "--mode", &mode],
+                b"",
+                Duration::from_secs(120),
+            )
+        })
+    });
+    if !via_cli {
+        a.send(&json!({"execute": "guest-shutdown", "arguments": {"mode": mode}, "id": name}))
+            .unwrap();
+    }
     // Until the machine goes down: an answer on the agent (an error) fails at once; QMP or the
     // console tells when it went.
     let sent = Instant::now();
@@ -1638,6 +1721,14 @@ fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends) {
         "{name}: down {:.1}s after guest-shutdown",
         sent.elapsed().as_secs_f64()
     ));
+    if let Some(cli) = cli {
+        let r = cli
+            .join()
+            .expect("qga-client thread")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r.status, Some(0), "{name}: qga-client shutdown: {r:?}");
+        assert_eq!((r.out(), r.err()), (String::new(), String::new()), "{name}");
+    }
     match (ends, event) {
         (Ends::Exit(reason), Some(ev)) => {
             assert_eq!(ev["data"]["guest"], true, "{ev}");
@@ -1687,17 +1778,24 @@ fn shutdown_powerdown_via_poweroff() {
         "powerdown",
         true,
         Ends::Exit("guest-shutdown"),
+        true,
     );
 }
 
 #[test]
 fn shutdown_reboot_via_reboot() {
-    shutdown_case("shutdown reboot", "reboot", true, Ends::Exit("guest-reset"));
+    shutdown_case(
+        "shutdown reboot",
+        "reboot",
+        true,
+        Ends::Exit("guest-reset"),
+        false,
+    );
 }
 
 #[test]
 fn shutdown_halt_via_halt() {
-    shutdown_case("shutdown halt", "halt", true, Ends::Halted);
+    shutdown_case("shutdown halt", "halt", true, Ends::Halted, false);
 }
 
 #[test]
@@ -1707,6 +1805,7 @@ fn shutdown_powerdown_via_reboot_syscall() {
         "powerdown",
         false,
         Ends::Exit("guest-shutdown"),
+        false,
     );
 }
 
@@ -1717,10 +1816,17 @@ fn shutdown_reboot_via_reboot_syscall() {
         "reboot",
         false,
         Ends::Exit("guest-reset"),
+        false,
     );
 }
 
 #[test]
 fn shutdown_halt_via_reboot_syscall() {
-    shutdown_case("shutdown halt (reboot(2))", "halt", false, Ends::Halted);
+    shutdown_case(
+        "shutdown halt (reboot(2))",
+        "halt",
+        false,
+        Ends::Halted,
+        false,
+    );
 }

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use qga_client::{Client, parse_line};
 use serde_json::{Value, json};
-use tests::client::{Client, parse_line};
 use tests::host_agent::workspace_root;
 use tests::linux_guest::{GuestImages, GuestOptions, LinuxGuest};
 

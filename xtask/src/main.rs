@@ -10,8 +10,6 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::Value;
-use tests::client::{Client, ClientError};
 use tests::host_agent::{AgentKind, HostAgent, workspace_root};
 use tests::pipeline;
 
@@ -73,9 +71,9 @@ fn main() -> ExitCode {
         "setup" => pipeline::setup(),
         "test" => cmd_test(rest),
         "run" => cmd_run(rest),
-        "qga" => return cmd_qga(rest),
-        "push" => cmd_push(rest),
-        "pull" => cmd_pull(rest),
+        "qga" => return client_cli(None, rest),
+        "push" => return client_cli(Some("push"), rest),
+        "pull" => return client_cli(Some("pull"), rest),
         "initramfs" => cmd_initramfs(rest),
         "image" => cmd_image(rest),
         "fuzz" => cmd_fuzz(rest),
@@ -203,101 +201,17 @@ fn cmd_bench(rest: &[String]) -> Result<(), String> {
     })
 }
 
-/// Connects and synchronises, with a message that says what to check.
-fn connect(socket: &str) -> Result<Client, String> {
-    let mut c = Client::connect(socket).map_err(|e| format!("cannot connect to {socket}: {e}"))?;
-    c.set_timeout(Duration::from_secs(30));
-    c.sync_delimited()
-        .map_err(|e| format!("the agent on {socket} did not answer guest-sync-delimited: {e}"))?;
-    Ok(c)
-}
-
-fn cmd_qga(rest: &[String]) -> ExitCode {
-    let (socket, command) = match rest {
-        [s, c] | [s, c, _] => (s, c),
-        _ => {
-            eprintln!("usage: cargo xtask qga SOCKET COMMAND [ARGS-JSON]");
-            return ExitCode::from(2);
-        }
+/// `qga`, `push` and `pull` are the `qga-client` command's raw command, `push` and `pull`: this
+/// runs that command with the socket moved in front of the subcommand.
+fn client_cli(sub: Option<&str>, rest: &[String]) -> ExitCode {
+    let Some((socket, more)) = rest.split_first() else {
+        eprintln!("usage: cargo xtask qga|push|pull SOCKET … (cargo xtask help)");
+        return ExitCode::from(2);
     };
-    let args: Option<Value> = match rest.get(2) {
-        None => None,
-        Some(text) => match serde_json::from_str(text) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                eprintln!("ARGS-JSON is not JSON: {e}");
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let mut c = match connect(socket) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut req = serde_json::json!({"execute": command});
-    if let Some(a) = args {
-        req["arguments"] = a;
-    }
-    // These answer only on failure.
-    let silent_on_success = matches!(
-        command.as_str(),
-        "guest-shutdown" | "guest-suspend-disk" | "guest-suspend-ram" | "guest-suspend-hybrid"
-    );
-    if silent_on_success {
-        c.set_timeout(Duration::from_secs(5));
-    }
-    let res = c.send(&req).and_then(|()| c.read_value());
-    match res {
-        Ok(v) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
-            );
-            if v.get("error").is_some() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(ClientError::Timeout(_) | ClientError::Closed(_)) if silent_on_success => {
-            println!("(no response: {command} answers only when it fails)");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn cmd_push(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &["--chunk"], &[])?;
-    let [socket, local, remote] = a.positional.as_slice() else {
-        return Err("usage: cargo xtask push SOCKET LOCAL REMOTE [--chunk BYTES]".into());
-    };
-    let data = std::fs::read(local).map_err(|e| format!("cannot read {local}: {e}"))?;
-    let mut c = connect(socket)?;
-    c.push(&data, remote, a.number("--chunk", 32 * 1024)? as usize)
-        .map_err(|e| e.to_string())?;
-    println!("pushed {} bytes to {remote}", data.len());
-    Ok(())
-}
-
-fn cmd_pull(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &["--chunk"], &[])?;
-    let [socket, remote, local] = a.positional.as_slice() else {
-        return Err("usage: cargo xtask pull SOCKET REMOTE LOCAL [--chunk BYTES]".into());
-    };
-    let mut c = connect(socket)?;
-    let data = c
-        .pull(remote, a.number("--chunk", 32 * 1024)? as usize)
-        .map_err(|e| e.to_string())?;
-    std::fs::write(local, &data).map_err(|e| format!("cannot write {local}: {e}"))?;
-    println!("pulled {} bytes into {local}", data.len());
-    Ok(())
+    let mut argv: Vec<String> = vec!["cargo xtask".into(), socket.clone()];
+    argv.extend(sub.map(str::to_string));
+    argv.extend(more.iter().cloned());
+    qga_client::cli::main_from(argv)
 }
 
 fn cmd_initramfs(rest: &[String]) -> Result<(), String> {

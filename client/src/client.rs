@@ -1,16 +1,13 @@
-//! A host-side client for the guest agent protocol.
+//! The connection: how bytes get to the agent and answers come back.
 //!
-//! Tests, the differential suite, the benchmarks and `cargo xtask qga|push|pull` all talk to an
-//! agent the same way a hypervisor does: over a byte stream with no framing of its own. That
-//! stream may hold stale bytes from an earlier client (upstream keeps its parser across
-//! reconnects) or a half-written request, so the client always re-synchronises first, either with
-//! `guest-sync` (skip responses until the one echoing our id) or with the 0xFF handshake of
-//! `guest-sync-delimited` (skip raw bytes up to the 0xFF the agent puts in front of that answer,
-//! tolerating the parse error that a 0xFF provokes). Reads are bounded by a deadline so that a
-//! silent agent fails a test instead of hanging it.
-//!
-//! Values are `serde_json` values: the client checks the wire rules it needs (one line per
-//! response, the optional 0xFF prefix) and leaves everything else to the caller.
+//! The stream has no framing of its own and may hold stale bytes from an earlier client
+//! (upstream keeps its parser across reconnects) or a half-written request, so a client
+//! re-synchronises before it trusts an answer: with `guest-sync` (skip responses until the one
+//! echoing our id) or with the 0xFF handshake of `guest-sync-delimited` (skip raw bytes up to the
+//! 0xFF the agent puts in front of that answer, tolerating the parse error that our 0xFF
+//! provokes). Every read is bounded by a deadline, so a silent agent fails a harness instead of
+//! hanging it; and a connect to a busy agent (one client at a time, backlog of 1) times out
+//! instead of blocking forever.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -22,80 +19,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
+use crate::address::Address;
+use crate::error::{ClientError, Result};
+use crate::wire::{ExecOutput, FileChunk, decode_exec_status, into_return, parse_line};
+
 /// The default time a request may take before the client gives up.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest chunk `guest-file-read` accepts upstream (48 MiB).
 pub const FILE_READ_MAX: usize = 48 * 1024 * 1024;
-
-/// Why a client call failed.
-#[derive(Debug)]
-pub enum ClientError {
-    /// The socket failed.
-    Io(io::Error),
-    /// Nothing (or not enough) arrived before the deadline; the text says what was awaited.
-    Timeout(String),
-    /// The peer closed the stream; the text says what was awaited.
-    Closed(String),
-    /// The agent sent something that breaks the wire rules (not JSON, not an object, …).
-    Protocol(String),
-    /// The agent answered with an error response.
-    Agent {
-        /// `error.class`, e.g. `GenericError` or `CommandNotFound`.
-        class: String,
-        /// `error.desc`.
-        desc: String,
-    },
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClientError::Io(e) => write!(f, "socket error: {e}"),
-            ClientError::Timeout(what) => write!(f, "timed out waiting for {what}"),
-            ClientError::Closed(what) => write!(f, "connection closed while waiting for {what}"),
-            ClientError::Protocol(what) => write!(f, "protocol violation: {what}"),
-            ClientError::Agent { class, desc } => write!(f, "agent error {class}: {desc}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
-
-impl From<io::Error> for ClientError {
-    fn from(e: io::Error) -> Self {
-        ClientError::Io(e)
-    }
-}
-
-/// Result of a client call.
-pub type Result<T, E = ClientError> = std::result::Result<T, E>;
-
-/// The outcome of a finished `guest-exec`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecOutput {
-    /// `exitcode`, when the child exited normally.
-    pub exitcode: Option<i64>,
-    /// `signal`, when the child was killed by a signal.
-    pub signal: Option<i64>,
-    /// Decoded `out-data` (empty when not captured).
-    pub stdout: Vec<u8>,
-    /// Decoded `err-data` (empty when not captured).
-    pub stderr: Vec<u8>,
-    /// `out-truncated`.
-    pub stdout_truncated: bool,
-    /// `err-truncated`.
-    pub stderr_truncated: bool,
-}
-
-/// A chunk read by `guest-file-read`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileChunk {
-    /// The decoded bytes.
-    pub data: Vec<u8>,
-    /// The `eof` flag.
-    pub eof: bool,
-}
 
 static NEXT_SYNC_ID: AtomicI64 = AtomicI64::new(0);
 
@@ -132,6 +64,18 @@ impl Client {
     /// waiting at most [`DEFAULT_TIMEOUT`] for a place in its listen queue.
     pub fn connect(path: impl AsRef<Path>) -> Result<Self> {
         Self::connect_retry(path, DEFAULT_TIMEOUT)
+    }
+
+    /// Connects to `address`, waiting at most [`DEFAULT_TIMEOUT`] as [`Client::connect`] does.
+    pub fn connect_to(address: &Address) -> Result<Self> {
+        Self::connect_to_within(address, DEFAULT_TIMEOUT)
+    }
+
+    /// Connects to `address`, retrying for at most `within` as [`Client::connect_retry`] does.
+    pub fn connect_to_within(address: &Address, within: Duration) -> Result<Self> {
+        match address {
+            Address::Unix(path) => Self::connect_retry(path, within),
+        }
     }
 
     /// Connects, retrying while the socket does not exist yet, refuses, or has a full listen
@@ -379,6 +323,53 @@ impl Client {
         let v = self.execute("guest-get-time", None)?;
         v.as_i64()
             .ok_or_else(|| ClientError::Protocol(format!("guest-get-time returned {v}")))
+    }
+
+    /// `guest-fsfreeze-status`: `"thawed"` or `"frozen"`.
+    pub fn fsfreeze_status(&mut self) -> Result<String> {
+        let v = self.execute("guest-fsfreeze-status", None)?;
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Protocol(format!("guest-fsfreeze-status returned {v}")))
+    }
+
+    /// `guest-fsfreeze-freeze`; returns how many filesystems were frozen.
+    pub fn fsfreeze_freeze(&mut self) -> Result<i64> {
+        self.count_of("guest-fsfreeze-freeze")
+    }
+
+    /// `guest-fsfreeze-thaw`; returns how many filesystems were thawed.
+    pub fn fsfreeze_thaw(&mut self) -> Result<i64> {
+        self.count_of("guest-fsfreeze-thaw")
+    }
+
+    fn count_of(&mut self, command: &str) -> Result<i64> {
+        let v = self.execute(command, None)?;
+        v.as_i64()
+            .ok_or_else(|| ClientError::Protocol(format!("{command} returned {v}")))
+    }
+
+    /// `guest-shutdown` with `mode` (`powerdown`, `halt` or `reboot`; `None`: the agent's
+    /// default, powerdown).
+    ///
+    /// The command answers only when it fails, so success is the absence of an answer: this
+    /// waits at most `within` for an error, and a connection closed by the going-down guest
+    /// counts as success too.
+    pub fn shutdown(&mut self, mode: Option<&str>, within: Duration) -> Result<()> {
+        let mut req = json!({"execute": "guest-shutdown"});
+        if let Some(mode) = mode {
+            req["arguments"] = json!({"mode": mode});
+        }
+        self.send(&req)?;
+        match self.read_line_within(within) {
+            Ok(line) => into_return(parse_line(&line)?).and_then(|v| {
+                Err(ClientError::Protocol(format!(
+                    "guest-shutdown answered {v}, but it answers only when it fails"
+                )))
+            }),
+            Err(ClientError::Timeout(_) | ClientError::Closed(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `guest-exec`; returns the pid.
@@ -646,114 +637,10 @@ fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     Ok(UnixStream::from(fd))
 }
 
-/// Parses one response line (without its `\n`), stripping a leading 0xFF sentinel.
-pub fn parse_line(line: &[u8]) -> Result<Value> {
-    let body = line.strip_prefix(&[0xFF]).unwrap_or(line);
-    if let Some(b) = body.iter().find(|&&b| b >= 0x80) {
-        return Err(ClientError::Protocol(format!(
-            "non-ASCII byte {b:#04x} in response {}",
-            String::from_utf8_lossy(line)
-        )));
-    }
-    // Responses may echo a deeply nested `id` (up to upstream's nesting limit of 1024).
-    let mut de = serde_json::Deserializer::from_slice(body);
-    de.disable_recursion_limit();
-    let v: Value = serde::Deserialize::deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| {
-            ClientError::Protocol(format!(
-                "response is not JSON ({e}): {}",
-                String::from_utf8_lossy(line)
-            ))
-        })?;
-    if !v.is_object() {
-        return Err(ClientError::Protocol(format!(
-            "response is not an object: {v}"
-        )));
-    }
-    Ok(v)
-}
-
-/// Turns a response object into its `return` value or a [`ClientError::Agent`].
-pub fn into_return(rsp: Value) -> Result<Value> {
-    if let Some(err) = rsp.get("error") {
-        let s = |k: &str| {
-            err.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        return Err(ClientError::Agent {
-            class: s("class"),
-            desc: s("desc"),
-        });
-    }
-    match rsp {
-        Value::Object(mut m) => m
-            .remove("return")
-            .ok_or_else(|| ClientError::Protocol(format!("response without return: {m:?}"))),
-        other => Err(ClientError::Protocol(format!(
-            "response is not an object: {other}"
-        ))),
-    }
-}
-
-/// Decodes a `guest-exec-status` value of an exited child.
-pub fn decode_exec_status(st: &Value) -> Result<ExecOutput> {
-    let data = |k: &str| -> Result<Vec<u8>> {
-        match st.get(k).and_then(Value::as_str) {
-            None => Ok(Vec::new()),
-            Some(s) => B64
-                .decode(s)
-                .map_err(|e| ClientError::Protocol(format!("{k}: bad base64: {e}"))),
-        }
-    };
-    let flag = |k: &str| st.get(k).and_then(Value::as_bool).unwrap_or(false);
-    Ok(ExecOutput {
-        exitcode: st.get("exitcode").and_then(Value::as_i64),
-        signal: st.get("signal").and_then(Value::as_i64),
-        stdout: data("out-data")?,
-        stderr: data("err-data")?,
-        stdout_truncated: flag("out-truncated"),
-        stderr_truncated: flag("err-truncated"),
-    })
-}
-
-/// Base64 as the agent speaks it (standard alphabet, padded).
-pub fn b64_encode(data: &[u8]) -> String {
-    B64.encode(data)
-}
-
-/// Decodes the agent's base64.
-pub fn b64_decode(text: &str) -> Result<Vec<u8>> {
-    B64.decode(text)
-        .map_err(|e| ClientError::Protocol(format!("bad base64: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
-
-    #[test]
-    fn parse_line_strips_the_sentinel_and_rejects_non_ascii() {
-        let v = parse_line(b"\xff{\"return\": 5}").unwrap();
-        assert_eq!(v, json!({"return": 5}));
-        assert!(parse_line(b"{\"return\": \"\xc3\xa9\"}").is_err());
-        assert!(parse_line(b"[1]").is_err());
-        assert!(parse_line(b"{\"return\"").is_err());
-    }
-
-    #[test]
-    fn into_return_maps_errors() {
-        let e = into_return(json!({"error": {"class": "CommandNotFound", "desc": "x"}, "id": 1}))
-            .unwrap_err();
-        assert!(
-            matches!(e, ClientError::Agent { ref class, ref desc } if class == "CommandNotFound" && desc == "x")
-        );
-        assert_eq!(into_return(json!({"return": {}})).unwrap(), json!({}));
-        assert!(into_return(json!({"id": 1})).is_err());
-    }
 
     /// The client against a scripted peer on a real socket pair: stale bytes, the agent's error
     /// for our 0xFF, a stale sync answer, then the sentinel and our answer.
