@@ -7,7 +7,9 @@
 //! as a difference instead of a hang. Responses are compared as parsed JSON (member order is
 //! cosmetic, see reference §2.5) plus whether the line carried the 0xFF sentinel. Only what must
 //! differ is normalised, each with its reason next to it:
-//! - values that change between two calls (time, pids, counters, load, free space);
+//! - values that change between two calls (time, pids, load); counters and used space are
+//!   instead checked against qemu-ga's readings just before and just after ours
+//!   ([`Pair::bounded`]);
 //! - `version` and the command lists of 7.2 against master (reference §6);
 //! - upstream's documented 7.2 texts where master (which we follow) differs (reference §6);
 //! - the deliberate differences listed in platform-linux/DIFFERENCES.md and README.md.
@@ -160,6 +162,88 @@ impl Pair {
         }
     }
 
+    /// For a command whose numbers move between two calls: reads `cmd` from qemu-ga, then from
+    /// qga, then from qemu-ga again, and checks every number of ours that `bound_for` names
+    /// against qemu-ga's two readings of the same element (list elements are matched by the
+    /// member `key`; the numbers are in the element itself, or in its member `numbers_at`).
+    /// The shape of the answers (members, types, every other value) is compared by a
+    /// [`Pair::case_with`] beside it.
+    fn bounded(
+        &mut self,
+        cmd: &str,
+        key: &str,
+        numbers_at: Option<&str>,
+        bound_for: &dyn Fn(&str) -> Option<Bound>,
+    ) {
+        self.cases += 1;
+        let mut read = |i: usize| {
+            self.clients[i]
+                .execute(cmd, None)
+                .map_err(|e| format!("{cmd} on {}: {e}", ["qga", "qemu-ga"][i]))
+        };
+        let (before, ours, after) = match (read(1), read(0), read(1)) {
+            (Ok(b), Ok(o), Ok(a)) => (b, o, a),
+            (b, o, a) => {
+                self.diffs.push(format!(
+                    "{cmd} (bounds): qemu-ga before {b:?}\n  qga {o:?}\n  qemu-ga after {a:?}"
+                ));
+                return;
+            }
+        };
+        let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+        let (before, after) = (list(&before), list(&after));
+        let find = |l: &[Value], k: &Value| l.iter().find(|e| &e[key] == k).cloned();
+        let numbers = |e: &Value| match numbers_at {
+            Some(m) => e.get(m).and_then(Value::as_object).cloned(),
+            None => e.as_object().cloned(),
+        };
+        let mut checked = 0usize;
+        for e in list(&ours) {
+            let k = &e[key];
+            let (Some(b), Some(a)) = (find(&before, k), find(&after, k)) else {
+                self.diffs.push(format!(
+                    "{cmd} (bounds): qemu-ga has no element with {key} {k} in one of its two \
+                     readings"
+                ));
+                continue;
+            };
+            // An element without numbers on one side (e.g. our statistics of an address-less
+            // interface) is the shape comparison's business.
+            let (Some(nb), Some(no), Some(na)) = (numbers(&b), numbers(&e), numbers(&a)) else {
+                continue;
+            };
+            for (m, v) in &no {
+                let Some(bound) = bound_for(m) else { continue };
+                let (Some(lo), Some(x), Some(hi)) = (
+                    nb.get(m).and_then(Value::as_u64),
+                    v.as_u64(),
+                    na.get(m).and_then(Value::as_u64),
+                ) else {
+                    self.diffs.push(format!(
+                        "{cmd} {key} {k} `{m}`: not a non-negative integer on every side: \
+                         qemu-ga before {:?}, qga {v}, qemu-ga after {:?}",
+                        nb.get(m),
+                        na.get(m)
+                    ));
+                    continue;
+                };
+                checked += 1;
+                if !bound.holds(lo, x, hi) {
+                    self.diffs.push(format!(
+                        "{cmd} {key} {k} `{m}`: qga {x} is not {} qemu-ga's readings (before \
+                         {lo}, after {hi})",
+                        bound.describe()
+                    ));
+                }
+            }
+        }
+        if checked == 0 {
+            self.diffs.push(format!(
+                "{cmd} (bounds): no number was compared (qga answered {ours})"
+            ));
+        }
+    }
+
     fn case(&mut self, name: &str, bytes: &[u8]) {
         self.case_with(name, &[bytes], &|_| {});
     }
@@ -233,6 +317,46 @@ fn normalize_common(v: &mut Value) {
         t = "<unknown pid>".to_string();
     }
     *desc = Value::String(t);
+}
+
+/// How [`Pair::bounded`] compares one number of ours with qemu-ga's readings before and after.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// A counter that only grows: before ≤ ours ≤ after.
+    Counter,
+    /// A counter the kernel may move back a little: before − slack ≤ ours ≤ after + slack.
+    CounterWithSlack(u64),
+    /// A value that must not move: ours = before = after.
+    Exact,
+    /// A value of the moment that moves both ways: between the two readings, widened by slack.
+    Gauge(u64),
+    /// A value of the moment with no bound between readings: only its type is checked.
+    AnyInteger,
+}
+
+impl Bound {
+    fn describe(self) -> String {
+        match self {
+            Bound::Counter => "between".into(),
+            Bound::CounterWithSlack(s) => format!("within {s} of"),
+            Bound::Exact => "equal to".into(),
+            Bound::Gauge(s) => format!("within {s} of the range of"),
+            Bound::AnyInteger => "any integer like".into(),
+        }
+    }
+
+    fn holds(self, before: u64, ours: u64, after: u64) -> bool {
+        let (lo, hi) = (before.min(after), before.max(after));
+        match self {
+            Bound::Counter => before <= ours && ours <= after,
+            Bound::CounterWithSlack(s) => {
+                before.saturating_sub(s) <= ours && ours <= after.saturating_add(s)
+            }
+            Bound::Exact => before == ours && ours == after,
+            Bound::Gauge(s) => lo.saturating_sub(s) <= ours && ours <= hi.saturating_add(s),
+            Bound::AnyInteger => true,
+        }
+    }
 }
 
 /// Replaces every number inside `v` with a placeholder (values that change between calls).
@@ -339,11 +463,10 @@ fn read_only_commands() {
                 if let Some(o) = fs.as_object_mut() {
                     // Added in 9.1 (master); 7.2 has no such member.
                     o.remove("total-bytes-privileged");
-                    // Free space moves while other processes write.
-                    for k in ["used-bytes", "total-bytes"] {
-                        if let Some(n) = o.get_mut(k) {
-                            blur_numbers(n);
-                        }
+                    // Used space moves while other processes write: bounded below.
+                    // `total-bytes` is compared exactly, here and below.
+                    if let Some(n) = o.get_mut("used-bytes") {
+                        blur_numbers(n);
                     }
                 }
             }
@@ -374,6 +497,41 @@ fn read_only_commands() {
                 }
             }
         }
+    });
+    // The numbers blurred above, each against qemu-ga's readings just before and just after
+    // ours.
+    p.bounded("guest-get-diskstats", "name", Some("stats"), &|m| {
+        Some(match m {
+            // Requests in flight at the moment of reading: no bound between two readings.
+            "ios-pgr" => Bound::AnyInteger,
+            // Every other member is a count (I/Os, merges, sectors, milliseconds) since boot.
+            _ => Bound::Counter,
+        })
+    });
+    p.bounded("guest-get-cpustats", "cpu", None, &|m| match m {
+        "cpu" | "type" => None,
+        // The kernel documents that iowait can go down (Documentation/filesystems/proc.rst:
+        // "iowait ... will decrease in certain conditions"): 10 ticks of slack.
+        "iowait" => Some(Bound::CounterWithSlack(10)),
+        // user, nice, system, idle, irq, softirq, steal, guest, guestnice: ticks since boot.
+        _ => Some(Bound::Counter),
+    });
+    p.bounded(
+        "guest-network-get-interfaces",
+        "name",
+        Some("statistics"),
+        // Bytes, packets, errors and drops since the interface came up.
+        &|_| Some(Bound::Counter),
+    );
+    p.bounded("guest-get-fsinfo", "mountpoint", None, &|m| match m {
+        // Size less the blocks reserved for root: fixed while the filesystem is mounted.
+        "total-bytes" => Some(Bound::Exact),
+        // Other processes on this machine (builds, other suites) write and delete files
+        // between the readings, so used space moves both ways: between qemu-ga's two readings,
+        // with 256 MiB of slack. Reporting free instead of available blocks, or the wrong block
+        // size, is off by far more than that.
+        "used-bytes" => Some(Bound::Gauge(256 << 20)),
+        _ => None,
     });
     p.case(
         "guest-ssh-get-authorized-keys, unknown user",
