@@ -11,7 +11,7 @@ use std::time::Instant;
 use agent_core::commands::Platform;
 use agent_core::commands::Result;
 use agent_core::commands::file::{Files, GuestFileSeek, GuestFileWrite, Seek};
-use agent_core::{Agent, StaticBuffers, Transmit, TxError};
+use agent_core::{Frame, StaticBuffers, Transmit, TxError};
 
 struct Count(usize);
 
@@ -87,8 +87,8 @@ fn b64(data: &[u8]) -> String {
 
 fn main() {
     // Room for a 64 KiB write (about 87 KiB of base64).
-    let mut bufs: Box<StaticBuffers<{ 128 * 1024 }>> = Box::default();
-    let mut agent = Agent::new(bufs.as_buffers());
+    let mut bufs: Box<StaticBuffers<Frame<{ 128 * 1024 }>>> = Box::default();
+    let mut agent = bufs.agent();
     let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 31 % 251) as u8).collect();
     let mut platform = Bench(MemFile(data.clone()));
     let mut sink = Count(0);

@@ -8,13 +8,22 @@
 //! ([`crate::commands::args`]), the family's presence ("not currently supported"), then the
 //! command itself.
 //!
-//! Capacities, all chosen by the platform through [`Buffers`] (defaults in brackets):
-//! - `frame` ([`DEFAULT_FRAME`]): the largest request. A bigger one is read to its end and
-//!   answered with one "JSON token size limit exceeded"; the request after it is served.
-//! - `chunk` ([`DEFAULT_CHUNK`]): how much `guest-file-read` asks a backend for at once; a
-//!   `count` of any size up to upstream's 48 MiB is streamed through it.
-//! - `tx` ([`DEFAULT_TX`]): responses reach the [`Transmit`] sink in pieces of this size.
-//! - `nesting` ([`DEFAULT_NESTING`]): the nesting limit, upstream's 1024 by default.
+//! Capacities, all chosen by the platform through [`Buffers`] (defaults and minimums in
+//! brackets). [`Agent::new`] refuses a buffer below its minimum ([`BufferError`]), and
+//! [`StaticBuffers`] refuses one when the image is compiled, so no combination of sizes can
+//! hang or panic the engine.
+//! - `frame` ([`DEFAULT_FRAME`], at least [`MIN_FRAME`]): the largest request. A bigger one is
+//!   read to its end and answered with one "JSON token size limit exceeded"; the request after
+//!   it is served.
+//! - `chunk` ([`DEFAULT_CHUNK`], at least [`MIN_CHUNK`]): how much `guest-file-read` asks a
+//!   backend for at once; a `count` of any size up to upstream's 48 MiB is streamed through it.
+//!   It is also the parser's scratch space while a request arrives (a Bloom filter that finds
+//!   duplicate keys in objects of more than 64 keys quickly; below 64 bytes the parser does
+//!   without it and is only slower on such objects), so its contents do not survive a request.
+//! - `tx` ([`DEFAULT_TX`], at least [`MIN_TX`]): responses reach the [`Transmit`] sink in
+//!   pieces of at most this size.
+//! - `nesting` ([`DEFAULT_NESTING`], at least [`MIN_NESTING`]): the nesting limit, upstream's
+//!   1024 by default; a request with `arguments` is two levels deep.
 //!
 //! Where this engine differs from upstream on purpose: a new client connection calls
 //! [`Agent::reset`], so a half-sent request of the previous client is dropped (upstream carries
@@ -44,17 +53,67 @@ pub const DEFAULT_TX: usize = 4096;
 /// Upstream's nesting limit (`MAX_NESTING`): depth 1024 is accepted, 1025 is an error.
 pub const DEFAULT_NESTING: usize = 1024;
 
-/// The storage the engine works in, all owned by the platform.
+/// The smallest frame buffer: room for `{"execute": "guest-sync-delimited", "arguments":
+/// {"id": <any int64>}}`, so a client can always resynchronise.
+pub const MIN_FRAME: usize = 128;
+/// The smallest file I/O chunk (`guest-file-read` reads a byte at a time with it).
+pub const MIN_CHUNK: usize = 1;
+/// The smallest transmit buffer: the engine needs a byte of room to make progress.
+pub const MIN_TX: usize = 1;
+/// The smallest nesting slice: a request with `arguments` is an object in an object.
+pub const MIN_NESTING: usize = 2;
+
+/// A buffer given to [`Agent::new`] is smaller than the engine's minimum for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferError {
+    /// Which buffer: `"frame"`, `"chunk"`, `"tx"` or `"nesting"` (the [`Buffers`] field).
+    pub buffer: &'static str,
+    /// Its length as given.
+    pub len: usize,
+    /// The minimum ([`MIN_FRAME`], [`MIN_CHUNK`], [`MIN_TX`] or [`MIN_NESTING`]).
+    pub min: usize,
+}
+
+impl fmt::Display for BufferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the `{}` buffer holds {} but the engine needs at least {}",
+            self.buffer, self.len, self.min
+        )
+    }
+}
+
+impl core::error::Error for BufferError {}
+
+/// The storage the engine works in, all owned by the platform. Each field has a minimum length
+/// ([`MIN_FRAME`], [`MIN_CHUNK`], [`MIN_TX`], [`MIN_NESTING`]) that [`Agent::new`] checks.
 pub struct Buffers<'b> {
     /// Holds one request while it arrives; its length is the request size limit.
     pub frame: &'b mut [u8],
-    /// File I/O chunk for `guest-file-read` and similar streamed work; while a request
-    /// arrives, the parser's duplicate-key filter for objects of many keys.
+    /// File I/O chunk for `guest-file-read`; while a request arrives, also the parser's
+    /// duplicate-key filter for objects of many keys (scratch: nothing in it survives).
     pub chunk: &'b mut [u8],
     /// Transmit buffer; responses are handed to the [`Transmit`] sink in pieces this size.
     pub tx: &'b mut [u8],
     /// Per-nesting-level parser state; its length is the nesting limit.
     pub nesting: &'b mut [NestSlot],
+}
+
+impl Buffers<'_> {
+    /// The first buffer below its minimum, if any.
+    pub fn check(&self) -> Result<(), BufferError> {
+        let sizes = [
+            ("frame", self.frame.len(), MIN_FRAME),
+            ("chunk", self.chunk.len(), MIN_CHUNK),
+            ("tx", self.tx.len(), MIN_TX),
+            ("nesting", self.nesting.len(), MIN_NESTING),
+        ];
+        match sizes.into_iter().find(|&(_, len, min)| len < min) {
+            Some((buffer, len, min)) => Err(BufferError { buffer, len, min }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Parser state for one open `{` or `[`. Opaque; platforms only size the slice.
@@ -83,45 +142,113 @@ impl NestSlot {
 }
 
 /// Buffers of fixed sizes in one value, for a `static` on bare metal or a `Box` on a host.
+///
+/// Each buffer is named by its type, so the sizes cannot be given in the wrong order:
+/// `StaticBuffers<Frame<{ 64 * 1024 }>, Chunk<4096>, Tx<4096>, Nesting<1024>>` (any suffix may
+/// be left out for its default; `StaticBuffers<Tx<4096>>` does not compile). A size below the
+/// engine's minimum fails to compile, so [`StaticBuffers::agent`] cannot fail.
+///
+/// ```compile_fail
+/// // A transmit buffer where the frame buffer goes: a type error.
+/// static B: agent_core::StaticBuffers<agent_core::Tx<4096>> = agent_core::StaticBuffers::new();
+/// ```
+///
+/// ```compile_fail
+/// // A frame buffer below `MIN_FRAME`: an error when the static is evaluated.
+/// static B: agent_core::StaticBuffers<agent_core::Frame<16>> = agent_core::StaticBuffers::new();
+/// ```
 pub struct StaticBuffers<
-    const FRAME: usize = DEFAULT_FRAME,
-    const CHUNK: usize = DEFAULT_CHUNK,
-    const TX: usize = DEFAULT_TX,
-    const NEST: usize = DEFAULT_NESTING,
+    F: FrameBuf = Frame<DEFAULT_FRAME>,
+    C: ChunkBuf = Chunk<DEFAULT_CHUNK>,
+    T: TxBuf = Tx<DEFAULT_TX>,
+    N: NestingBuf = Nesting<DEFAULT_NESTING>,
 > {
-    frame: [u8; FRAME],
-    chunk: [u8; CHUNK],
-    tx: [u8; TX],
-    nesting: [NestSlot; NEST],
+    frame: F,
+    chunk: C,
+    tx: T,
+    nesting: N,
 }
 
-impl<const FRAME: usize, const CHUNK: usize, const TX: usize, const NEST: usize>
-    StaticBuffers<FRAME, CHUNK, TX, NEST>
-{
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! static_buffer {
+    ($(#[$m:meta])* $name:ident, $tr:ident, $field:literal, $elem:ty, $zero:expr, $min:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name<const N: usize>([$elem; N]);
+
+        #[doc = concat!("The `", $field, "` buffer of a [`StaticBuffers`]: only [`", stringify!($name), "`] is one.")]
+        pub trait $tr: sealed::Sealed {
+            /// The zeroed buffer; evaluating it checks the size against the minimum.
+            const NEW: Self;
+            /// The buffer as a slice.
+            fn slice(&mut self) -> &mut [$elem];
+        }
+
+        impl<const N: usize> sealed::Sealed for $name<N> {}
+
+        impl<const N: usize> $tr for $name<N> {
+            const NEW: Self = {
+                assert!(
+                    N >= $min,
+                    concat!("the `", $field, "` buffer is smaller than ", stringify!($min))
+                );
+                $name([$zero; N])
+            };
+            fn slice(&mut self) -> &mut [$elem] {
+                &mut self.0
+            }
+        }
+    };
+}
+
+static_buffer!(
+    /// A frame buffer of `N` bytes (at least [`MIN_FRAME`]).
+    Frame, FrameBuf, "frame", u8, 0, MIN_FRAME
+);
+static_buffer!(
+    /// A file I/O chunk of `N` bytes (at least [`MIN_CHUNK`]).
+    Chunk, ChunkBuf, "chunk", u8, 0, MIN_CHUNK
+);
+static_buffer!(
+    /// A transmit buffer of `N` bytes (at least [`MIN_TX`]).
+    Tx, TxBuf, "tx", u8, 0, MIN_TX
+);
+static_buffer!(
+    /// A nesting limit of `N` levels (at least [`MIN_NESTING`]).
+    Nesting, NestingBuf, "nesting", NestSlot, NestSlot::EMPTY, MIN_NESTING
+);
+
+impl<F: FrameBuf, C: ChunkBuf, T: TxBuf, N: NestingBuf> StaticBuffers<F, C, T, N> {
     /// Zeroed buffers (usable in a `static`).
     pub const fn new() -> Self {
         StaticBuffers {
-            frame: [0; FRAME],
-            chunk: [0; CHUNK],
-            tx: [0; TX],
-            nesting: [NestSlot::EMPTY; NEST],
+            frame: F::NEW,
+            chunk: C::NEW,
+            tx: T::NEW,
+            nesting: N::NEW,
         }
     }
 
     /// Borrow them as [`Buffers`].
     pub fn as_buffers(&mut self) -> Buffers<'_> {
         Buffers {
-            frame: &mut self.frame,
-            chunk: &mut self.chunk,
-            tx: &mut self.tx,
-            nesting: &mut self.nesting,
+            frame: self.frame.slice(),
+            chunk: self.chunk.slice(),
+            tx: self.tx.slice(),
+            nesting: self.nesting.slice(),
         }
+    }
+
+    /// An agent working in these buffers (their sizes were checked when this was compiled).
+    pub fn agent(&mut self) -> Agent<'_> {
+        Agent::unchecked(self.as_buffers())
     }
 }
 
-impl<const FRAME: usize, const CHUNK: usize, const TX: usize, const NEST: usize> Default
-    for StaticBuffers<FRAME, CHUNK, TX, NEST>
-{
+impl<F: FrameBuf, C: ChunkBuf, T: TxBuf, N: NestingBuf> Default for StaticBuffers<F, C, T, N> {
     fn default() -> Self {
         Self::new()
     }
@@ -168,9 +295,15 @@ pub struct Agent<'b> {
 }
 
 impl<'b> Agent<'b> {
-    /// An agent working in `bufs`. `frame` should hold at least 64 bytes and `tx` at least 1;
-    /// `chunk` at least 3 (a smaller chunk makes `guest-file-read` answer unsupported).
-    pub fn new(bufs: Buffers<'b>) -> Self {
+    /// An agent working in `bufs`, or which buffer is below its minimum
+    /// ([`Buffers::check`]).
+    pub fn new(bufs: Buffers<'b>) -> Result<Self, BufferError> {
+        bufs.check()?;
+        Ok(Self::unchecked(bufs))
+    }
+
+    /// An agent over buffers already known to be big enough.
+    fn unchecked(bufs: Buffers<'b>) -> Self {
         Agent {
             bufs,
             policy: Policy::default(),
@@ -210,7 +343,11 @@ impl<'b> Agent<'b> {
     }
 
     /// Process received bytes: every request completed by them is answered through `tx`.
-    /// Fails only if `tx` fails; the rest of `input` is then dropped.
+    ///
+    /// Fails only if `tx` fails (see [`Transmit`] for the contract): the response being
+    /// written is cut off, the rest of `input` is dropped, and so is any request partly
+    /// received, as [`Agent::reset`] would. The next call starts on a clean parser: bytes
+    /// that followed the lost ones are never spliced onto an older request.
     pub fn feed(
         &mut self,
         input: &[u8],
@@ -250,12 +387,18 @@ impl<'b> Agent<'b> {
                     }
                 }
                 if out.failed() {
+                    framer.reset();
                     return Err(TxError);
                 }
             }
         }
         out.flush();
-        if out.failed() { Err(TxError) } else { Ok(()) }
+        if out.failed() {
+            framer.reset();
+            Err(TxError)
+        } else {
+            Ok(())
+        }
     }
 }
 

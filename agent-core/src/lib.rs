@@ -45,7 +45,7 @@ pub mod schema;
 mod tests;
 
 pub use commands::Platform;
-pub use engine::{Agent, Buffers, Policy, StaticBuffers};
+pub use engine::{Agent, BufferError, Buffers, Chunk, Frame, Nesting, Policy, StaticBuffers, Tx};
 pub use error::Error;
 pub use out::{Transmit, TxError};
 pub use schema::Command;

@@ -11,8 +11,7 @@
 
 use core::fmt::{self, Write as _};
 
-/// The sink failed: the peer is gone. The engine stops writing until the next
-/// [`crate::Agent::reset`].
+/// The sink failed: the peer is gone. What the engine does then is the [`Transmit`] contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxError;
 
@@ -25,6 +24,20 @@ impl fmt::Display for TxError {
 impl core::error::Error for TxError {}
 
 /// Where response bytes go. A platform writes them whole (retrying partial writes), or fails.
+///
+/// The contract after a failure:
+/// - `send` returns [`TxError`] only when the bytes cannot be delivered at all (the peer is
+///   gone). A slow peer is waited for; partial writes are retried inside `send`.
+/// - Within the failing [`crate::Agent::feed`], the engine calls `send` no more: the response
+///   being written is cut off, the rest of that call's input is dropped, and `feed` returns
+///   `Err(TxError)`.
+/// - The engine then forgets any partly received request, as [`crate::Agent::reset`] does, so
+///   the next `feed` starts on a clean parser and writes normally: bytes that arrive after the
+///   lost ones are never spliced onto an older request.
+/// - The platform should treat the connection as broken (close it, or wait for the host side
+///   to come back) and call [`crate::Agent::reset`] when a new client connects, as it always
+///   does; if it keeps feeding the same stream instead, the client must resynchronise with
+///   `guest-sync-delimited`, since some of its requests went unanswered.
 pub trait Transmit {
     /// Send all of `bytes`.
     fn send(&mut self, bytes: &[u8]) -> Result<(), TxError>;

@@ -5,6 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use agent_core::Command;
 use agent_core::commands::cpu::{
     Cpus, GuestLinuxCpuStats, GuestLoadAverage, GuestLogicalProcessor,
 };
@@ -12,7 +13,7 @@ use agent_core::commands::file::{Files, GuestFileSeek, GuestFileWrite, Seek};
 use agent_core::commands::system::{GuestOsInfo, GuestTimezone, System as SystemFamily};
 use agent_core::commands::time::Clock;
 use agent_core::commands::{Emitter, List, Platform, Result};
-use agent_core::{Agent, Error, StaticBuffers, Transmit, TxError};
+use agent_core::{Error, StaticBuffers, Transmit, TxError};
 
 thread_local! {
     /// Armed on the test's own thread only: the harness's threads may allocate meanwhile.
@@ -111,6 +112,10 @@ impl Files for RamFile {
 struct Fixed;
 
 impl Clock for Fixed {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn get_time(&mut self) -> Result<i64> {
         Ok(1_700_000_000_000_000_000)
     }
@@ -123,6 +128,10 @@ impl Clock for Fixed {
 }
 
 impl Cpus for Fixed {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn vcpus(&mut self, out: &mut Emitter<'_, GuestLogicalProcessor>) -> Result<()> {
         for i in 0..4 {
             out.emit(&GuestLogicalProcessor {
@@ -234,7 +243,7 @@ fn a_whole_session_without_a_heap() {
         buf: [0; 16384],
         len: 0,
     });
-    let mut agent = Agent::new(bufs.as_buffers());
+    let mut agent = bufs.agent();
 
     ARMED.with(|a| a.set(true));
     for piece in SESSION {

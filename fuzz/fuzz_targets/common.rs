@@ -180,6 +180,10 @@ impl Files for Mem {
 }
 
 impl Clock for Mem {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn get_time(&mut self) -> Result<i64> {
         Ok(1)
     }
@@ -189,6 +193,10 @@ impl Clock for Mem {
 }
 
 impl Power for Mem {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn shutdown(&mut self, _mode: ShutdownMode) -> Result<()> {
         Ok(())
     }
@@ -217,6 +225,10 @@ impl Filesystems for Mem {
 }
 
 impl Cpus for Mem {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn vcpus(&mut self, out: &mut Emitter<'_, GuestLogicalProcessor>) -> Result<()> {
         out.emit(&GuestLogicalProcessor { logical_id: 0, online: true, can_offline: None });
         Ok(())
@@ -233,6 +245,10 @@ impl Cpus for Mem {
 }
 
 impl Memory for Mem {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn blocks(&mut self, _out: &mut Emitter<'_, GuestMemoryBlock>) -> Result<()> {
         Ok(())
     }
@@ -248,6 +264,10 @@ impl Memory for Mem {
 }
 
 impl Users for Mem {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn users(&mut self, _out: &mut Emitter<'_, GuestUser<'static>>) -> Result<()> {
         Ok(())
     }
@@ -394,7 +414,8 @@ thread_local! {
             chunk: Box::leak(vec![0; 64].into_boxed_slice()),
             tx: Box::leak(vec![0; 512].into_boxed_slice()),
             nesting: Box::leak(vec![NestSlot::EMPTY; ARGS_NEST + 1].into_boxed_slice()),
-        }),
+        })
+        .expect("buffers above the minimums"),
         request: Vec::with_capacity(ARGS_MAX + 64),
         text: Vec::new(),
     });

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use agent_core::{Agent, StaticBuffers};
+use agent_core::{Agent, Chunk, Frame, Nesting, StaticBuffers, Tx};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -15,9 +15,9 @@ use common::{Collect, Full, check_responses};
 thread_local! {
     /// One agent for the whole run, as a real agent serves one connection after another: its
     /// buffers are allocated once and it is reset before each input, as for a new client.
-    static AGENT: RefCell<Agent<'static>> = RefCell::new(Agent::new(
-        Box::leak(Box::<StaticBuffers<1024, 64, 512, 64>>::default()).as_buffers(),
-    ));
+    static AGENT: RefCell<Agent<'static>> = RefCell::new(
+        Box::leak(Box::<StaticBuffers<Frame<1024>, Chunk<64>, Tx<512>, Nesting<64>>>::default()).agent(),
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -17,7 +17,7 @@ fn run<'d>(pieces: impl Iterator<Item = &'d [u8]>) -> Collect {
     let mut chunk = [0u8; 16];
     let mut tx = [0u8; 7];
     let mut nest = [NestSlot::EMPTY; 8];
-    let mut agent = Agent::new(Buffers { frame: &mut frame, chunk: &mut chunk, tx: &mut tx, nesting: &mut nest });
+    let mut agent = Agent::new(Buffers { frame: &mut frame, chunk: &mut chunk, tx: &mut tx, nesting: &mut nest }).expect("buffers above the minimums");
     let mut out = Collect::take();
     for p in pieces {
         agent.feed(p, &mut Bare, &mut out).unwrap();

@@ -205,12 +205,18 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
     let mut chunk = vec![0u8; CHUNK_SIZE];
     let mut tx = vec![0u8; TX_SIZE];
     let mut nesting = vec![NestSlot::EMPTY; DEFAULT_NESTING];
-    let mut agent = Agent::new(Buffers {
+    let mut agent = match Agent::new(Buffers {
         frame: &mut frame,
         chunk: &mut chunk,
         tx: &mut tx,
         nesting: &mut nesting,
-    });
+    }) {
+        Ok(agent) => agent,
+        Err(e) => {
+            critical(&format!("agent buffers: {e}"));
+            return 1;
+        }
+    };
     *agent.policy_mut() = config.policy();
     for name in config.unknown_names() {
         crate::log!(

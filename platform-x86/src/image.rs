@@ -137,7 +137,7 @@ pub fn run_with(programs: commands::exec::Programs) -> ! {
         network: commands::network::NoNetwork,
         disks: commands::disk::NoDisks,
     };
-    let mut agent = Agent::new(bufs.as_buffers());
+    let mut agent = bufs.agent();
     apply_block_list(&mut agent, config.block);
 
     // Transport: virtio when asked (or, on auto, when a virtio console exists), else a UART.

@@ -6,10 +6,10 @@
 //! the RTC and TSC, PCI, the RAM file store, a built-in program through the process table, and
 //! the protocol engine answering `guest-ping` and `guest-info` into a memory sink.
 
+use agent_core::Platform;
 use agent_core::commands::exec::{CaptureMode, Exec};
 use agent_core::commands::file::{Files, Seek};
 use agent_core::out::{Transmit, TxError};
-use agent_core::{Agent, Platform};
 
 use crate::config::Config;
 use crate::hw::{layout, pci, rtc, tsc};
@@ -148,7 +148,7 @@ pub fn run(config: &Config<'_>) -> bool {
     if let Some(bufs) = state::AGENT_BUFFERS.take() {
         let mut clock = crate::commands::time::RtcClock::start(fadt.and_then(|f| f.century));
         let mut platform = ClockOnly(&mut clock);
-        let mut agent = Agent::new(bufs.as_buffers());
+        let mut agent = bufs.agent();
         let mut sink = Sink {
             buf: [0; 4096],
             len: 0,

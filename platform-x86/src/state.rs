@@ -9,7 +9,7 @@
 //! does instead. The boot facts are written once at start-up and read anywhere
 //! ([`SetOnce`]).
 
-use agent_core::StaticBuffers;
+use agent_core::{Chunk, Frame, Nesting, StaticBuffers, Tx};
 
 use crate::commands::{exec, file};
 use crate::hw::acpi;
@@ -18,7 +18,7 @@ use crate::sync::{SetOnce, TakeOnce};
 
 /// The engine's buffers: a 64 KiB request frame (a `guest-file-write` of 48 KiB fits), a 4 KiB
 /// file chunk, a 4 KiB transmit buffer and 1024 nesting slots (upstream's limit).
-pub type Buffers = StaticBuffers<{ 64 * 1024 }, 4096, 4096, 1024>;
+pub type Buffers = StaticBuffers<Frame<{ 64 * 1024 }>, Chunk<4096>, Tx<4096>, Nesting<1024>>;
 
 /// The engine's buffers.
 pub static AGENT_BUFFERS: TakeOnce<Buffers> = TakeOnce::new(Buffers::new());

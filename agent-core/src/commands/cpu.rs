@@ -111,11 +111,14 @@ crate::json_struct! {
     }
 }
 
-/// Virtual CPUs and their statistics.
+/// Virtual CPUs and their statistics. `vcpus` is required; the others are optional
+/// ([the `guest-info` rule](super#guest-info-tells-the-truth)).
 pub trait Cpus {
-    /// Whether `cmd` (one of this family's) works here.
-    fn supports(&self, _cmd: Command) -> bool {
-        true
+    /// Whether `cmd` (one of this family's) works here: by default exactly the commands of
+    /// the required methods ([the rule](super#guest-info-tells-the-truth)). Override it to
+    /// claim an optional method you implement, or to refuse a command at run time.
+    fn supports(&self, cmd: Command) -> bool {
+        cmd == Command::GuestGetVcpus
     }
 
     /// `guest-get-vcpus`.
@@ -123,11 +126,22 @@ pub trait Cpus {
 
     /// `guest-set-vcpus`: apply in order, stop at the first failure; the number processed, or
     /// the error if the first one failed.
-    fn set_vcpus(&mut self, vcpus: List<'_, GuestLogicalProcessor>) -> Result<i64>;
+    /// Optional.
+    fn set_vcpus(&mut self, vcpus: List<'_, GuestLogicalProcessor>) -> Result<i64> {
+        let _ = vcpus;
+        Err(crate::error::Error::Unsupported)
+    }
 
     /// `guest-get-cpustats` (set `type` to `"linux"`).
-    fn cpustats(&mut self, out: &mut Emitter<'_, GuestLinuxCpuStats>) -> Result<()>;
+    /// Optional.
+    fn cpustats(&mut self, out: &mut Emitter<'_, GuestLinuxCpuStats>) -> Result<()> {
+        let _ = out;
+        Err(crate::error::Error::Unsupported)
+    }
 
     /// `guest-get-load`.
-    fn load(&mut self) -> Result<GuestLoadAverage>;
+    /// Optional.
+    fn load(&mut self) -> Result<GuestLoadAverage> {
+        Err(crate::error::Error::Unsupported)
+    }
 }

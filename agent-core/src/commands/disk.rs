@@ -157,7 +157,9 @@ crate::json_struct! {
 
 /// Block devices and the filesystems on them.
 pub trait Disks {
-    /// Whether `cmd` (one of this family's) works here.
+    /// Whether `cmd` (one of this family's) works here. Every method of this family is
+    /// required ([the rule](super#guest-info-tells-the-truth)), so the default is all of them;
+    /// override it only to refuse a command at run time.
     fn supports(&self, _cmd: Command) -> bool {
         true
     }

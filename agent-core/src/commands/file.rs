@@ -305,7 +305,9 @@ fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: &mut d
 
 /// Open files, by handle.
 pub trait Files {
-    /// Whether `cmd` (one of this family's) works here.
+    /// Whether `cmd` (one of this family's) works here. Every method of this family is
+    /// required ([the rule](super#guest-info-tells-the-truth)), so the default is all of them;
+    /// override it only to refuse a command at run time.
     fn supports(&self, _cmd: Command) -> bool {
         true
     }

@@ -86,7 +86,9 @@ crate::json_struct! {
 
 /// Freezing and trimming mounted filesystems.
 pub trait Filesystems {
-    /// Whether `cmd` (one of this family's) works here.
+    /// Whether `cmd` (one of this family's) works here. Every method of this family is
+    /// required ([the rule](super#guest-info-tells-the-truth)), so the default is all of them;
+    /// override it only to refuse a command at run time.
     fn supports(&self, _cmd: Command) -> bool {
         true
     }

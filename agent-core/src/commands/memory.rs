@@ -114,22 +114,29 @@ crate::json_struct! {
     }
 }
 
-/// Hot-pluggable memory blocks.
+/// Hot-pluggable memory blocks. `set_blocks` is optional, the others are required
+/// ([the `guest-info` rule](super#guest-info-tells-the-truth)).
 pub trait Memory {
-    /// Whether `cmd` (one of this family's) works here.
-    fn supports(&self, _cmd: Command) -> bool {
-        true
+    /// Whether `cmd` (one of this family's) works here: by default exactly the commands of
+    /// the required methods ([the rule](super#guest-info-tells-the-truth)). Override it to
+    /// claim an optional method you implement, or to refuse a command at run time.
+    fn supports(&self, cmd: Command) -> bool {
+        cmd != Command::GuestSetMemoryBlocks
     }
 
     /// `guest-get-memory-blocks`.
     fn blocks(&mut self, out: &mut Emitter<'_, GuestMemoryBlock>) -> Result<()>;
 
     /// `guest-set-memory-blocks`: one response per requested block.
+    /// Optional.
     fn set_blocks(
         &mut self,
         blocks: List<'_, GuestMemoryBlock>,
         out: &mut Emitter<'_, GuestMemoryBlockResponse>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let _ = (blocks, out);
+        Err(crate::error::Error::Unsupported)
+    }
 
     /// `guest-get-memory-block-info`.
     fn block_info(&mut self) -> Result<GuestMemoryBlockInfo>;

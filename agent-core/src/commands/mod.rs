@@ -8,6 +8,19 @@
 //! Either way the engine answers upstream's unsupported error and `guest-info` shows
 //! `"enabled": false`.
 //!
+//! # `guest-info` tells the truth
+//!
+//! A command shows `"enabled": true` in `guest-info` exactly when the engine would run it, and
+//! the engine runs it exactly when its family is provided and the family's `supports` says yes.
+//! The traits make the obvious code truthful: in each family, a method without a default body
+//! is required, and a method with one is optional (its default answers upstream's unsupported
+//! error). The default `supports` claims exactly the required methods' commands, so a platform
+//! that leaves an optional method out is truthful without writing anything more. A platform
+//! that implements an optional method overrides `supports` to claim it; forgetting shows the
+//! command as disabled and refuses it, which is wrong but never a lie. A required method must
+//! not answer [`crate::Error::Unsupported`]: a platform that cannot serve it does not provide
+//! the family, or refuses the command in `supports`.
+//!
 //! Return values are written straight into the response: single results are returned as
 //! borrowed structs, and lists are handed element by element to an [`Emitter`], so the engine
 //! never collects a list and a list's length is not bounded by memory.

@@ -68,11 +68,14 @@ crate::json_enum! {
     pub enum SuspendMode { Disk = "disk", Ram = "ram", Hybrid = "hybrid" }
 }
 
-/// Power control.
+/// Power control. `shutdown` is required; `suspend` is optional
+/// ([the `guest-info` rule](super#guest-info-tells-the-truth)).
 pub trait Power {
-    /// Whether `cmd` (one of this family's) works here.
-    fn supports(&self, _cmd: Command) -> bool {
-        true
+    /// Whether `cmd` (one of this family's) works here: by default exactly the commands of
+    /// the required methods ([the rule](super#guest-info-tells-the-truth)). Override it to
+    /// claim an optional method you implement, or to refuse a command at run time.
+    fn supports(&self, cmd: Command) -> bool {
+        cmd == Command::GuestShutdown
     }
 
     /// `guest-shutdown` (mode defaults to powerdown).
@@ -80,5 +83,9 @@ pub trait Power {
 
     /// `guest-suspend-*`. Upstream's text when nothing works: "the requested suspend mode is
     /// not supported by the guest".
-    fn suspend(&mut self, mode: SuspendMode) -> Result<()>;
+    /// Optional.
+    fn suspend(&mut self, mode: SuspendMode) -> Result<()> {
+        let _ = mode;
+        Err(crate::error::Error::Unsupported)
+    }
 }

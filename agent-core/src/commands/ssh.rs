@@ -94,7 +94,9 @@ pub(crate) fn run(
 
 /// A user's `~/.ssh/authorized_keys`.
 pub trait SshKeys {
-    /// Whether `cmd` (one of this family's) works here.
+    /// Whether `cmd` (one of this family's) works here. Every method of this family is
+    /// required ([the rule](super#guest-info-tells-the-truth)), so the default is all of them;
+    /// override it only to refuse a command at run time.
     fn supports(&self, _cmd: Command) -> bool {
         true
     }

@@ -70,9 +70,12 @@ crate::json_struct! {
     }
 }
 
-/// Facts about the system.
+/// Facts about the system. `devices` is optional, the others are required
+/// ([the `guest-info` rule](super#guest-info-tells-the-truth)).
 pub trait System {
-    /// Whether `cmd` (one of this family's) works here.
+    /// Whether `cmd` (one of this family's) works here: by default exactly the commands of
+    /// the required methods ([the rule](super#guest-info-tells-the-truth)). Override it to
+    /// claim an optional method you implement, or to refuse a command at run time.
     fn supports(&self, cmd: Command) -> bool {
         cmd != Command::GuestGetDevices
     }
@@ -86,7 +89,7 @@ pub trait System {
     /// `guest-get-osinfo`.
     fn osinfo(&mut self) -> Result<GuestOsInfo<'_>>;
 
-    /// `guest-get-devices`; unsupported unless overridden (with [`System::supports`]).
+    /// `guest-get-devices`. Optional.
     fn devices(&mut self, _out: &mut Emitter<'_, GuestDeviceInfo<'static>>) -> Result<()> {
         Err(super::Error::Unsupported)
     }

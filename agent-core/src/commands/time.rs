@@ -48,11 +48,15 @@ pub(crate) fn run(
     }
 }
 
-/// The guest's clock.
+/// The guest's clock. `get_time` is required; `set_time` is optional (see
+/// [the `guest-info` rule](super#guest-info-tells-the-truth)): a clock that cannot be set
+/// leaves it out.
 pub trait Clock {
-    /// Whether `cmd` (one of this family's) works here.
-    fn supports(&self, _cmd: Command) -> bool {
-        true
+    /// Whether `cmd` (one of this family's) works here: by default exactly the commands of
+    /// the required methods ([the rule](super#guest-info-tells-the-truth)). Override it to
+    /// claim an optional method you implement, or to refuse a command at run time.
+    fn supports(&self, cmd: Command) -> bool {
+        cmd == Command::GuestGetTime
     }
 
     /// `guest-get-time`: nanoseconds since the Unix epoch.
@@ -61,7 +65,11 @@ pub trait Clock {
     /// `guest-set-time`: with `Some(ns)`, set the system clock (and the hardware clock from it);
     /// with `None`, set the system clock from the hardware clock. The engine has already
     /// applied [`check_time`].
-    fn set_time(&mut self, time: Option<i64>) -> Result<()>;
+    /// Optional.
+    fn set_time(&mut self, time: Option<i64>) -> Result<()> {
+        let _ = time;
+        Err(crate::error::Error::Unsupported)
+    }
 }
 
 /// Upstream's validation of a `guest-set-time` value: seconds (truncated toward zero) must

@@ -72,11 +72,14 @@ crate::json_struct! {
     }
 }
 
-/// Users: sessions and passwords.
+/// Users: sessions and passwords. `users` is required; `set_password` is optional
+/// ([the `guest-info` rule](super#guest-info-tells-the-truth)).
 pub trait Users {
-    /// Whether `cmd` (one of this family's) works here.
-    fn supports(&self, _cmd: Command) -> bool {
-        true
+    /// Whether `cmd` (one of this family's) works here: by default exactly the commands of
+    /// the required methods ([the rule](super#guest-info-tells-the-truth)). Override it to
+    /// claim an optional method you implement, or to refuse a command at run time.
+    fn supports(&self, cmd: Command) -> bool {
+        cmd == Command::GuestGetUsers
     }
 
     /// `guest-get-users`: one entry per user, first-seen order, earliest login.
@@ -85,5 +88,9 @@ pub trait Users {
     /// `guest-set-user-password`. The engine has base64-decoded `password` and applied
     /// upstream's checks ("forbidden characters in raw password" for `\n` when not crypted,
     /// "forbidden characters in username" for `\n` or `:`).
-    fn set_password(&mut self, username: &str, password: &[u8], crypted: bool) -> Result<()>;
+    /// Optional.
+    fn set_password(&mut self, username: &str, password: &[u8], crypted: bool) -> Result<()> {
+        let _ = (username, password, crypted);
+        Err(crate::error::Error::Unsupported)
+    }
 }

@@ -2,6 +2,7 @@
 
 mod fixtures;
 mod platform;
+mod sizes;
 mod split;
 
 use crate::engine::{Agent, Buffers, NestSlot};
@@ -56,7 +57,8 @@ impl Store {
             chunk: &mut self.chunk,
             tx: &mut self.tx,
             nesting: &mut self.nest,
-        });
+        })
+        .expect("test buffers at least the minimums");
         for &c in &cfg.block {
             a.policy_mut().block(c);
         }

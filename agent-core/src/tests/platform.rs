@@ -110,6 +110,9 @@ pub(crate) struct MemClock {
 }
 
 impl Clock for MemClock {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
     fn get_time(&mut self) -> Result<i64> {
         Ok(self.now)
     }
@@ -128,6 +131,9 @@ pub(crate) struct MemPower {
 }
 
 impl Power for MemPower {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
     fn shutdown(&mut self, mode: ShutdownMode) -> Result<()> {
         self.calls.push(format!("shutdown {}", mode.as_str()));
         if let Some(sent) = &self.sent {
@@ -204,6 +210,9 @@ pub(crate) struct MemCpus {
 }
 
 impl Cpus for MemCpus {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
     fn vcpus(&mut self, out: &mut Emitter<'_, GuestLogicalProcessor>) -> Result<()> {
         for i in 0..2 {
             if self.fail_after == Some(i as usize) {
@@ -248,6 +257,9 @@ impl Cpus for MemCpus {
 pub(crate) struct MemMemory;
 
 impl Memory for MemMemory {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
     fn blocks(&mut self, out: &mut Emitter<'_, GuestMemoryBlock>) -> Result<()> {
         out.emit(&GuestMemoryBlock {
             phys_index: 0,
@@ -281,6 +293,9 @@ pub(crate) struct MemUsers {
 }
 
 impl Users for MemUsers {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
     fn users(&mut self, out: &mut Emitter<'_, GuestUser<'static>>) -> Result<()> {
         let name = String::from("root");
         out.emit(&GuestUser {

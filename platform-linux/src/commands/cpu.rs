@@ -15,6 +15,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
+use agent_core::Command;
 use agent_core::Error;
 use agent_core::commands::cpu::{
     Cpus, GuestLinuxCpuStats, GuestLoadAverage, GuestLogicalProcessor,
@@ -42,6 +43,10 @@ impl Default for LinuxCpus {
 }
 
 impl Cpus for LinuxCpus {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn vcpus(&mut self, out: &mut Emitter<'_, GuestLogicalProcessor>) -> Result<()> {
         for v in self.get_vcpus()? {
             out.emit(&v);

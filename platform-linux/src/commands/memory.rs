@@ -15,6 +15,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use agent_core::Command;
 use agent_core::Error;
 use agent_core::commands::memory::{
     GuestMemoryBlock, GuestMemoryBlockInfo, GuestMemoryBlockResponse,
@@ -67,6 +68,10 @@ fn read_attr(dir: &Path, name: &str, size: usize) -> std::result::Result<Vec<u8>
 }
 
 impl Memory for LinuxMemory {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn blocks(&mut self, out: &mut Emitter<'_, GuestMemoryBlock>) -> Result<()> {
         for b in self.get_blocks()? {
             out.emit(&b);

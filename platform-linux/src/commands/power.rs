@@ -20,6 +20,7 @@
 
 use std::process::{Command as Process, Stdio};
 
+use agent_core::Command;
 use agent_core::commands::power::{Power, ShutdownMode, SuspendMode};
 use agent_core::{Error, commands::Result};
 use rustix::system::RebootCommand;
@@ -31,6 +32,10 @@ const SYS_POWER_STATE: &str = "/sys/power/state";
 pub struct LinuxPower {}
 
 impl Power for LinuxPower {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn shutdown(&mut self, mode: ShutdownMode) -> Result<()> {
         crate::log!(
             crate::log::Level::Info,

@@ -16,6 +16,7 @@
 
 use std::path::PathBuf;
 
+use agent_core::Command;
 use agent_core::commands::user::{GuestUser, Users};
 use agent_core::commands::{Emitter, Result};
 
@@ -38,6 +39,10 @@ impl Default for LinuxUsers {
 }
 
 impl Users for LinuxUsers {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn users(&mut self, out: &mut Emitter<'_, GuestUser<'static>>) -> Result<()> {
         // A missing utmp file means no sessions, as getutxent reports none.
         let data = std::fs::read(&self.utmp).unwrap_or_default();

@@ -10,6 +10,7 @@
 //! `hwclock -w`), keeping the sub-second part as an offset; without one it re-reads the RTC.
 //! Times are reported in whole microseconds (×1000), as upstream's `g_get_real_time` gives them.
 
+use agent_core::Command;
 use agent_core::commands::time::Clock;
 use agent_core::commands::{Error, Result};
 
@@ -87,6 +88,10 @@ impl RtcClock {
 }
 
 impl Clock for RtcClock {
+    fn supports(&self, _cmd: Command) -> bool {
+        true // every optional method is implemented
+    }
+
     fn get_time(&mut self) -> Result<i64> {
         let ns = self.now_ns();
         Ok(ns - ns.rem_euclid(1000))
