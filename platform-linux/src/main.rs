@@ -24,6 +24,8 @@ mod log;
 mod run;
 mod signals;
 mod state;
+#[allow(unsafe_code)]
+mod sys;
 mod transport;
 
 use std::io::Write as _;

@@ -14,7 +14,7 @@
 //!   probed every 100 ms, as upstream does with `g_usleep`, but the wait is a `poll(2)` on the
 //!   signal pipe, so SIGTERM is still served at once.
 
-use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::time::Duration;
 
 use agent_core::{Agent, Platform, Transmit, TxError};
@@ -309,25 +309,8 @@ fn vsock_listen(path: &str) -> Result<OwnedFd, String> {
         None,
     )
     .map_err(|e| format!("Failed to create socket: {}", errtext(e)))?;
-    // SAFETY: a zeroed sockaddr_vm is valid; we set family, port and cid and pass its exact
-    // size to bind(2) on a socket we own.
-    let rc = unsafe {
-        let mut sa: libc::sockaddr_vm = std::mem::zeroed();
-        sa.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-        sa.svm_port = port;
-        sa.svm_cid = cid;
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const sa).cast(),
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "Failed to bind socket: {}",
-            crate::config::io_text(&std::io::Error::last_os_error())
-        ));
-    }
+    crate::sys::net::bind_vsock(fd.as_fd(), cid, port)
+        .map_err(|e| format!("Failed to bind socket: {}", crate::config::io_text(&e)))?;
     rustix::net::listen(&fd, 1)
         .map_err(|e| format!("Failed to listen on socket: {}", errtext(e)))?;
     Ok(fd)

@@ -68,16 +68,12 @@ impl Cpus for LinuxCpus {
     }
 
     fn load(&mut self) -> Result<GuestLoadAverage> {
-        let mut avg = [0f64; 3];
-        // SAFETY: `avg` holds the 3 doubles asked for.
-        let n = unsafe { libc::getloadavg(avg.as_mut_ptr(), 3) };
-        if n != 3 {
-            let e = std::io::Error::last_os_error();
-            return Err(Error::msg(format_args!(
+        let avg = crate::sys::glibc::load_average().map_err(|e| {
+            Error::msg(format_args!(
                 "cannot query load average: {}",
                 strerror(errno_of(&e))
-            )));
-        }
+            ))
+        })?;
         Ok(GuestLoadAverage {
             load1m: avg[0],
             load5m: avg[1],
@@ -194,11 +190,11 @@ impl LinuxCpus {
     }
 }
 
-/// `sysconf(_SC_CLK_TCK)`, the unit of `/proc/stat` (100 if unknown).
+/// `sysconf(_SC_CLK_TCK)` (the kernel's `AT_CLKTCK`), the unit of `/proc/stat` (100 if
+/// unknown).
 fn clk_tck() -> u64 {
-    // SAFETY: sysconf has no memory effects.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    let t = rustix::param::clock_ticks_per_second();
+    if t > 0 { t } else { 100 }
 }
 
 /// `sscanf("%ld")` on the start of `s`: optional blanks and sign, then at least one digit;

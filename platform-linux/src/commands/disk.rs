@@ -309,19 +309,14 @@ fn parse_mtab(text: &str, mut kind: impl FnMut(&str) -> DevKind) -> Vec<Mount> {
 /// `(used, total for unprivileged users, total)` in bytes, as upstream computes them.
 fn statvfs_sizes(dir: &str) -> Option<(u64, u64, u64)> {
     let c = CString::new(dir).ok()?;
-    // SAFETY: statvfs is plain data for which all-zero is valid.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `st` is writable.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let fr = st.f_frsize as u64;
-    let used = (st.f_blocks as u64).wrapping_sub(st.f_bfree as u64);
-    let nonroot = used.wrapping_add(st.f_bavail as u64);
+    let st = rustix::fs::statvfs(c.as_c_str()).ok()?;
+    let fr = st.f_frsize;
+    let used = st.f_blocks.wrapping_sub(st.f_bfree);
+    let nonroot = used.wrapping_add(st.f_bavail);
     Some((
         used.wrapping_mul(fr),
         nonroot.wrapping_mul(fr),
-        (st.f_blocks as u64).wrapping_mul(fr),
+        st.f_blocks.wrapping_mul(fr),
     ))
 }
 
@@ -801,55 +796,11 @@ fn basename(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
-/// `struct nvme_admin_cmd` from `<linux/nvme_ioctl.h>`.
-#[repr(C)]
-#[derive(Default)]
-struct NvmeAdminCmd {
-    opcode: u8,
-    flags: u8,
-    rsvd1: u16,
-    nsid: u32,
-    cdw2: u32,
-    cdw3: u32,
-    metadata: u64,
-    addr: u64,
-    metadata_len: u32,
-    data_len: u32,
-    cdw10: u32,
-    cdw11: u32,
-    cdw12: u32,
-    cdw13: u32,
-    cdw14: u32,
-    cdw15: u32,
-    timeout_ms: u32,
-    result: u32,
-}
-
-/// `NVME_IOCTL_ADMIN_CMD` = `_IOWR('N', 0x41, struct nvme_admin_cmd)`.
-const NVME_IOCTL_ADMIN_CMD: libc::c_ulong = (3 << 30)
-    | ((size_of::<NvmeAdminCmd>() as libc::c_ulong) << 16)
-    | ((b'N' as libc::c_ulong) << 8)
-    | 0x41;
-
 /// The SMART / Health log page (log 0x02) of an NVMe device, as upstream asks for it.
 fn nvme_smart(devnode: &str) -> Option<GuestNvmeSmart> {
+    use std::os::fd::AsFd as _;
     let f = std::fs::File::open(devnode).ok()?;
-    let mut log = [0u8; 512];
-    let mut cmd = NvmeAdminCmd {
-        opcode: 0x02,
-        nsid: 0xFFFF_FFFF,
-        addr: log.as_mut_ptr() as u64,
-        data_len: log.len() as u32,
-        cdw10: 0x02 | (1 << 15) | ((((log.len() >> 2) - 1) as u32) << 16),
-        ..NvmeAdminCmd::default()
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: `cmd` is a valid nvme_admin_cmd whose `addr` points at `log`, which is
-    // `data_len` bytes long and outlives the call; the kernel writes only into `log` and `cmd`.
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), NVME_IOCTL_ADMIN_CMD, &mut cmd) };
-    if rc != 0 {
-        return None;
-    }
+    let log = crate::sys::dev::nvme_smart_log(f.as_fd())?;
     Some(parse_smart_log(&log))
 }
 
@@ -1293,8 +1244,6 @@ garbage\n";
         );
         assert_eq!((s.data_units_read_lo, s.data_units_read_hi), (7, 1));
         assert_eq!(s.number_of_error_log_entries_lo, 9);
-        assert_eq!(size_of::<NvmeAdminCmd>(), 72);
-        assert_eq!(NVME_IOCTL_ADMIN_CMD, 0xC048_4E41);
     }
 
     #[test]

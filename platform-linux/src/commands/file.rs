@@ -29,7 +29,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::os::fd::{IntoRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use agent_core::commands::file::{Files, GuestFileSeek, GuestFileWrite, Seek};
 use agent_core::{Error, commands::Result};
@@ -168,13 +168,9 @@ impl Files for LinuxFiles {
             "guest-file-close called, handle: {handle}"
         );
         let fd = self.open.remove(&handle).ok_or(Error::NoHandle(handle))?;
-        let raw = fd.into_raw_fd();
-        // SAFETY: `raw` came from an OwnedFd we just gave up, so we own it and close it once;
         // close(2)'s result is wanted (NFS reports write-back errors there), which OwnedFd's
         // Drop discards.
-        let rc = unsafe { libc::close(raw) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = crate::sys::fs::close(fd) {
             return Err(Error::os(
                 e.raw_os_error().unwrap_or(0),
                 &crate::config::io_text(&e),

@@ -20,6 +20,7 @@
     reason = "agent_core::Error holds its message inline, by design: no allocation"
 )]
 
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
 use agent_core::commands::fs::{Filesystems, FsfreezeStatus, GuestFilesystemTrimResult};
@@ -191,38 +192,8 @@ pub fn mount_list() -> Result<Vec<Mount>> {
     }
 }
 
-/// `FIFREEZE` = `_IOWR('X', 119, int)`.
-const FIFREEZE: libc::c_ulong = 0xC004_5877;
-/// `FITHAW` = `_IOWR('X', 120, int)`.
-const FITHAW: libc::c_ulong = 0xC004_5878;
-/// `FITRIM` = `_IOWR('X', 121, struct fstrim_range)`.
-const FITRIM: libc::c_ulong = 0xC018_5879;
-
-/// `struct fstrim_range`.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct FstrimRange {
-    start: u64,
-    len: u64,
-    minlen: u64,
-}
-
 fn open_dir(dir: &str) -> std::result::Result<std::os::fd::OwnedFd, rustix::io::Errno> {
     rustix::fs::open(dir, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-}
-
-/// An argument-less fs ioctl; the errno on failure.
-fn fs_ioctl(fd: &std::os::fd::OwnedFd, request: libc::c_ulong) -> std::result::Result<(), i32> {
-    use std::os::fd::AsRawFd as _;
-    let mut arg: libc::c_int = 0;
-    // SAFETY: FIFREEZE and FITHAW take an (ignored) int argument; we pass a valid pointer to a
-    // local int, on an fd we own.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, &raw mut arg) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
 }
 
 fn errstr(code: i32) -> String {
@@ -350,7 +321,7 @@ impl LinuxFilesystems {
                     errstr(e.raw_os_error())
                 ))
             })?;
-            match fs_ioctl(&fd, FIFREEZE) {
+            match crate::sys::fs::freeze(fd.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(0)) {
                 Ok(()) => count += 1,
                 Err(libc::EOPNOTSUPP | libc::EBUSY) => {}
                 Err(code) => {
@@ -372,7 +343,7 @@ impl LinuxFilesystems {
             let Ok(fd) = open_dir(&m.dir) else { continue };
             // A filesystem frozen n times needs n thaws; count it once.
             let mut thawed = false;
-            while fs_ioctl(&fd, FITHAW).is_ok() {
+            while crate::sys::fs::thaw(fd.as_fd()).is_ok() {
                 thawed = true;
             }
             if thawed {
@@ -424,7 +395,6 @@ impl Filesystems for LinuxFilesystems {
         minimum: Option<i64>,
         out: &mut Emitter<'_, GuestFilesystemTrimResult<'static>>,
     ) -> Result<()> {
-        use std::os::fd::AsRawFd as _;
         crate::log!(Level::Info, "guest-fstrim called");
         let mounts = mount_list()?;
         for m in mounts.iter().rev() {
@@ -441,25 +411,25 @@ impl Filesystems for LinuxFilesystems {
                     result.error = Some(&text);
                 }
                 Ok(fd) => {
-                    let mut range = FstrimRange {
+                    let mut range = crate::sys::fs::FstrimRange {
                         start: 0,
                         len: u64::MAX,
                         minlen: minimum.unwrap_or(0) as u64,
                     };
-                    // SAFETY: FITRIM reads and updates one `struct fstrim_range` (our repr(C)
-                    // FstrimRange) through the pointer, on an fd we own.
-                    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), FITRIM as _, &raw mut range) };
-                    if rc == 0 {
-                        result.minimum = Some(range.minlen as i64);
-                        result.trimmed = Some(range.len as i64);
-                    } else {
-                        let code = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                        text = if code == libc::ENOTTY || code == libc::EOPNOTSUPP {
-                            "trim not supported".to_string()
-                        } else {
-                            format!("failed to trim: {}", errstr(code))
-                        };
-                        result.error = Some(&text);
+                    match crate::sys::fs::trim(fd.as_fd(), &mut range) {
+                        Ok(()) => {
+                            result.minimum = Some(range.minlen as i64);
+                            result.trimmed = Some(range.len as i64);
+                        }
+                        Err(e) => {
+                            let code = e.raw_os_error().unwrap_or(0);
+                            text = if code == libc::ENOTTY || code == libc::EOPNOTSUPP {
+                                "trim not supported".to_string()
+                            } else {
+                                format!("failed to trim: {}", errstr(code))
+                            };
+                            result.error = Some(&text);
+                        }
                     }
                 }
             }

@@ -15,9 +15,8 @@
 // Result in these backends is as large as that message, by design.
 #![allow(clippy::result_large_err)]
 
-use std::ffi::CStr;
 use std::io::ErrorKind;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use agent_core::commands::network::{
@@ -160,113 +159,26 @@ pub(crate) fn assemble(
 
 /// Walk `getifaddrs`.
 fn read_ifaddrs() -> Result<Vec<IfAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `head` is a valid out-pointer; on success the list is freed below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(errno_msg(format_args!("getifaddrs failed"), &e));
-    }
-    let mut list = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: the address and netmask pointers are null or point to sockaddrs of the
-        // family given in sa_family, owned by the list.
-        let addr = unsafe { ip_of(ifa.ifa_addr, ifa.ifa_netmask) };
-        list.push(IfAddr { name, addr });
-    }
-    // SAFETY: `head` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(list)
+    let list = crate::sys::net::interface_addresses()
+        .map_err(|e| errno_msg(format_args!("getifaddrs failed"), &e))?;
+    Ok(list
+        .into_iter()
+        .map(|e| IfAddr {
+            name: e.name,
+            addr: e.addr.map(|(ip, prefix)| {
+                let text = match ip {
+                    IpAddr::V4(v4) => IpText(v4.to_string(), GuestIpAddressType::Ipv4),
+                    IpAddr::V6(v6) => IpText(ntop6(&v6.octets()), GuestIpAddressType::Ipv6),
+                };
+                (text, i64::from(prefix))
+            }),
+        })
+        .collect())
 }
 
-/// The address text and netmask popcount of an IPv4 or IPv6 entry.
-///
-/// # Safety
-/// `addr` and `mask` must be null or point to sockaddrs valid for their `sa_family`.
-unsafe fn ip_of(addr: *const libc::sockaddr, mask: *const libc::sockaddr) -> Option<(IpText, i64)> {
-    if addr.is_null() {
-        return None;
-    }
-    // SAFETY: non-null, and valid per the contract.
-    let family = i32::from(unsafe { (*addr).sa_family });
-    match family {
-        libc::AF_INET => {
-            // SAFETY: an AF_INET sockaddr is a sockaddr_in; read unaligned to be safe.
-            let sin = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            let prefix = if mask.is_null() {
-                0
-            } else {
-                // SAFETY: the netmask of an AF_INET entry is a sockaddr_in.
-                let m = unsafe { std::ptr::read_unaligned(mask.cast::<libc::sockaddr_in>()) };
-                i64::from(m.sin_addr.s_addr.count_ones())
-            };
-            Some((IpText(ip.to_string(), GuestIpAddressType::Ipv4), prefix))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
-            let sin6 = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
-            let ip = ntop6(&sin6.sin6_addr.s6_addr);
-            let prefix = if mask.is_null() {
-                0
-            } else {
-                // SAFETY: the netmask of an AF_INET6 entry is a sockaddr_in6.
-                let m = unsafe { std::ptr::read_unaligned(mask.cast::<libc::sockaddr_in6>()) };
-                i64::from(
-                    m.sin6_addr
-                        .s6_addr
-                        .iter()
-                        .map(|b| b.count_ones())
-                        .sum::<u32>(),
-                )
-            };
-            Some((IpText(ip, GuestIpAddressType::Ipv6), prefix))
-        }
-        _ => None,
-    }
-}
-
-/// `SIOCGIFHWADDR` on `name`: the first six bytes of the hardware address, or `None` when the
-/// interface has none or cannot be asked (upstream logs and goes on).
+/// `SIOCGIFHWADDR` on `name` (upstream logs a failure and goes on).
 fn hw_addr(name: &str) -> Option<[u8; 6]> {
-    // SAFETY: socket() has no memory effects; the fd is closed below.
-    let sock = unsafe { libc::socket(libc::PF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return None;
-    }
-    // SAFETY: ifreq is plain data for which all-zero is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, &b) in ifr
-        .ifr_name
-        .iter_mut()
-        .zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1))
-    {
-        *dst = b as libc::c_char;
-    }
-    // SAFETY: `ifr` is a valid ifreq for SIOCGIFHWADDR, which writes only into it.
-    let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFHWADDR, &mut ifr) };
-    // SAFETY: `sock` is our open fd, closed once.
-    unsafe { libc::close(sock) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: after a successful SIOCGIFHWADDR the union holds ifru_hwaddr.
-    let data = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_data };
-    let mut mac = [0u8; 6];
-    for (m, d) in mac.iter_mut().zip(data.iter()) {
-        *m = *d as u8;
-    }
-    Some(mac)
+    crate::sys::net::hw_addr(name)
 }
 
 /// The counters of `name` from `/proc/net/dev` text: received bytes, packets, errs, drop
@@ -453,32 +365,7 @@ fn v6_text(hex: &str) -> Option<String> {
 /// `inet_ntop(AF_INET6)`: glibc's text, which differs from Rust's `Ipv6Addr` display for
 /// IPv4-compatible addresses (`::0.2.0.3`, where Rust writes `::2:3`).
 fn ntop6(bytes: &[u8; 16]) -> String {
-    unsafe extern "C" {
-        /// POSIX `inet_ntop` (not bound by the libc crate).
-        fn inet_ntop(
-            af: libc::c_int,
-            src: *const libc::c_void,
-            dst: *mut libc::c_char,
-            size: libc::socklen_t,
-        ) -> *const libc::c_char;
-    }
-    // INET6_ADDRSTRLEN.
-    let mut buf = [0u8; 46];
-    // SAFETY: `bytes` is a 16-byte in6_addr and `buf` is INET6_ADDRSTRLEN bytes, the size
-    // inet_ntop is told; it writes a NUL-terminated string into `buf` only.
-    let r = unsafe {
-        inet_ntop(
-            libc::AF_INET6,
-            bytes.as_ptr().cast(),
-            buf.as_mut_ptr().cast(),
-            buf.len() as libc::socklen_t,
-        )
-    };
-    if r.is_null() {
-        return std::net::Ipv6Addr::from(*bytes).to_string();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::sys::net::inet_ntop6(bytes)
 }
 
 /// `/proc/net/ipv6_route` (no header). Upstream reads metric, refcnt and use with `%x` into

@@ -80,48 +80,11 @@ fn system_lookup(name: &str) -> std::result::Result<Passwd, i32> {
 /// `getpwnam_r`: the entry, or the error number (0 when the user simply does not exist).
 #[cfg(not(target_feature = "crt-static"))]
 fn getpwnam(name: &str) -> std::result::Result<Passwd, i32> {
-    use std::ffi::{CStr, CString};
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = CString::new(name) else {
-        return Err(0);
-    };
-    let mut size = 1024usize;
-    loop {
-        let mut buf = vec![0u8; size];
-        // SAFETY: passwd is plain data for which all-zero is valid.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the strings getpwnam_r stores in `pwd`
-        // point into `buf`, which outlives their use below.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && size < (1 << 20) {
-            size *= 4;
-            continue;
-        }
-        if result.is_null() {
-            return Err(rc);
-        }
-        let dir = if pwd.pw_dir.is_null() {
-            PathBuf::new()
-        } else {
-            // SAFETY: pw_dir is a NUL-terminated string inside `buf`.
-            let d = unsafe { CStr::from_ptr(pwd.pw_dir) };
-            PathBuf::from(std::ffi::OsStr::from_bytes(d.to_bytes()))
-        };
-        return Ok(Passwd {
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            dir,
-        });
-    }
+    crate::sys::glibc::getpwnam(name).map(|e| Passwd {
+        uid: e.uid,
+        gid: e.gid,
+        dir: e.dir,
+    })
 }
 
 impl LinuxSshKeys {
@@ -330,8 +293,10 @@ mod tests {
             let root = tempdir();
             let home = root.join("home/alice");
             std::fs::create_dir_all(&home).unwrap();
-            // SAFETY: getuid/getgid only return values.
-            let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            let (uid, gid) = (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            );
             let passwd = root.join("passwd");
             std::fs::write(
                 &passwd,

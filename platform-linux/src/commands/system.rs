@@ -1,9 +1,9 @@
 //! `guest-get-host-name`, `guest-get-timezone` and `guest-get-osinfo` on Linux.
 //!
 //! Upstream answers these through GLib (`g_time_zone_new_local`, `GKeyFile`); a static binary
-//! has no GLib, so the same facts come from libc: `gethostname`, `localtime_r` (which reads
-//! `TZ` or `/etc/localtime` exactly as GLib does, and fills `tm_zone`/`tm_gmtoff`) and
-//! `uname`. The os-release file is parsed here with GKeyFile's line rules and upstream's value
+//! has no GLib, so the same facts come from the kernel and libc: `uname` (whose node name is
+//! what `gethostname` returns) and `localtime_r` (which reads `TZ` or `/etc/localtime` exactly
+//! as GLib does, and fills `tm_zone`/`tm_gmtoff`; called through [`crate::sys::glibc`]). The os-release file is parsed here with GKeyFile's line rules and upstream's value
 //! post-processing, except that single-quoted values are unquoted (see `DIFFERENCES.md`).
 //!
 //! This file also holds the small helpers the other information families share (`strerror`
@@ -13,27 +13,13 @@
 // Result in these backends is as large as that message, by design.
 #![allow(clippy::result_large_err)]
 
-use std::ffi::CStr;
 use std::path::PathBuf;
 
 use agent_core::Error;
 use agent_core::commands::Result;
 use agent_core::commands::system::{GuestOsInfo, GuestTimezone, System};
 
-/// The text of an errno value, as C's `strerror` gives it ("No such file or directory").
-pub(crate) fn strerror(code: i32) -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is a writable buffer of the length passed; the XSI `strerror_r` writes a
-    // NUL-terminated string into it (truncating if needed) and touches nothing else.
-    let rc = unsafe { libc::strerror_r(code, buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return format!("Unknown error {code}");
-    }
-    match CStr::from_bytes_until_nul(&buf) {
-        Ok(s) => s.to_string_lossy().into_owned(),
-        Err(_) => format!("Unknown error {code}"),
-    }
-}
+pub(crate) use crate::config::strerror;
 
 /// The errno of an I/O error (EIO when it carries none).
 pub(crate) fn errno_of(e: &std::io::Error) -> i32 {
@@ -105,55 +91,21 @@ impl System for LinuxSystem {
     }
 }
 
-/// `gethostname` into a buffer of `HOST_NAME_MAX + 1` bytes, as upstream does, uncached.
+/// The host name, uncached. Upstream calls `gethostname`, which glibc answers from
+/// `uname(2)`'s node name (at most 64 bytes, so it always fits upstream's
+/// `HOST_NAME_MAX + 1` buffer); rustix has no `gethostname` and reads the same field.
 fn host_name() -> Result<String> {
-    // SAFETY: sysconf has no memory effects.
-    let max = unsafe { libc::sysconf(libc::_SC_HOST_NAME_MAX) };
-    let len = if max > 0 { max as usize + 1 } else { 256 };
-    let mut buf = vec![0u8; len];
-    // SAFETY: `buf` is writable for `buf.len()` bytes; gethostname writes at most that many.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Error::msg(format_args!(
-            "cannot get hostname: {}",
-            strerror(errno_of(&e))
-        )));
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    buf.truncate(end);
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    Ok(rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// The current zone abbreviation and UTC offset in seconds, from `localtime_r` (which honours
 /// `TZ` and `/etc/localtime`, falling back to UTC, as GLib's local time zone does).
 fn local_zone() -> Result<(String, i64)> {
-    // SAFETY: time(NULL) only returns a value.
-    let now = unsafe { libc::time(std::ptr::null_mut()) };
-    // SAFETY: `tm` is plain data (integers and a pointer) for which all-zero is valid.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe extern "C" {
-        /// POSIX `tzset` (not bound by the libc crate).
-        fn tzset();
-    }
-    // SAFETY: tzset re-reads TZ and the zone file so that a change is noticed, as GLib's
-    // local time zone notices it; it has no other effect.
-    unsafe { tzset() };
-    // SAFETY: both pointers are valid for the call; localtime_r is the reentrant form.
-    let r = unsafe { libc::localtime_r(&now, &mut tm) };
-    if r.is_null() {
-        return Err(Error::msg(format_args!("Couldn't retrieve local timezone")));
-    }
-    let zone = if tm.tm_zone.is_null() {
-        String::new()
-    } else {
-        // SAFETY: glibc points tm_zone at a NUL-terminated string that lives as long as the
-        // loaded zone data; it is copied at once.
-        unsafe { CStr::from_ptr(tm.tm_zone) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    Ok((zone, tm.tm_gmtoff))
+    crate::sys::glibc::local_zone()
+        .ok_or_else(|| Error::msg(format_args!("Couldn't retrieve local timezone")))
 }
 
 /// The os-release fields: from `explicit` (`QGA_OS_RELEASE`) if given, else

@@ -24,6 +24,8 @@ use agent_core::schema::Command;
 use agent_core::{Error, commands::Result};
 use rustix::time::{ClockId, Timespec};
 
+use crate::sys::dev::RtcTime;
+
 const HWCLOCK: &str = "/sbin/hwclock";
 const RTC_DEVICES: [&str; 2] = ["/dev/rtc0", "/dev/rtc"];
 
@@ -101,52 +103,21 @@ fn rtc_device() -> Option<&'static str> {
         .find(|d| std::path::Path::new(d).exists())
 }
 
-/// `struct rtc_time` (linux/rtc.h), the layout of `struct tm`'s first nine fields.
-#[repr(C)]
-#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
-struct RtcTime {
-    sec: i32,
-    min: i32,
-    hour: i32,
-    mday: i32,
-    mon: i32,
-    year: i32,
-    wday: i32,
-    yday: i32,
-    isdst: i32,
-}
-
-/// `_IOR('p', 0x09, struct rtc_time)`.
-const RTC_RD_TIME: libc::c_ulong = 0x8024_7009;
-/// `_IOW('p', 0x0a, struct rtc_time)`.
-const RTC_SET_TIME: libc::c_ulong = 0x4024_700a;
-
 /// `to_rtc`: the system clock into the RTC (`hwclock -w`), else the RTC into the system clock
 /// (`hwclock -s`).
 fn rtc_sync(dev: &str, to_rtc: bool) -> std::result::Result<(), String> {
-    use std::os::fd::AsRawFd as _;
+    use std::os::fd::AsFd as _;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(to_rtc)
         .open(dev)
         .map_err(|e| crate::config::io_text(&e))?;
-    let mut tm = RtcTime::default();
     if to_rtc {
         let now = rustix::time::clock_gettime(ClockId::Realtime);
-        tm = rtc_from_unix(now.tv_sec);
-        // SAFETY: RTC_SET_TIME reads one `struct rtc_time` (our repr(C) RtcTime, same layout)
-        // from the pointer; `f` is an open RTC device.
-        let rc = unsafe { libc::ioctl(f.as_raw_fd(), RTC_SET_TIME as _, &raw const tm) };
-        if rc != 0 {
-            return Err(crate::config::io_text(&std::io::Error::last_os_error()));
-        }
+        let tm = rtc_from_unix(now.tv_sec);
+        crate::sys::dev::rtc_set(f.as_fd(), &tm).map_err(|e| crate::config::io_text(&e))?;
     } else {
-        // SAFETY: RTC_RD_TIME writes one `struct rtc_time` to the pointer, which points to our
-        // repr(C) RtcTime of the same layout.
-        let rc = unsafe { libc::ioctl(f.as_raw_fd(), RTC_RD_TIME as _, &raw mut tm) };
-        if rc != 0 {
-            return Err(crate::config::io_text(&std::io::Error::last_os_error()));
-        }
+        let tm = crate::sys::dev::rtc_read(f.as_fd()).map_err(|e| crate::config::io_text(&e))?;
         let secs = unix_from_rtc(&tm);
         rustix::time::clock_settime(
             ClockId::Realtime,

@@ -78,10 +78,7 @@ impl Users for LinuxUsers {
 /// The user sessions in utmp data: `(user, earliest login time)` per user, first-seen order.
 pub(crate) fn sessions(data: &[u8]) -> Vec<(String, f64)> {
     let mut list: Vec<(String, f64)> = Vec::new();
-    for chunk in data.chunks_exact(size_of::<libc::utmpx>()) {
-        // SAFETY: `chunk` has exactly the size of a utmpx, which is plain data (integers and
-        // byte arrays) valid for any bit pattern; read_unaligned copes with any alignment.
-        let u: libc::utmpx = unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
+    for u in crate::sys::glibc::utmpx_records(data) {
         if u.ut_type != libc::USER_PROCESS {
             continue;
         }
@@ -111,23 +108,28 @@ mod tests {
     use crate::commands::system::tempdir;
     use crate::commands::system::testing::emitted;
 
+    /// A utmp record as the C library writes it: the fields at their offsets in
+    /// `struct utmpx`, every other byte zero.
     fn record(kind: libc::c_short, user: &str, sec: i64, usec: i64) -> Vec<u8> {
-        // SAFETY: utmpx is plain data for which all-zero is valid.
-        let mut u: libc::utmpx = unsafe { std::mem::zeroed() };
-        u.ut_type = kind;
-        for (d, s) in u.ut_user.iter_mut().zip(user.bytes()) {
-            *d = s as libc::c_char;
-        }
-        u.ut_tv.tv_sec = sec as _;
-        u.ut_tv.tv_usec = usec as _;
-        // SAFETY: viewing a plain-data struct as its bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&u as *const libc::utmpx).cast::<u8>(),
-                size_of::<libc::utmpx>(),
-            )
+        use std::mem::offset_of;
+        let mut b = vec![0u8; size_of::<libc::utmpx>()];
+        let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
+        put(offset_of!(libc::utmpx, ut_type), &kind.to_ne_bytes());
+        let name = &user.as_bytes()[..user.len().min(31)];
+        put(offset_of!(libc::utmpx, ut_user), name);
+        let tv = libc::__timeval {
+            tv_sec: sec as _,
+            tv_usec: usec as _,
         };
-        bytes.to_vec()
+        put(
+            offset_of!(libc::utmpx, ut_tv.tv_sec),
+            &tv.tv_sec.to_ne_bytes(),
+        );
+        put(
+            offset_of!(libc::utmpx, ut_tv.tv_usec),
+            &tv.tv_usec.to_ne_bytes(),
+        );
+        b
     }
 
     #[test]
