@@ -35,6 +35,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod commands;
+mod decimal;
 pub mod engine;
 pub mod error;
 pub mod json;

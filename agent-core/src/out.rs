@@ -9,7 +9,7 @@
 //! by element through [`ListWriter`], and byte payloads through [`Base64Writer`], which is how
 //! `guest-file-read` answers a 48 MiB `count` from a few KiB.
 
-use core::fmt::{self, Write as _};
+use core::fmt;
 
 /// The sink failed: the peer is gone. What the engine does then is the [`Transmit`] contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,9 +280,9 @@ impl<'a> Out<'a> {
     /// A QAPI `number`, printed as `printf("%.17g")` does (1.0 → `1`, 0.08 →
     /// `0.080000000000000002`).
     pub fn number(&mut self, v: f64) {
-        let mut s: heapless::String<48> = heapless::String::new();
-        let _ = write_g17(&mut s, v);
-        self.raw(s.as_bytes());
+        let mut s = [0u8; 32];
+        let n = crate::decimal::format_g17(v, &mut s);
+        self.raw(s.get(..n).unwrap_or(&[]));
     }
 
     /// A JSON object written by `f`.
@@ -572,75 +572,6 @@ pub fn mod_utf8_codepoint(s: &[u8]) -> (i32, usize) {
         return (-1, used);
     }
     (cp, used)
-}
-
-/// `printf("%.17g", v)`.
-fn write_g17(w: &mut impl fmt::Write, v: f64) -> fmt::Result {
-    if v.is_nan() {
-        return w.write_str(if v.is_sign_negative() { "-nan" } else { "nan" });
-    }
-    if v.is_infinite() {
-        return w.write_str(if v < 0.0 { "-inf" } else { "inf" });
-    }
-    // 17 significant digits in scientific form, e.g. "8.0000000000000002e-2".
-    let mut sci: heapless::String<40> = heapless::String::new();
-    write!(sci, "{:.16e}", v)?;
-    let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (neg, mant) = match mant.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mant),
-    };
-    let mut digits: heapless::Vec<u8, 17> = heapless::Vec::new();
-    for b in mant.bytes().filter(u8::is_ascii_digit) {
-        let _ = digits.push(b);
-    }
-    if neg {
-        w.write_char('-')?;
-    }
-    let d = |i: usize| digits.get(i).copied().unwrap_or(b'0') as char;
-    if (-4..17).contains(&exp) {
-        // Fixed notation with 17 significant digits, trailing zeros removed.
-        let point = exp + 1; // digits before the decimal point (may be <= 0)
-        let mut last = 16usize;
-        while last > 0 && d(last) == '0' && (last as i32) >= point {
-            last -= 1;
-        }
-        if point <= 0 {
-            w.write_str("0.")?;
-            for _ in 0..(-point) {
-                w.write_char('0')?;
-            }
-            for i in 0..=last {
-                w.write_char(d(i))?;
-            }
-        } else {
-            for i in 0..(point as usize) {
-                w.write_char(d(i))?;
-            }
-            if (last as i32) >= point {
-                w.write_char('.')?;
-                for i in (point as usize)..=last {
-                    w.write_char(d(i))?;
-                }
-            }
-        }
-    } else {
-        let mut last = 16usize;
-        while last > 0 && d(last) == '0' {
-            last -= 1;
-        }
-        w.write_char(d(0))?;
-        if last > 0 {
-            w.write_char('.')?;
-            for i in 1..=last {
-                w.write_char(d(i))?;
-            }
-        }
-        let sign = if exp < 0 { '-' } else { '+' };
-        write!(w, "e{sign}{:02}", exp.unsigned_abs())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,4 +15,5 @@ pub mod linux_guest;
 pub mod pipeline;
 pub mod qemu;
 pub mod require;
+pub mod size;
 pub mod soak;

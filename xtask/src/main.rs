@@ -53,6 +53,9 @@ cargo xtask <command>
                                 median): CPU, latency, throughput, startup, memory, size, and the
                                 kernel floor of a sequential ping
   bench core                    the protocol engine alone (agent-core's bench_core example)
+  size                          code and memory figures: the core-only engine's sections
+                                (x86_64-unknown-none, opt-level z), the bare-metal image's
+                                sections and free room, the stack high-water mark
   help                          this text
 ";
 
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         "fuzz" => cmd_fuzz(rest),
         "soak" => tests::soak::cli(rest),
         "bench" => cmd_bench(rest),
+        "size" => tests::size::report().map(|r| print!("{r}")),
         other => Err(format!("unknown command `{other}`\n\n{HELP}")),
     };
     match result {

@@ -190,7 +190,7 @@ impl<'t> Value<'t> {
                 return Some(Number::Uint(v));
             }
         }
-        text.parse::<f64>().ok().map(Number::Float)
+        crate::decimal::parse(text.as_bytes()).map(Number::Float)
     }
 
     /// An int64 (QAPI `int`): only integers that fit.
