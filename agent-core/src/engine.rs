@@ -254,7 +254,7 @@ impl<F: FrameBuf, C: ChunkBuf, T: TxBuf, N: NestingBuf> Default for StaticBuffer
     }
 }
 
-/// Which commands may run: upstream master's rules (§3.3 of the protocol reference).
+/// Which commands may run: upstream master's rules (docs/protocol.md §3.3).
 ///
 /// 1. Everything is allowed by default. 2. Once an allow list is given, only what is on it.
 /// 3. The block list overrides the allow list. 4. While frozen, exactly the freeze allow list

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpora and dictionaries of the args_<family> fuzz targets.
 
-Seeds come from the protocol reference (/work/shared/reference/qga-protocol.md): the argument
-examples of §1 and §2.7 and the argument error cases of §1.1 and §2.6 (missing, wrong type,
+Seeds come from the protocol notes (docs/protocol.md, whose section numbers these are): the
+argument examples of §1 and §2.7 and the argument error cases of §1.1 and §2.6 (missing, wrong type,
 uint64 range, bad enum value, unexpected member, nested path, alternates), plus the
 command-level argument errors of §2.6 (bad mode, count limits, base64, whence codes, keys).
 A seed is one byte choosing the command within the family (its index in schema order) followed

@@ -1,5 +1,5 @@
 //! Command line and config file, as upstream master's `config_parse`, `config_load` and
-//! `config_dump` (§3.1 and §3.2 of the protocol reference).
+//! `config_dump` (docs/protocol.md §3.1 and §3.2).
 //!
 //! `qga` replaces `qemu-ga` in unit files, init scripts and libvirt hooks that were written for
 //! upstream, so the options are parsed by a small GNU `getopt_long` of our own rather than by a
@@ -641,7 +641,7 @@ mod tests {
 
     #[test]
     fn upstream_test_config_dump() {
-        // tests/data/test-qga-config, whose 7.2 dump is quoted in §3.2.
+        // upstream's tests/data/test-qga-config, as Debian's 7.2 dumps it (docs/protocol.md §3.2).
         let mut env = FakeEnv {
             conf: Some("/cfg".into()),
             ..Default::default()

@@ -1,5 +1,5 @@
 //! The subset of GLib's key-file format that qemu-ga's two files use: the config file
-//! (`[general]`, §3.2 of the protocol reference) and the persistent state (`[global]`,
+//! (`[general]`, docs/protocol.md §3.2) and the persistent state (`[global]`,
 //! `fd_counter`).
 //!
 //! Both files are shared with qemu-ga installations (a distribution's `/etc/qemu/qemu-ga.conf`,

@@ -10,7 +10,7 @@
 //!   `/proc`, zombie children, exit status), not only its answers.
 //! - Garbage never runs alone: valid requests with unique ids are woven into it, and each one is
 //!   preceded by a resynchronisation byte (0xFF or a control character other than `\t\r\n`,
-//!   reference §2.3), which ends whatever partial token or request the garbage left behind. So
+//!   docs/protocol.md §2.3), which ends whatever partial token or request the garbage left behind. So
 //!   every valid request has exactly one right answer, and the reader can count lost ones
 //!   exactly instead of guessing which requests the garbage swallowed.
 //! - Host agents are started only through [`HostAgent`], i.e. with the block list of commands
@@ -523,7 +523,7 @@ impl Rng {
     }
 }
 
-/// Bytes that end any partial token or request (reference §2.3): 0xFF, 0xFE and the control
+/// Bytes that end any partial token or request (docs/protocol.md §2.3): 0xFF, 0xFE and the control
 /// characters other than `\t`, `\r` and `\n`.
 pub fn resync_bytes() -> Vec<u8> {
     let mut v: Vec<u8> = (0u8..0x20)

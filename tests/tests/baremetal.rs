@@ -1,6 +1,6 @@
 //! The bare-metal image (`platform-x86`) booted in QEMU under TCG, with the agent channel on a
-//! host unix socket: every command it serves, the malformed inputs of the protocol reference
-//! (§2.6), a host reconnect in the middle of a request, shutdown and reboot with QEMU's exit
+//! host unix socket: every command it serves, the malformed inputs of docs/protocol.md
+//! §2.6, a host reconnect in the middle of a request, shutdown and reboot with QEMU's exit
 //! status checked, both machine types (`pc`, `q35`), all three transports (COM1, COM2,
 //! virtio-console), and the image's own self-tests through isa-debug-exit.
 //!

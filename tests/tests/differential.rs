@@ -5,13 +5,13 @@
 //! Each exchange sends the case's bytes, then a `guest-sync` marker, and collects every line up
 //! to the marker's answer, so a case that yields more or fewer responses than upstream shows up
 //! as a difference instead of a hang. Responses are compared as parsed JSON (member order is
-//! cosmetic, see reference §2.5) plus whether the line carried the 0xFF sentinel. Only what must
+//! cosmetic, see docs/protocol.md §2.5) plus whether the line carried the 0xFF sentinel. Only what must
 //! differ is normalised, each with its reason next to it:
 //! - values that change between two calls (time, pids, load); counters and used space are
 //!   instead checked against qemu-ga's readings just before and just after ours
 //!   ([`Pair::bounded`]);
-//! - `version` and the command lists of 7.2 against master (reference §6);
-//! - upstream's documented 7.2 texts where master (which we follow) differs (reference §6);
+//! - `version` and the command lists of 7.2 against master (docs/protocol.md §6);
+//! - upstream's documented 7.2 texts where master (which we follow) differs (docs/protocol.md §6);
 //! - the deliberate differences listed in platform-linux/DIFFERENCES.md and README.md.
 //!
 //! Every mismatch of a test is collected and reported at once, with both sides.
@@ -290,7 +290,7 @@ fn show_bytes(chunks: &[&[u8]]) -> String {
 }
 
 /// Normalisations that apply to every response: upstream's 7.2 texts where master differs
-/// (reference §6), which this agent follows.
+/// (docs/protocol.md §6), which this agent follows.
 fn normalize_common(v: &mut Value) {
     let Some(desc) = v.pointer_mut("/error/desc") else {
         return;
@@ -840,7 +840,7 @@ fn arguments() {
         ),
     ];
     for (name, cmd, args) in cases {
-        // guest-exec's capture-output is bool in 7.2 and an alternate in master (reference §6).
+        // guest-exec's capture-output is bool in 7.2 and an alternate in master (docs/protocol.md §6).
         p.case_with(&format!("{cmd}: {name}"), &[&req_args(cmd, args.clone())], &|v| {
             if let Some(d) = v.pointer_mut("/error/desc")
                 && d == "Invalid parameter type for 'capture-output', expected: GuestExecCaptureOutput"

@@ -1,4 +1,5 @@
-//! Input bytes → exact response bytes, for every rule and error text of reference §2.
+//! Input bytes → exact response bytes, for every rule and error text of docs/protocol.md §2
+//! (the `// §` headings below are its section numbers).
 
 use super::*;
 
@@ -1361,7 +1362,7 @@ fn blocking_run_loop() {
     assert!(out[want.len()..].iter().all(|&b| b == 0));
 }
 
-/// Every malformed input of reference §2.6 gives upstream's number of errors, and the request
+/// Every malformed input of docs/protocol.md §2.6 gives upstream's number of errors, and the request
 /// after it is answered.
 #[test]
 fn each_malformed_input_then_a_good_request() {

@@ -1,7 +1,7 @@
 //! `guest-file-*` on Linux.
 //!
-//! Files are opened as upstream opens them: the fopen mode becomes open flags (§3.5 of the
-//! protocol reference) plus `O_NOCTTY|O_NONBLOCK|O_CLOEXEC`, a file that may be created is
+//! Files are opened as upstream opens them: the fopen mode becomes open flags (docs/protocol.md
+//! §3.5) plus `O_NOCTTY|O_NONBLOCK|O_CLOEXEC`, a file that may be created is
 //! first created with `O_EXCL` and then `fchmod`ed to 0666 whatever the umask (an existing file
 //! keeps its mode), relative paths resolve against the agent's working directory, and handles
 //! come from the counter persisted in the state directory (from 1000, never reused across

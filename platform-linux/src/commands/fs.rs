@@ -1,6 +1,6 @@
 //! `guest-fsfreeze-*` and `guest-fstrim` on Linux, and the agent's frozen state.
 //!
-//! The mount list is upstream's (§3.5 of the protocol reference): `/proc/self/mountinfo`
+//! The mount list is upstream's (docs/protocol.md §3.5): `/proc/self/mountinfo`
 //! (falling back to `/proc/self/mounts`), skipping pseudo and network filesystems (device
 //! major 0, except btrfs, whose device node is `stat`ed) and later mounts of a device already
 //! listed (bind mounts), with `\ooo` escapes in paths decoded. Freezing walks it in reverse
