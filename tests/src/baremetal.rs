@@ -31,8 +31,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::host_agent::{cargo_build_bin, workspace_root};
+use crate::host_agent::cargo_build_bin;
 use crate::linux_guest::Qmp;
+use crate::paths::workspace_root;
 use crate::qemu::{ProcessGuard, agent_chardev, log_tail, qemu_binary, wait_for_path};
 use qga_client::{Client, ClientError};
 

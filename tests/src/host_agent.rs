@@ -13,6 +13,7 @@ use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::paths::workspace_root;
 use crate::qemu::{ProcessGuard, wait_for_path};
 use qga_client::Client;
 
@@ -60,12 +61,6 @@ impl AgentKind {
             AgentKind::Upstream => "qemu-ga",
         }
     }
-}
-
-/// The workspace root (this crate's parent directory).
-pub fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// Runs `cargo build` with `args` in the workspace and returns the executable named `bin`.

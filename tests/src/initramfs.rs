@@ -38,6 +38,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::paths::{target_dir, workspace_root};
+
 /// The modules the guest needs beyond what Debian's kernel has built in: virtio over PCI, the
 /// console (virtio-serial), the block device, the network card and ext4. Their dependencies are
 /// resolved from `modules.dep` and `modules.softdep`.
@@ -304,9 +306,7 @@ pub fn build_static_qga() -> Result<PathBuf, String> {
         return Ok(PathBuf::from(bin));
     }
     let workspace = workspace_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
+    let target_dir = target_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&workspace)
@@ -334,12 +334,6 @@ pub fn build_static_qga() -> Result<PathBuf, String> {
     } else {
         Err(format!("cargo built nothing at {}", bin.display()))
     }
-}
-
-/// The workspace root (the parent of this crate's manifest directory).
-pub fn workspace_root() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
 }
 
 /// Adds the directories above `path` (relative) to the archive.

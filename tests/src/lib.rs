@@ -1,19 +1,16 @@
-//! The host side of the project's tests: a protocol client, process guards for QEMU and host
-//! agents, and the pieces `cargo xtask` drives.
+//! The harness of the project's suites: process guards for QEMU and host agents, the
+//! bare-metal VM helper, the Linux guest and its initramfs builder, and the workspace paths.
 //!
-//! Everything that talks to an agent lives here as a library rather than inside test files, so
-//! that the integration tests, the differential suite, the benchmarks and the developer commands
-//! (`cargo xtask qga|push|pull|run|bench`) share one client and one way of starting and killing
-//! processes, and a fix in one place serves them all.
+//! A library rather than code inside test files, so that every suite (and `cargo xtask`'s
+//! pipeline, benchmark and soak routines, which build on it) starts, reaches and kills guests
+//! and agents one way, and a fix in one place serves them all. Talking to an agent is the
+//! `qga-client` crate's job.
 
 pub mod baremetal;
-pub mod bench;
 pub mod client_cli;
 pub mod host_agent;
 pub mod initramfs;
 pub mod linux_guest;
-pub mod pipeline;
+pub mod paths;
 pub mod qemu;
 pub mod require;
-pub mod size;
-pub mod soak;

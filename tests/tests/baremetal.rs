@@ -737,7 +737,7 @@ fn boots_to_first_answer() {
 /// the kernel command line overrides them.
 #[test]
 fn build_time_configuration_and_command_line_override() {
-    let target = tests::host_agent::workspace_root()
+    let target = tests::paths::workspace_root()
         .join("target")
         .join("baremetal-config");
     let image = baremetal::build_image_with(

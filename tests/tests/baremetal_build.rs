@@ -15,7 +15,7 @@ use tests::baremetal::{self, TARGET};
 
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(tests::host_agent::workspace_root());
+    c.current_dir(tests::paths::workspace_root());
     c
 }
 

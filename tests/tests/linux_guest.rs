@@ -14,7 +14,6 @@
 
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,10 +42,7 @@ fn images() -> &'static GuestImages {
     let r = IMAGES.get_or_init(|| {
         suite_start();
         let t = Instant::now();
-        let dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| initramfs::workspace_root().join("target"))
-            .join("linux-guest");
+        let dir = tests::paths::target_dir().join("linux-guest");
         let r = GuestImages::build(&dir);
         report(&format!(
             "static agent and images built in {:.1}s",

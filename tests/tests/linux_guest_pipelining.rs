@@ -5,19 +5,15 @@
 //! README). `qga` must answer every request, in order, on both devices, also when the replies
 //! are large and the host reads them slowly. One guest serves the whole file.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use qga_client::{Client, parse_line};
 use serde_json::{Value, json};
-use tests::host_agent::workspace_root;
 use tests::linux_guest::{GuestImages, GuestOptions, LinuxGuest};
+use tests::paths::target_dir;
 
 fn boot() -> LinuxGuest {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join("linux-guest-pipelining");
+    let dir = target_dir().join("linux-guest-pipelining");
     std::fs::create_dir_all(&dir).unwrap();
     let images = GuestImages::build(&dir).unwrap_or_else(|e| panic!("guest images: {e}"));
     LinuxGuest::boot(&GuestOptions::new(&images, true))

@@ -1,155 +1,250 @@
 //! `cargo xtask`: the project's commands (set-up, the whole test run, running an agent, talking
-//! to one, images, fuzzing and benchmarks).
+//! to one, images, fuzzing, benchmarks and soak runs).
 //!
-//! This binary only parses arguments: the work is done by the `tests` crate's library, so that
-//! the integration tests and these commands share one client, one way of starting processes and
-//! one way of building images. `cargo xtask help` lists the commands.
+//! This file is the command line (clap, so `cargo xtask help COMMAND` and `--help` work for
+//! each command): the pipeline, the benchmark and the soak routines are this crate's library
+//! modules, the QEMU and guest harness is the `tests` crate's, and talking to an agent is the
+//! `qga-client` command's, so the suites and these commands share one of each.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tests::host_agent::{AgentKind, HostAgent, workspace_root};
-use tests::pipeline;
+use ::tests::host_agent::{AgentKind, HostAgent};
+use ::tests::paths::target_dir;
+use clap::{Args, Parser, Subcommand};
+use xtask::pipeline;
 
-const HELP: &str = "\
-cargo xtask <command>
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "The project's commands: set-up, the whole check, running and talking to an agent, images, fuzzing, benchmarks and soak runs",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-  setup                         install what the project needs (rustup target, nightly toolchain,
-                                Debian packages, cargo-fuzz); does nothing that is already done;
-                                needs root for apt
-  test [--no-setup] [--fuzz-seconds N]
-                                the whole check: setup, fmt, clippy (host and x86_64-unknown-none),
-                                doc, every test, each fuzz target briefly (N s each, default 10),
-                                the QEMU suites; fails unless every stage ran and passed
-  run [--com1 | --linux | --host]
-                                boot the bare-metal image in QEMU (q35, virtio-serial; --com1:
-                                pc, COM1) with the agent on a host unix socket, print how to talk
-                                to it, and stay in the foreground until Ctrl-C; --linux: a Linux
-                                guest with our qga inside; --host: our qga on this host with
-                                system-changing commands blocked
-  qga SOCKET COMMAND [ARGS-JSON]
-                                send one command to the agent on SOCKET and print the response
-  push SOCKET LOCAL REMOTE [--chunk BYTES]
-                                copy a local file into the guest with guest-file-*
-  pull SOCKET REMOTE LOCAL [--chunk BYTES]
-                                copy a guest file out with guest-file-*
-  initramfs [DIR]               build the static qga and the Linux guest's initramfs images
-  image [--no-linux]            build the bare-metal image and print its size report; then boot
-                                the Linux guest to compare boot-to-first-answer times
-  fuzz [--seconds N] [--runs N] [--asan] [TARGET...]
-                                build the fuzz targets (framing, dispatch, args_<family>) and
-                                run each for N seconds (default 60) and/or N executions
-                                (libFuzzer -runs; then no time limit unless --seconds is
-                                given); prints executions, exec/s and crashes per target.
-                                --asan: AddressSanitizer and comparison tracing (slower)
-  soak [NAME|all] [--quick]     soak and fault routines (garbage, reconnect, restart, exec, files,
-                                guest-virtio, guest-freeze, baremetal) with their figures and the
-                                robustness table; --quick: the test suite's sizes. Full sizes
-                                take long under TCG: baremetal ~45 min (COM1 moves ~40 KB/s),
-                                guest-freeze ~8 min, the host routines ~2 min
-  bench [--rounds N]            our qga against Debian's qemu-ga, side by side (default 3 rounds,
-                                median): CPU, latency, throughput, startup, memory, size, and the
-                                kernel floor of a sequential ping
-  bench core                    the protocol engine alone (agent-core's bench_core example)
-  size                          code and memory figures: the core-only engine's sections
-                                (x86_64-unknown-none, opt-level z), the bare-metal image's
-                                sections and free room, the stack high-water mark
-  help                          this text
-";
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install what the project needs (rustup target, nightly toolchain, Debian packages,
+    /// cargo-fuzz); does nothing that is already done; needs root for apt
+    Setup,
+    /// The whole check: setup, fmt, clippy (host and x86_64-unknown-none), doc, every test, each
+    /// fuzz target briefly, the QEMU suites; fails unless every stage ran and passed
+    Test {
+        /// Skip the setup stage
+        #[arg(long)]
+        no_setup: bool,
+        /// Seconds per fuzz target (15 targets: about 2.5 minutes at the default)
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        fuzz_seconds: u64,
+    },
+    /// Boot the bare-metal image in QEMU (q35, virtio-serial) with the agent on a host unix
+    /// socket, print how to talk to it, and stay in the foreground until Ctrl-C
+    Run(RunArgs),
+    /// Send one command to the agent on SOCKET and print the response (`qga-client SOCKET
+    /// COMMAND [ARGS-JSON]`)
+    Qga {
+        socket: String,
+        /// e.g. guest-info
+        command: String,
+        /// The `arguments` object, as JSON
+        args_json: Option<String>,
+    },
+    /// Copy a local file into the guest with guest-file-* (`qga-client SOCKET push`)
+    Push {
+        socket: String,
+        local: String,
+        remote: String,
+        /// Bytes per guest-file-write
+        #[arg(long, value_name = "BYTES")]
+        chunk: Option<u64>,
+    },
+    /// Copy a guest file out with guest-file-* (`qga-client SOCKET pull`)
+    Pull {
+        socket: String,
+        remote: String,
+        local: String,
+        /// Bytes per guest-file-read
+        #[arg(long, value_name = "BYTES")]
+        chunk: Option<u64>,
+    },
+    /// Build the static qga and the Linux guest's initramfs images
+    Initramfs {
+        /// Where to put them (default: target/linux-guest)
+        dir: Option<PathBuf>,
+    },
+    /// Build the bare-metal image and print its size report; then boot the Linux guest to
+    /// compare boot-to-first-answer times
+    Image {
+        /// Skip the Linux guest comparison
+        #[arg(long)]
+        no_linux: bool,
+    },
+    /// Build the fuzz targets (framing, dispatch, args_<family>) and run each for N seconds
+    /// and/or N executions; prints executions, exec/s and crashes per target
+    Fuzz {
+        /// Seconds per target (default 60; with --runs alone: no time limit)
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+        /// Executions per target (libFuzzer -runs)
+        #[arg(long, value_name = "N")]
+        runs: Option<u64>,
+        /// AddressSanitizer and comparison tracing (slower)
+        #[arg(long)]
+        asan: bool,
+        /// Targets to run (default: all)
+        targets: Vec<String>,
+    },
+    /// Soak and fault routines (garbage, reconnect, restart, exec, files, guest-virtio,
+    /// guest-freeze, baremetal) with their figures and the robustness table. Full sizes take
+    /// long under TCG: baremetal ~45 min (COM1 moves ~40 KB/s), guest-freeze ~8 min, the host
+    /// routines ~2 min
+    Soak {
+        /// Routines to run (NAME... or all; default all)
+        names: Vec<String>,
+        /// The test suite's sizes
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Our qga against Debian's qemu-ga, side by side (median of rounds): CPU, latency,
+    /// throughput, startup, memory, size, and the kernel floor of a sequential ping; `bench
+    /// core`: the protocol engine alone (agent-core's bench_core example)
+    Bench {
+        /// `core` for the protocol engine alone
+        #[arg(value_parser = ["core"])]
+        what: Option<String>,
+        /// Rounds (the median is printed)
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        rounds: usize,
+    },
+    /// Code and memory figures: the core-only engine's sections (x86_64-unknown-none, opt-level
+    /// z), the bare-metal image's sections and free room, the stack high-water mark
+    Size,
+}
+
+/// Where `cargo xtask run` boots the agent.
+#[derive(Args, Debug, Clone, Copy)]
+#[group(multiple = false)]
+struct RunArgs {
+    /// The bare-metal image on a pc machine with the agent on COM1
+    #[arg(long)]
+    com1: bool,
+    /// A Linux guest with our qga inside
+    #[arg(long)]
+    linux: bool,
+    /// Our qga on this host with system-changing commands blocked
+    #[arg(long)]
+    host: bool,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
-        print!("{HELP}");
-        return ExitCode::from(2);
-    };
-    let rest = &args[1..];
-    let result = match cmd.as_str() {
-        "help" | "-h" | "--help" => {
-            print!("{HELP}");
-            Ok(())
+    let cli = Cli::parse();
+    let name = command_name(&cli.command);
+    let result = match cli.command {
+        Command::Setup => pipeline::setup(),
+        Command::Test {
+            no_setup,
+            fuzz_seconds,
+        } => cmd_test(no_setup, fuzz_seconds),
+        Command::Run(a) => cmd_run(a),
+        Command::Qga {
+            socket,
+            command,
+            args_json,
+        } => {
+            let mut argv = vec![socket, command];
+            argv.extend(args_json);
+            return client_cli(argv);
         }
-        "setup" => pipeline::setup(),
-        "test" => cmd_test(rest),
-        "run" => cmd_run(rest),
-        "qga" => return client_cli(None, rest),
-        "push" => return client_cli(Some("push"), rest),
-        "pull" => return client_cli(Some("pull"), rest),
-        "initramfs" => cmd_initramfs(rest),
-        "image" => cmd_image(rest),
-        "fuzz" => cmd_fuzz(rest),
-        "soak" => tests::soak::cli(rest),
-        "bench" => cmd_bench(rest),
-        "size" => tests::size::report().map(|r| print!("{r}")),
-        other => Err(format!("unknown command `{other}`\n\n{HELP}")),
+        Command::Push {
+            socket,
+            local,
+            remote,
+            chunk,
+        } => {
+            return client_cli(with_chunk(
+                vec![socket, "push".into(), local, remote],
+                chunk,
+            ));
+        }
+        Command::Pull {
+            socket,
+            remote,
+            local,
+            chunk,
+        } => {
+            return client_cli(with_chunk(
+                vec![socket, "pull".into(), remote, local],
+                chunk,
+            ));
+        }
+        Command::Initramfs { dir } => cmd_initramfs(dir),
+        Command::Image { no_linux } => cmd_image(no_linux),
+        Command::Fuzz {
+            seconds,
+            runs,
+            asan,
+            targets,
+        } => pipeline::fuzz(&pipeline::FuzzOptions {
+            // With --runs alone, the count is the limit.
+            seconds: seconds.unwrap_or(if runs.is_some() { 0 } else { 60 }),
+            runs,
+            asan,
+            targets,
+        })
+        .map(drop),
+        Command::Soak { names, quick } => xtask::soak::cli(&names, quick),
+        Command::Bench { what, rounds } => cmd_bench(what.as_deref(), rounds),
+        Command::Size => xtask::size::report().map(|r| print!("{r}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xtask {cmd}: {e}");
+            eprintln!("xtask {name}: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Splits `--name value` options from positional arguments.
-struct Args {
-    positional: Vec<String>,
-    options: Vec<(String, Option<String>)>,
-}
-
-impl Args {
-    fn parse(args: &[String], with_value: &[&str], flags: &[&str]) -> Result<Self, String> {
-        let mut positional = Vec::new();
-        let mut options = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            if with_value.contains(&a.as_str()) {
-                let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-                options.push((a.clone(), Some(v.clone())));
-            } else if flags.contains(&a.as_str()) {
-                options.push((a.clone(), None));
-            } else if a.starts_with("--") {
-                return Err(format!("unknown option {a}"));
-            } else {
-                positional.push(a.clone());
-            }
-        }
-        Ok(Self {
-            positional,
-            options,
-        })
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.options.iter().any(|(n, _)| n == name)
-    }
-
-    fn number(&self, name: &str, default: u64) -> Result<u64, String> {
-        match self.options.iter().rev().find(|(n, _)| n == name) {
-            Some((_, Some(v))) => v
-                .parse()
-                .map_err(|_| format!("{name} expects a number, got {v}")),
-            _ => Ok(default),
-        }
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Setup => "setup",
+        Command::Test { .. } => "test",
+        Command::Run(_) => "run",
+        Command::Qga { .. } => "qga",
+        Command::Push { .. } => "push",
+        Command::Pull { .. } => "pull",
+        Command::Initramfs { .. } => "initramfs",
+        Command::Image { .. } => "image",
+        Command::Fuzz { .. } => "fuzz",
+        Command::Soak { .. } => "soak",
+        Command::Bench { .. } => "bench",
+        Command::Size => "size",
     }
 }
 
-/// Where xtask puts what it builds.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+fn with_chunk(mut argv: Vec<String>, chunk: Option<u64>) -> Vec<String> {
+    if let Some(c) = chunk {
+        argv.extend(["--chunk".to_string(), c.to_string()]);
+    }
+    argv
 }
 
-fn cmd_test(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &["--fuzz-seconds"], &["--no-setup"])?;
+/// `qga`, `push` and `pull` run the `qga-client` command itself (its raw command, `push` and
+/// `pull`), so the two cannot drift apart.
+fn client_cli(args: Vec<String>) -> ExitCode {
+    qga_client::cli::main_from(std::iter::once("cargo xtask".to_string()).chain(args))
+}
+
+fn cmd_test(no_setup: bool, fuzz_seconds: u64) -> Result<(), String> {
     let opts = pipeline::TestOptions {
-        // 15 targets: about 2.5 minutes of fuzzing besides the build.
-        fuzz_seconds: a.number("--fuzz-seconds", 10)?,
-        no_setup: a.flag("--no-setup"),
+        fuzz_seconds,
+        no_setup,
     };
     if pipeline::test(&opts) {
         Ok(())
@@ -158,27 +253,8 @@ fn cmd_test(rest: &[String]) -> Result<(), String> {
     }
 }
 
-fn cmd_fuzz(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &["--seconds", "--runs"], &["--asan"])?;
-    let runs = if a.flag("--runs") {
-        Some(a.number("--runs", 0)?)
-    } else {
-        None
-    };
-    // With --runs alone, the count is the limit.
-    let seconds = a.number("--seconds", if runs.is_some() { 0 } else { 60 })?;
-    pipeline::fuzz(&pipeline::FuzzOptions {
-        seconds,
-        runs,
-        asan: a.flag("--asan"),
-        targets: a.positional.clone(),
-    })
-    .map(drop)
-}
-
-fn cmd_bench(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &["--rounds"], &[])?;
-    if a.positional.first().map(String::as_str) == Some("core") {
+fn cmd_bench(what: Option<&str>, rounds: usize) -> Result<(), String> {
+    if what == Some("core") {
         let mut c = pipeline::cargo();
         c.args([
             "run",
@@ -190,41 +266,20 @@ fn cmd_bench(rest: &[String]) -> Result<(), String> {
         ]);
         return pipeline::run_limited(c, Duration::from_secs(1800));
     }
-    if let Some(p) = a.positional.first() {
-        return Err(format!("unknown bench `{p}` (try `bench` or `bench core`)"));
-    }
     // The client must not be the bottleneck: measure from an optimised build of this tool.
     if cfg!(debug_assertions) {
         let mut c = pipeline::cargo();
         c.args(["run", "--quiet", "--release", "-p", "xtask", "--", "bench"])
-            .args(rest);
+            .args(["--rounds", &rounds.to_string()]);
         return pipeline::run_limited(c, Duration::from_secs(3600));
     }
-    tests::bench::run(&tests::bench::BenchOptions {
-        rounds: a.number("--rounds", 3)? as usize,
-    })
+    xtask::bench::run(&xtask::bench::BenchOptions { rounds })
 }
 
-/// `qga`, `push` and `pull` are the `qga-client` command's raw command, `push` and `pull`: this
-/// runs that command with the socket moved in front of the subcommand.
-fn client_cli(sub: Option<&str>, rest: &[String]) -> ExitCode {
-    let Some((socket, more)) = rest.split_first() else {
-        eprintln!("usage: cargo xtask qga|push|pull SOCKET … (cargo xtask help)");
-        return ExitCode::from(2);
-    };
-    let mut argv: Vec<String> = vec!["cargo xtask".into(), socket.clone()];
-    argv.extend(sub.map(str::to_string));
-    argv.extend(more.iter().cloned());
-    qga_client::cli::main_from(argv)
-}
-
-fn cmd_initramfs(rest: &[String]) -> Result<(), String> {
-    let dir = rest
-        .first()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("linux-guest"));
+fn cmd_initramfs(dir: Option<PathBuf>) -> Result<(), String> {
+    let dir = dir.unwrap_or_else(|| target_dir().join("linux-guest"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let images = tests::linux_guest::GuestImages::build(&dir)?;
+    let images = ::tests::linux_guest::GuestImages::build(&dir)?;
     println!("kernel:               {}", images.kernel.image.display());
     println!("initramfs:            {}", images.initramfs.display());
     println!(
@@ -235,12 +290,11 @@ fn cmd_initramfs(rest: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn cmd_image(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &[], &["--no-linux"])?;
+fn cmd_image(no_linux: bool) -> Result<(), String> {
     println!("building the bare-metal image (release profile `image`) and booting it for figures…");
-    let report = tests::baremetal::report()?;
+    let report = ::tests::baremetal::report()?;
     print!("{report}");
-    if a.flag("--no-linux") {
+    if no_linux {
         return Ok(());
     }
     // The comparison the figure is for: a Linux guest with `qga`, booted in the same run under
@@ -248,8 +302,8 @@ fn cmd_image(rest: &[String]) -> Result<(), String> {
     let dir = target_dir().join("linux-guest");
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     println!("building the static qga and the initramfs, then booting the Linux guest to compare…");
-    let images = tests::linux_guest::GuestImages::build(&dir)?;
-    let guest = tests::linux_guest::LinuxGuest::boot(&tests::linux_guest::GuestOptions::new(
+    let images = ::tests::linux_guest::GuestImages::build(&dir)?;
+    let guest = ::tests::linux_guest::LinuxGuest::boot(&::tests::linux_guest::GuestOptions::new(
         &images, true,
     ))?;
     println!(
@@ -281,22 +335,21 @@ const LINUX_EXAMPLES: &[&str] = &[
     r#"guest-exec-status '{"pid": PID}'"#,
 ];
 
-fn cmd_run(rest: &[String]) -> Result<(), String> {
-    let a = Args::parse(rest, &[], &["--linux", "--host", "--com1"])?;
+fn cmd_run(a: RunArgs) -> Result<(), String> {
     let flag = pipeline::interrupted_flag();
     // A fresh machine has no QEMU, kernel or bare-metal target yet: install what is missing
     // (a no-op when everything is there).
     if let Err(e) = pipeline::setup() {
         println!("setup did not complete ({e}); trying anyway");
     }
-    if a.flag("--linux") {
+    if a.linux {
         let dir = target_dir().join("linux-guest");
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         println!("building the static qga and the initramfs…");
-        let images = tests::linux_guest::GuestImages::build(&dir)?;
+        let images = ::tests::linux_guest::GuestImages::build(&dir)?;
         println!("booting Debian's kernel with our qga in QEMU (TCG; this takes a while)…");
-        let mut guest = tests::linux_guest::LinuxGuest::boot(
-            &tests::linux_guest::GuestOptions::new(&images, true),
+        let mut guest = ::tests::linux_guest::LinuxGuest::boot(
+            &::tests::linux_guest::GuestOptions::new(&images, true),
         )?;
         println!("guest up in {:.1}s", guest.boot_time.as_secs_f64());
         print_usage_for(&guest.virtio_socket, LINUX_EXAMPLES);
@@ -316,8 +369,8 @@ fn cmd_run(rest: &[String]) -> Result<(), String> {
         drop(guest);
         return Ok(());
     }
-    if !a.flag("--host") {
-        match run_baremetal(&a, &flag) {
+    if !a.host {
+        match run_baremetal(a, &flag) {
             Ok(()) => return Ok(()),
             Err(e) => {
                 println!("the bare-metal image could not be started: {e}");
@@ -345,9 +398,9 @@ fn cmd_run(rest: &[String]) -> Result<(), String> {
 }
 
 /// `cargo xtask run`: the bare-metal image in QEMU, agent on virtio-serial (or `--com1`).
-fn run_baremetal(a: &Args, flag: &std::sync::atomic::AtomicBool) -> Result<(), String> {
-    use tests::baremetal::{BareMetalVm, Machine, Transport};
-    let (machine, transport) = if a.flag("--com1") {
+fn run_baremetal(a: RunArgs, flag: &std::sync::atomic::AtomicBool) -> Result<(), String> {
+    use ::tests::baremetal::{BareMetalVm, Machine, Transport};
+    let (machine, transport) = if a.com1 {
         (Machine::Pc, Transport::Com1)
     } else {
         (Machine::Q35, Transport::Virtio)

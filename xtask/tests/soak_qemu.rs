@@ -1,4 +1,4 @@
-//! The soak routines of `tests::soak` that need QEMU, at their `--quick` sizes: the Linux guest
+//! The soak routines of `xtask::soak` that need QEMU, at their `--quick` sizes: the Linux guest
 //! (host disconnects mid-request over virtio-serial; freeze, SIGTERM, thaw and restart of the
 //! agent inside the guest) and the bare-metal image (garbage through COM1 and virtio-serial,
 //! then valid requests, and the stack high-water mark). `cargo xtask soak` runs them at full
@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 
-use tests::soak::{Context, Options, run};
+use xtask::soak::{Context, Options, run};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 

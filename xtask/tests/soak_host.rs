@@ -1,4 +1,4 @@
-//! The soak routines of `tests::soak` at their `--quick` sizes, against our `qga` on this host
+//! The soak routines of `xtask::soak` at their `--quick` sizes, against our `qga` on this host
 //! (started with the block list of system-changing commands): garbage with valid requests woven
 //! in, disconnects mid-request, starts and SIGTERMs, guest-exec runs, fd exhaustion and the
 //! handle counter across restarts. `cargo xtask soak` runs the same routines at full size.
@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use tests::soak::{Context, Options, run};
+use xtask::soak::{Context, Options, run};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 

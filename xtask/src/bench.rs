@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::host_agent::{
+use crate::procfs::{cpu_seconds, cpu_seconds_of_task, status_kb};
+
+use ::tests::host_agent::{
     AgentKind, HostAgent, QGA_BIN_ENV, our_static_release_binary, upstream_binary, upstream_missing,
 };
 use qga_client::{Client, ClientError};
@@ -99,47 +101,9 @@ fn short(e: &ClientError) -> String {
     }
 }
 
-/// Reads one field (in kB) of /proc/PID/status.
-fn proc_status_kb(pid: u32, field: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// CPU time of a process (all its threads, user and kernel), in seconds.
-///
-/// From `/proc/PID/task/*/schedstat`, the scheduler's nanosecond count of time on a CPU: the
-/// tick-sampled utime + stime of `stat` moves in 10 ms steps, too coarse for 2000 pipelined
-/// pings that cost our agent about a millisecond. `stat` is the fallback.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0.0;
-    for t in tasks.flatten() {
-        total += cpu_seconds_of_task(&t.path())?;
-    }
-    Some(total)
-}
-
-/// CPU time of one task directory of /proc (`/proc/PID/task/TID`), in seconds.
-fn cpu_seconds_of_task(dir: &Path) -> Option<f64> {
-    if let Ok(text) = std::fs::read_to_string(dir.join("schedstat"))
-        && let Some(ns) = text
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-    {
-        return Some(ns / 1e9);
-    }
-    let text = std::fs::read_to_string(dir.join("stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: split after the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 (1-based) of stat; `rest` starts at field 3.
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    let hz = rustix::param::clock_ticks_per_second() as f64;
-    Some((utime + stime) / hz)
+/// A `kB` field of `/proc/<pid>/status`, as the figures' float.
+fn status_kb_f64(pid: u32, field: &str) -> Option<f64> {
+    status_kb(pid, field).map(|v| v as f64)
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -388,7 +352,7 @@ impl Bench {
         if r.is_ok() {
             self.clients[i] = Some(client);
         }
-        if let Some(kib) = proc_status_kb(pid, "VmHWM") {
+        if let Some(kib) = status_kb_f64(pid, "VmHWM") {
             self.peaks[i].push(StepPeak {
                 step: name.to_string(),
                 round,
@@ -577,7 +541,7 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
     let mut m_idle = Metric::new("idle RSS (VmRSS after start)", "KiB", false);
     for (i, a) in b.running.iter().enumerate() {
         m_idle.samples[i].push(
-            proc_status_kb(a.pid(), "VmRSS")
+            status_kb_f64(a.pid(), "VmRSS")
                 .map(Figure::Value)
                 .unwrap_or(Figure::NotAvailable("no /proc".into())),
         );
@@ -677,7 +641,7 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
         let fig = if b.ensure_running(i)? {
             Figure::NotAvailable("it died after its last step (restarted)".into())
         } else {
-            proc_status_kb(b.running[i].pid(), "VmRSS")
+            status_kb_f64(b.running[i].pid(), "VmRSS")
                 .map(Figure::Value)
                 .unwrap_or(Figure::NotAvailable("no /proc".into()))
         };

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
-use crate::host_agent::workspace_root;
+use ::tests::paths::workspace_root;
 
 /// Debian packages the suites need on the host.
 pub const APT_PACKAGES: &[&str] = &[
@@ -30,9 +30,22 @@ pub const APT_PACKAGES: &[&str] = &[
     "kmod",
 ];
 
-/// Name prefixes of the `tests` crate's test files that boot QEMU guests: they form their own
-/// stage, run one test at a time.
+/// Name prefixes of the test files that boot QEMU guests: they form their own stage, run one
+/// test at a time.
 pub const QEMU_SUITES: &[&str] = &["linux_guest", "baremetal", "soak_qemu"];
+
+/// The packages with integration-test files, and where those files are: the suites (`tests`)
+/// and the soak routines' own suites (`xtask`).
+pub const SUITE_PACKAGES: &[(&str, &str)] = &[("tests", "tests/tests"), ("xtask", "xtask/tests")];
+
+/// One integration-test file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuiteFile {
+    /// Its package.
+    pub package: &'static str,
+    /// Its name (the file stem, which is cargo's `--test` name).
+    pub name: String,
+}
 
 /// Tests left out of `cargo xtask test`, each with the reason (exact test function names). A
 /// test is listed here only while what it checks is known not to work yet, so that the run
@@ -538,25 +551,55 @@ fn fuzz_target_dir() -> PathBuf {
     }
 }
 
-/// The test files of the `tests` crate, by name, split into (host, QEMU) suites.
-pub fn test_files() -> (Vec<String>, Vec<String>) {
-    let dir = workspace_root().join("tests").join("tests");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| {
-                    let p = e.path();
-                    (p.extension()? == "rs")
-                        .then(|| p.file_stem()?.to_str().map(str::to_string))
-                        .flatten()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+/// The integration-test files of [`SUITE_PACKAGES`], split into (host, QEMU) suites.
+pub fn test_files() -> (Vec<SuiteFile>, Vec<SuiteFile>) {
+    let mut files = Vec::new();
+    for (package, dir) in SUITE_PACKAGES {
+        let mut names: Vec<String> = std::fs::read_dir(workspace_root().join(dir))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let p = e.path();
+                        (p.extension()? == "rs")
+                            .then(|| p.file_stem()?.to_str().map(str::to_string))
+                            .flatten()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        files.extend(names.into_iter().map(|name| SuiteFile { package, name }));
+    }
+    files
         .into_iter()
-        .partition(|n| !QEMU_SUITES.iter().any(|q| n.starts_with(q)))
+        .partition(|f| !QEMU_SUITES.iter().any(|q| f.name.starts_with(q)))
+}
+
+/// `cargo test -p PACKAGE --test NAME…` for each package among `files`, with `extra` before
+/// them and `after` behind `--`; returns whether every run passed.
+fn test_per_package(
+    files: &[SuiteFile],
+    extra: &[&str],
+    after: &[&str],
+    limit: Duration,
+) -> Result<(), String> {
+    let mut result = Ok(());
+    for (package, _) in SUITE_PACKAGES {
+        let mine: Vec<&SuiteFile> = files.iter().filter(|f| f.package == *package).collect();
+        if mine.is_empty() && !extra.contains(&"--lib") {
+            continue;
+        }
+        let mut c = cargo();
+        c.args(["test", "-p", package, "--no-fail-fast"])
+            .args(extra);
+        for f in mine {
+            c.args(["--test", &f.name]);
+        }
+        c.arg("--").args(after);
+        let r = run_limited(c, limit);
+        result = result.and(r);
+    }
+    result
 }
 
 /// Options of `cargo xtask test`.
@@ -657,8 +700,10 @@ pub fn test(opts: &TestOptions) -> bool {
         if nextest {
             let mut c = cargo();
             c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-            let mut parts: Vec<String> =
-                qemu_files.iter().map(|n| format!("binary({n})")).collect();
+            let mut parts: Vec<String> = qemu_files
+                .iter()
+                .map(|f| format!("binary_id({}::{})", f.package, f.name))
+                .collect();
             parts.extend(EXCLUDED_TESTS.iter().map(|(t, _)| format!("test(={t})")));
             if !parts.is_empty() {
                 c.args(["-E", &format!("not ({})", parts.join(" | "))]);
@@ -670,24 +715,16 @@ pub fn test(opts: &TestOptions) -> bool {
             from(r.and(run_limited(d, mins(20))))
         } else {
             let mut c = cargo();
-            c.args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "tests",
-                "--no-fail-fast",
-            ]);
+            c.args(["test", "--workspace", "--no-fail-fast"]);
+            for (package, _) in SUITE_PACKAGES {
+                c.args(["--exclude", package]);
+            }
             let r = run_limited(c, mins(40));
-            let mut t = cargo();
-            t.args(["test", "-p", "tests", "--no-fail-fast", "--lib"]);
-            for f in &host_files {
-                t.args(["--test", f]);
-            }
-            t.arg("--");
+            let mut skips: Vec<&str> = Vec::new();
             for (name, _) in EXCLUDED_TESTS {
-                t.args(["--skip", name, "--exact"]);
+                skips.extend(["--skip", name, "--exact"]);
             }
-            from(r.and(run_limited(t, mins(30))))
+            from(r.and(test_per_package(&host_files, &["--lib"], &skips, mins(30))))
         }
     });
     stage("fuzz", &mut || {
@@ -708,19 +745,14 @@ pub fn test(opts: &TestOptions) -> bool {
     });
     stage("QEMU suites", &mut || {
         if qemu_files.is_empty() {
-            return Outcome::Failed("no QEMU suite in tests/tests".into());
-        }
-        let mut c = cargo();
-        c.args(["test", "-p", "tests", "--no-fail-fast"]);
-        for f in &qemu_files {
-            c.args(["--test", f]);
+            return Outcome::Failed("no QEMU suite in tests/tests or xtask/tests".into());
         }
         // VMs under TCG on two cores: one test at a time.
-        c.args(["--", "--test-threads=1"]);
+        let mut after = vec!["--test-threads=1"];
         for (name, _) in EXCLUDED_TESTS {
-            c.args(["--skip", name]);
+            after.extend(["--skip", name]);
         }
-        from(run_limited(c, mins(35)))
+        from(test_per_package(&qemu_files, &[], &after, mins(35)))
     });
 
     println!(

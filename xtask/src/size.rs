@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::baremetal::{self, BareMetalVm, IMAGE_OPT_LEVEL, Machine, TARGET, Transport};
-use crate::host_agent::cargo_build_bin;
+use ::tests::baremetal::{self, BareMetalVm, IMAGE_OPT_LEVEL, Machine, TARGET, Transport};
+use ::tests::host_agent::cargo_build_bin;
 
 /// The goal for a core-only platform's `.text` (issue 12).
 pub const CORE_TEXT_GOAL: u64 = 32 * 1024;
