@@ -34,13 +34,20 @@
 
 use core::fmt;
 
-use crate::commands::args::{self, Args};
-use crate::commands::{self, Element, Emitter, Platform};
-use crate::error::Error;
-use crate::json::tape::{self, Kind, Number};
+use crate::commands::args::{self, args_value};
+use crate::commands::platform::{Platform, supported};
+use crate::commands::{
+    self, cpu, disk, exec, file, fs, memory, network, power, ssh, system, time, user,
+};
+use crate::json::tape::Kind;
 use crate::json::{Event, Framer, Value};
-use crate::out::{Out, ToJson, Transmit, TxError};
-use crate::schema::Command;
+use crate::out::{Out, Transmit, TxError};
+use crate::qdict::qdict_bucket;
+use crate::reply::Reply;
+use crate::schema::{Command, Family};
+
+pub use crate::json::NestSlot;
+pub use crate::policy::Policy;
 
 /// Default frame buffer size: about the largest request accepted (a `guest-file-write` of
 /// 47 KiB of data fits; 48 KiB does not). Platforms that want bigger writes pass a bigger
@@ -114,31 +121,6 @@ impl Buffers<'_> {
             None => Ok(()),
         }
     }
-}
-
-/// Parser state for one open `{` or `[`. Opaque; platforms only size the slice.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NestSlot {
-    /// Tape position of the container's tag.
-    pub(crate) start: usize,
-    /// Bloom filter of the object's keys (duplicate detection).
-    pub(crate) bloom: u64,
-    /// How many keys the object has so far.
-    pub(crate) keys: u32,
-    /// What the parser expected in the enclosing container.
-    pub(crate) parent: u8,
-    pub(crate) flags: u8,
-}
-
-impl NestSlot {
-    /// An unused slot, for static initialisers.
-    pub const EMPTY: NestSlot = NestSlot {
-        start: 0,
-        bloom: 0,
-        keys: 0,
-        parent: 0,
-        flags: 0,
-    };
 }
 
 /// Buffers of fixed sizes in one value, for a `static` on bare metal or a `Box` on a host.
@@ -251,39 +233,6 @@ impl<F: FrameBuf, C: ChunkBuf, T: TxBuf, N: NestingBuf> StaticBuffers<F, C, T, N
 impl<F: FrameBuf, C: ChunkBuf, T: TxBuf, N: NestingBuf> Default for StaticBuffers<F, C, T, N> {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Which commands may run: upstream master's rules (docs/protocol.md §3.3).
-///
-/// 1. Everything is allowed by default. 2. Once an allow list is given, only what is on it.
-/// 3. The block list overrides the allow list. 4. While frozen, exactly the freeze allow list
-///    (ping, info, sync, sync-delimited, fsfreeze-status, fsfreeze-thaw), even if blocked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Policy {
-    blocked: u64,
-    allowed: Option<u64>,
-}
-
-impl Policy {
-    /// Block `cmd`.
-    pub fn block(&mut self, cmd: Command) {
-        self.blocked |= 1 << cmd.index();
-    }
-
-    /// Put `cmd` on the allow list (creating the list: everything else becomes denied).
-    pub fn allow(&mut self, cmd: Command) {
-        *self.allowed.get_or_insert(0) |= 1 << cmd.index();
-    }
-
-    /// Whether `cmd` is enabled, given the frozen state.
-    pub fn enabled(&self, cmd: Command, frozen: bool) -> bool {
-        if frozen {
-            return cmd.allowed_while_frozen();
-        }
-        let bit = 1u64 << cmd.index();
-        let allowed = self.allowed.is_none_or(|a| a & bit != 0);
-        allowed && self.blocked & bit == 0
     }
 }
 
@@ -402,337 +351,6 @@ impl<'b> Agent<'b> {
     }
 }
 
-/// A request's response: the envelope around a command's result or error.
-pub(crate) struct Reply<'c, 'a> {
-    pub(crate) out: &'c mut Out<'a>,
-    id: Option<usize>,
-    cmd: Command,
-    nest: &'c mut [NestSlot],
-    /// Prefix the success response with 0xFF (`guest-sync-delimited`).
-    pub(crate) delimit: bool,
-}
-
-/// The tape of `{}`: the arguments of a request without `arguments`.
-static EMPTY_OBJECT: [u8; 2] = [tape::OBJ, tape::END_OBJ];
-
-/// The arguments object at `pos` on `tape`, or `{}`.
-pub(crate) fn args_value(tape: &[u8], pos: Option<usize>) -> Value<'_> {
-    match pos {
-        Some(p) => Value::at(tape, p),
-        None => Value::at(&EMPTY_OBJECT, 0),
-    }
-}
-
-/// Read a command's validated arguments.
-pub(crate) fn decode<'t, A: Args<'t>>(tape: &'t [u8], pos: Option<usize>) -> Option<A> {
-    A::decode(args_value(tape, pos))
-}
-
-impl<'c, 'a> Reply<'c, 'a> {
-    pub(crate) fn new(
-        out: &'c mut Out<'a>,
-        id: Option<usize>,
-        cmd: Command,
-        nest: &'c mut [NestSlot],
-    ) -> Self {
-        Reply {
-            out,
-            id,
-            cmd,
-            nest,
-            delimit: false,
-        }
-    }
-
-    fn write_id(&mut self, tape: &[u8]) {
-        if let Some(p) = self.id {
-            self.out.raw(b", \"id\": ");
-            write_value(self.out, tape, p, self.nest);
-        }
-    }
-
-    /// A success response whose value `f` writes (nothing for `success-response: false`).
-    pub(crate) fn ok(&mut self, tape: &[u8], f: impl FnOnce(&mut Out<'a>)) {
-        if !self.cmd.success_response() {
-            return;
-        }
-        if self.delimit {
-            self.out.raw(&[0xFF]);
-        }
-        self.out.raw(b"{\"return\": ");
-        f(self.out);
-        self.write_id(tape);
-        self.out.raw(b"}\n");
-    }
-
-    /// `{"return": {}}`.
-    pub(crate) fn ok_empty(&mut self, tape: &[u8]) {
-        self.ok(tape, |o| o.raw(b"{}"));
-    }
-
-    /// A success response holding one value.
-    pub(crate) fn ok_value<T: ToJson + ?Sized>(&mut self, tape: &[u8], v: &T) {
-        self.ok(tape, |o| o.value(v));
-    }
-
-    /// An error response; `desc` writes the escaped body of the description.
-    pub(crate) fn error(&mut self, tape: &[u8], class: &str, desc: impl FnOnce(&mut Out<'a>)) {
-        self.out.raw(b"{");
-        if let Some(p) = self.id {
-            self.out.raw(b"\"id\": ");
-            write_value(self.out, tape, p, self.nest);
-            self.out.raw(b", ");
-        }
-        self.out.raw(b"\"error\": {\"class\": \"");
-        self.out.raw(class.as_bytes());
-        self.out.raw(b"\", \"desc\": \"");
-        desc(self.out);
-        self.out.raw(b"\"}}\n");
-    }
-
-    /// A GenericError with a fixed text.
-    pub(crate) fn generic(&mut self, tape: &[u8], text: &str) {
-        self.error(tape, "GenericError", |o| o.string_body(text.as_bytes()));
-    }
-
-    /// A GenericError with a formatted text.
-    pub(crate) fn generic_fmt(&mut self, tape: &[u8], args: fmt::Arguments<'_>) {
-        self.error(tape, "GenericError", |o| {
-            let mut w = EscapeWriter(o);
-            let _ = fmt::Write::write_fmt(&mut w, args);
-        });
-    }
-
-    /// A backend's error; an OS error gets `prefix` (upstream's `error_setg_errno` context)
-    /// when `prefix` is not empty.
-    pub(crate) fn fail(&mut self, tape: &[u8], e: &Error, prefix: &str) {
-        match e {
-            Error::Os(_, text) if !prefix.is_empty() => {
-                self.generic_fmt(tape, format_args!("{prefix}: {text}"))
-            }
-            e => self.generic_fmt(tape, format_args!("{e}")),
-        }
-    }
-
-    /// A command result of `Result<()>`.
-    pub(crate) fn unit(&mut self, tape: &[u8], r: crate::error::Result<()>, prefix: &str) {
-        match r {
-            Ok(()) => self.ok_empty(tape),
-            Err(e) => self.fail(tape, &e, prefix),
-        }
-    }
-
-    /// A command result of one value.
-    pub(crate) fn result<T: ToJson>(
-        &mut self,
-        tape: &[u8],
-        r: crate::error::Result<T>,
-        prefix: &str,
-    ) {
-        match r {
-            Ok(v) => self.ok_value(tape, &v),
-            Err(e) => self.fail(tape, &e, prefix),
-        }
-    }
-
-    /// A streamed list result, optionally wrapped in `{"<wrap>": [...]}`. If the backend fails
-    /// after part of the list was sent, the list is closed and the response ends as a success
-    /// holding the elements sent so far (the bytes on the wire cannot be taken back).
-    pub(crate) fn list<T: Element + ?Sized>(
-        &mut self,
-        tape: &[u8],
-        wrap: Option<&str>,
-        f: impl FnOnce(&mut Emitter<'_, T>) -> crate::error::Result<()>,
-    ) {
-        let mut res = Ok(());
-        self.out.raw(b"{\"return\": ");
-        if let Some(w) = wrap {
-            self.out.raw(b"{");
-            self.out.str(w);
-            self.out.raw(b": ");
-        }
-        self.out.list(|l| {
-            let mut em = Emitter::new(l);
-            res = f(&mut em);
-        });
-        if wrap.is_some() {
-            self.out.raw(b"}");
-        }
-        if let Err(e) = res
-            && self.out.rollback()
-        {
-            self.fail(tape, &e, "");
-            return;
-        }
-        self.write_id(tape);
-        self.out.raw(b"}\n");
-    }
-
-    /// Finish a success response whose `{"return": ` and value the caller wrote itself.
-    pub(crate) fn finish_ok(&mut self, tape: &[u8]) {
-        self.write_id(tape);
-        self.out.raw(b"}\n");
-    }
-}
-
-/// Formats into a JSON string body.
-struct EscapeWriter<'o, 'a>(&'o mut Out<'a>);
-
-impl fmt::Write for EscapeWriter<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.string_body(s.as_bytes());
-        Ok(())
-    }
-}
-
-/// Objects of at most this many members are echoed in upstream's QDict order; bigger ones in
-/// request order (choosing the next member is a walk over the object).
-const ORDERED_MEMBERS: u32 = 64;
-
-const W_OBJ: u8 = 1;
-const W_ORDERED: u8 = 2;
-const W_STARTED: u8 = 4;
-
-/// Write the value at `pos` as upstream's writer does, without recursion: `nest` is the stack.
-/// Object members come in QDict order (ascending bucket, later key first within a bucket), as
-/// upstream re-serialises a parsed object, for objects of up to 64 members.
-pub(crate) fn write_value(out: &mut Out<'_>, tape: &[u8], pos: usize, nest: &mut [NestSlot]) {
-    let mut depth = 0usize;
-    // Write one value; push a frame for a container. Returns false on a damaged tape.
-    let open = |out: &mut Out<'_>, p: usize, depth: &mut usize, nest: &mut [NestSlot]| -> bool {
-        let v = Value::at(tape, p);
-        match tape.get(p) {
-            Some(&tape::OBJ) | Some(&tape::ARR) => {
-                let obj = tape.get(p) == Some(&tape::OBJ);
-                out.raw(if obj { b"{" } else { b"[" });
-                let count = if obj { v.members().count() as u32 } else { 0 };
-                let flags = if obj && count <= ORDERED_MEMBERS {
-                    W_OBJ | W_ORDERED
-                } else if obj {
-                    W_OBJ
-                } else {
-                    0
-                };
-                match nest.get_mut(*depth) {
-                    Some(slot) => {
-                        *slot = NestSlot {
-                            start: p + 1,
-                            bloom: 0,
-                            keys: count,
-                            parent: 0,
-                            flags,
-                        };
-                        *depth += 1;
-                    }
-                    None => {
-                        // Deeper than the parser allows: cannot happen; close it empty.
-                        out.raw(if obj { b"}" } else { b"]" });
-                    }
-                }
-            }
-            Some(&tape::STR) => out.string(v.str_bytes().unwrap_or(&[])),
-            Some(&tape::NUM) => match v.as_number() {
-                Some(Number::Int(i)) => out.int(i),
-                Some(Number::Uint(u)) => out.uint(u),
-                Some(Number::Float(f)) => out.number(f),
-                None => out.raw(b"0"),
-            },
-            Some(&tape::TRUE) => out.raw(b"true"),
-            Some(&tape::FALSE) => out.raw(b"false"),
-            Some(&tape::NULL) => out.raw(b"null"),
-            _ => return false,
-        }
-        true
-    };
-    if !open(out, pos, &mut depth, nest) {
-        return;
-    }
-    while depth > 0 {
-        let Some(top) = nest.get_mut(depth - 1) else {
-            return;
-        };
-        let started = top.flags & W_STARTED != 0;
-        // The next member or element: (key, value position).
-        let next: Option<(Option<&[u8]>, usize)> = if top.flags & W_ORDERED != 0 {
-            // The member of smallest QDict rank above the last one written.
-            let obj = Value::at(tape, top.start - 1);
-            let mut best: Option<(u64, &[u8], usize)> = None;
-            for (i, (k, v)) in obj.members().enumerate() {
-                let rank =
-                    (u64::from(qdict_bucket(k.as_bytes())) << 32) | u64::from(u32::MAX - i as u32);
-                if (!started || rank > top.bloom) && best.is_none_or(|b| rank < b.0) {
-                    best = Some((rank, k.as_bytes(), v.pos()));
-                }
-            }
-            best.map(|(rank, k, v)| {
-                top.bloom = rank;
-                (Some(k), v)
-            })
-        } else {
-            match tape.get(top.start) {
-                Some(&tape::END_OBJ) | Some(&tape::END_ARR) | None => None,
-                Some(_) if top.flags & W_OBJ != 0 => {
-                    let k = Value::at(tape, top.start);
-                    let Some(vpos) = k.end() else { return };
-                    top.start = Value::at(tape, vpos).end().unwrap_or(usize::MAX);
-                    Some((k.str_bytes(), vpos))
-                }
-                Some(_) => {
-                    let p = top.start;
-                    top.start = Value::at(tape, p).end().unwrap_or(usize::MAX);
-                    Some((None, p))
-                }
-            }
-        };
-        let obj = top.flags & W_OBJ != 0;
-        top.flags |= W_STARTED;
-        match next {
-            None => {
-                out.raw(if obj { b"}" } else { b"]" });
-                depth -= 1;
-            }
-            Some((key, vpos)) => {
-                if started {
-                    out.raw(b", ");
-                }
-                if let Some(k) = key {
-                    out.string(k);
-                    out.raw(b": ");
-                }
-                if !open(out, vpos, &mut depth, nest) {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// upstream's `tdb_hash` (qobject/qdict.c), over the key as upstream stores it (a NUL from
-/// `\u0000` is the two bytes C0 80 there).
-pub(crate) fn tdb_hash(key: &[u8]) -> u32 {
-    let len: u32 = key.iter().map(|&b| if b == 0 { 2u32 } else { 1 }).sum();
-    let mut value = 0x238F_13AFu32.wrapping_mul(len);
-    let mut i = 0u32;
-    let mut add = |b: u8| {
-        value = value.wrapping_add((b as u32) << (i * 5 % 24));
-        i += 1;
-    };
-    for &b in key {
-        if b == 0 {
-            add(0xC0);
-            add(0x80);
-        } else {
-            add(b);
-        }
-    }
-    1_103_515_243u32.wrapping_mul(value).wrapping_add(12345)
-}
-
-/// The QDict bucket of a key: members are iterated in ascending bucket order.
-pub(crate) fn qdict_bucket(key: &[u8]) -> u32 {
-    tdb_hash(key) % 512
-}
-
 /// What one request needs besides its buffers.
 struct Dispatch<'p> {
     policy: &'p Policy,
@@ -847,12 +465,12 @@ impl Dispatch<'_> {
             });
             return;
         }
-        if !commands::supported(platform, cmd) {
+        if !supported(platform, cmd) {
             r.generic(tape, crate::error::UNSUPPORTED);
             return;
         }
         let policy = self.policy;
-        commands::run(
+        run_command(
             cmd, &mut r, frame, arguments, chunk, platform, policy, frozen,
         );
     }
@@ -874,5 +492,77 @@ pub fn run<R: embedded_io::Read, W: embedded_io::Write>(
             Ok(0) | Err(_) => return Ok(()),
             Ok(n) => agent.feed(buf.get(..n).unwrap_or(&[]), platform, &mut tx)?,
         }
+    }
+}
+
+/// Run `cmd` (arguments validated, family supported) and write its response.
+#[allow(clippy::too_many_arguments)]
+fn run_command(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    chunk: &mut [u8],
+    platform: &mut dyn Platform,
+    policy: &Policy,
+    frozen: bool,
+) {
+    let unsupported =
+        |r: &mut Reply<'_, '_>, frame: &[u8]| r.generic(frame, crate::error::UNSUPPORTED);
+    if cmd.family() != Family::Core {
+        // A backend may take long or never return (guest-shutdown): answers buffered for the
+        // requests before this one leave first.
+        r.out.flush_completed();
+    }
+    match cmd.family() {
+        Family::Core => commands::core::run(cmd, r, frame, args, platform, policy, frozen),
+        Family::Clock => match platform.clock() {
+            Some(b) => time::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Power => match platform.power() {
+            Some(b) => power::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Files => match platform.files() {
+            Some(b) => file::run(cmd, r, frame, args, chunk, b),
+            None => unsupported(r, frame),
+        },
+        Family::Filesystems => match platform.filesystems() {
+            Some(b) => fs::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Disks => match platform.disks() {
+            Some(b) => disk::run(cmd, r, frame, b),
+            None => unsupported(r, frame),
+        },
+        Family::Network => match platform.network() {
+            Some(b) => network::run(cmd, r, frame, b),
+            None => unsupported(r, frame),
+        },
+        Family::Cpus => match platform.cpus() {
+            Some(b) => cpu::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Memory => match platform.memory() {
+            Some(b) => memory::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Users => match platform.users() {
+            Some(b) => user::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::SshKeys => match platform.ssh_keys() {
+            Some(b) => ssh::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::Exec => match platform.exec() {
+            Some(b) => exec::run(cmd, r, frame, args, b),
+            None => unsupported(r, frame),
+        },
+        Family::System => match platform.system() {
+            Some(b) => system::run(cmd, r, frame, b),
+            None => unsupported(r, frame),
+        },
     }
 }

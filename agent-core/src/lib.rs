@@ -11,10 +11,16 @@
 //! upstream's unsupported error and shows `"enabled": false` in `guest-info`, so `guest-info`
 //! never lies.
 //!
-//! Layout: [`json`] frames and parses the byte stream exactly as upstream's lexer, streamer and
-//! parser do, [`out`] writes responses as upstream's JSON writer does, [`schema`] is the one
-//! table of the 44 commands, [`commands`] holds each family's argument types, return types and
-//! backend trait, and [`engine`] dispatches.
+//! Layers, each using only the ones below it (no module imports from a module that imports
+//! it):
+//! - [`engine`]: the driver. Frames bytes with [`json`], checks the envelope and the
+//!   [`Policy`], routes each command to its family in [`commands`].
+//! - [`commands`]: one module per family (argument types, return types, backend trait) and
+//!   [`commands::args`], the argument checks; [`commands::platform`] hands families out.
+//! - [`reply`]: the response envelope (`return`/`error`, the echoed `id`).
+//! - [`json`] (framing, parsing, the tape), [`out`] (upstream's JSON writer), [`policy`],
+//!   [`schema`] (the one table of the 44 commands) and [`error`], with upstream's hash
+//!   functions and the GLib-tolerant base64 decoder at the bottom.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -34,12 +40,16 @@
 // design; they are returned once per command, never in a hot loop.
 #![allow(clippy::result_large_err)]
 
+mod b64;
 pub mod commands;
 mod decimal;
 pub mod engine;
 pub mod error;
 pub mod json;
 pub mod out;
+pub mod policy;
+mod qdict;
+pub mod reply;
 pub mod schema;
 
 #[cfg(test)]

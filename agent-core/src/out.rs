@@ -10,6 +10,7 @@
 //! `guest-file-read` answers a 48 MiB `count` from a few KiB.
 
 use core::fmt;
+use core::marker::PhantomData;
 
 /// The sink failed: the peer is gone. What the engine does then is the [`Transmit`] contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -572,6 +573,170 @@ pub fn mod_utf8_codepoint(s: &[u8]) -> (i32, usize) {
         return (-1, used);
     }
     (cp, used)
+}
+
+/// A list element type, named by its `'static` form: `Emitter<'_, GuestUser<'static>>` takes
+/// `GuestUser<'x>` for any `'x`, so a backend can emit elements that borrow its local data.
+pub trait Element {
+    /// The element type with borrowed data of lifetime `'x`.
+    type Of<'x>: ToJson;
+}
+
+impl Element for &'static str {
+    type Of<'x> = &'x str;
+}
+
+/// Hands the elements of a list result to the response as they are produced.
+pub struct Emitter<'e, T: ?Sized> {
+    sink: &'e mut dyn ItemSink,
+    count: usize,
+    _t: PhantomData<fn(&T)>,
+}
+
+/// Where an [`Emitter`] puts elements; hides the writer's lifetimes. Implemented by
+/// [`ListWriter`], so a platform's tests can render what a backend emits.
+pub trait ItemSink {
+    /// Write one element.
+    fn item(&mut self, v: &dyn ToJson);
+}
+
+impl ItemSink for ListWriter<'_, '_> {
+    fn item(&mut self, v: &dyn ToJson) {
+        self.next().value(v);
+    }
+}
+
+impl<'e, T: Element + ?Sized> Emitter<'e, T> {
+    /// An emitter writing into `sink`.
+    pub fn new(sink: &'e mut dyn ItemSink) -> Self {
+        Emitter {
+            sink,
+            count: 0,
+            _t: PhantomData,
+        }
+    }
+
+    /// Write one element.
+    pub fn emit(&mut self, item: &T::Of<'_>) {
+        self.sink.item(&item);
+        self.count += 1;
+    }
+
+    /// How many elements were written.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// Writes one object member, omitting an absent optional one. Used by [`json_struct!`](crate::json_struct).
+pub trait Member {
+    /// Write `self` as the member `name`, unless it is an absent option.
+    fn write_member(&self, w: &mut ObjectWriter<'_, '_>, name: &str);
+}
+
+impl<T: ToJson> Member for T {
+    fn write_member(&self, w: &mut ObjectWriter<'_, '_>, name: &str) {
+        w.member(name, self);
+    }
+}
+
+impl<T: ToJson> Member for Option<T> {
+    fn write_member(&self, w: &mut ObjectWriter<'_, '_>, name: &str) {
+        w.optional(name, self);
+    }
+}
+
+/// A return struct: Rust fields with their QAPI member names, written in declaration order.
+/// `Option` fields are QAPI optional members and are omitted when `None`.
+#[macro_export]
+macro_rules! json_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident $(<$lt:lifetime>)? {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $json:literal ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, PartialEq)]
+        pub struct $name $(<$lt>)? {
+            $( $(#[$fmeta])* #[doc = concat!("`", $json, "`")] pub $field: $ty, )*
+        }
+
+        impl $(<$lt>)? $crate::out::ToJson for $name $(<$lt>)? {
+            fn write_json(&self, out: &mut $crate::out::Out<'_>) {
+                out.object(|_w| {
+                    $( $crate::out::Member::write_member(&self.$field, _w, $json); )*
+                });
+            }
+        }
+
+        $crate::json_struct!(@element $name $(<$lt>)?);
+    };
+    (@element $name:ident <$lt:lifetime>) => {
+        impl $crate::out::Element for $name<'static> {
+            type Of<'x> = $name<'x>;
+        }
+    };
+    (@element $name:ident) => {
+        impl $crate::out::Element for $name {
+            type Of<'x> = $name;
+        }
+    };
+}
+
+/// A QAPI enum: Rust variants with their wire names, written as strings.
+#[macro_export]
+macro_rules! json_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $json:literal ),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[doc = concat!("`", $json, "`")] $variant, )*
+        }
+
+        impl $name {
+            /// Every value, in schema order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $json,)* }
+            }
+
+            /// The value with this wire name.
+            pub fn from_name(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl $crate::out::ToJson for $name {
+            fn write_json(&self, out: &mut $crate::out::Out<'_>) {
+                out.str(self.as_str());
+            }
+        }
+    };
+}
+
+/// A value written by a closure: for results a backend prefers to stream itself.
+pub struct WriteWith<F: Fn(&mut Out<'_>)>(pub F);
+
+impl<F: Fn(&mut Out<'_>)> ToJson for WriteWith<F> {
+    fn write_json(&self, out: &mut Out<'_>) {
+        (self.0)(out);
+    }
+}
+
+/// Bytes written as a base64 JSON string (standard alphabet, padded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Base64<'a>(pub &'a [u8]);
+
+impl ToJson for Base64<'_> {
+    fn write_json(&self, out: &mut Out<'_>) {
+        out.base64(|b| b.push(self.0));
+    }
 }
 
 #[cfg(test)]

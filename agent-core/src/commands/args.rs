@@ -10,8 +10,11 @@
 
 use core::fmt;
 
+use core::marker::PhantomData;
+
 use crate::json::Value;
-use crate::json::tape::{Kind, Number};
+use crate::json::tape::{self, Kind, Number};
+use crate::qdict::{g_str_hash, qdict_bucket};
 
 /// Marker for [`Member::optional`] in [`args!`](crate::args) tables.
 pub const OPTIONAL: bool = true;
@@ -131,9 +134,9 @@ impl<'t> Arg<'t> for Raw<'t> {
     }
 }
 
-impl<'t, T: super::FromArg<'t> + 't> Arg<'t> for super::List<'t, T> {
+impl<'t, T: FromArg<'t> + 't> Arg<'t> for List<'t, T> {
     fn from_value(v: Value<'t>) -> Option<Self> {
-        v.as_array().map(super::List::new)
+        v.as_array().map(List::new)
     }
 }
 
@@ -336,7 +339,7 @@ fn first_unexpected<'t>(members: &[Member], obj: Value<'t>) -> Option<&'t str> {
     let mut keys: [(u32, usize, &str); 7] = [(0, 0, ""); 7];
     for (i, (k, _)) in obj.members().enumerate() {
         if let Some(slot) = keys.get_mut(i) {
-            *slot = (crate::engine::qdict_bucket(k.as_bytes()), i, k);
+            *slot = (qdict_bucket(k.as_bytes()), i, k);
         }
     }
     let keys = keys.get_mut(..count).unwrap_or(&mut []);
@@ -363,21 +366,6 @@ fn first_unexpected<'t>(members: &[Member], obj: Value<'t>) -> Option<&'t str> {
         .find(|(h, _)| **h >= 2)
         .map(|(_, n)| n)
         .or(first)
-}
-
-/// GLib's `g_str_hash` (djb2 over signed chars), over the key as upstream stores it.
-fn g_str_hash(key: &[u8]) -> u32 {
-    let mut h: u32 = 5381;
-    let mut add = |b: u8| h = h.wrapping_mul(33).wrapping_add(b as i8 as i32 as u32);
-    for &b in key {
-        if b == 0 {
-            add(0xC0);
-            add(0x80);
-        } else {
-            add(b);
-        }
-    }
-    h
 }
 
 fn check<'t>(
@@ -470,4 +458,75 @@ fn check<'t>(
             Ok(())
         }
     }
+}
+
+/// A list in a request's arguments, already validated: iterating cannot fail.
+pub struct List<'t, T> {
+    items: crate::json::Array<'t>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'t, T: FromArg<'t> + 't> List<'t, T> {
+    pub(crate) fn new(items: crate::json::Array<'t>) -> Self {
+        List {
+            items,
+            _t: PhantomData,
+        }
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements, in request order.
+    pub fn iter(&self) -> impl Iterator<Item = T> + 't {
+        self.items.iter().filter_map(T::from_arg)
+    }
+}
+
+impl<T> Clone for List<'_, T> {
+    fn clone(&self) -> Self {
+        List {
+            items: self.items,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// A list of strings in a request's arguments.
+pub type StrList<'t> = List<'t, &'t str>;
+
+/// A type a validated argument value converts to. Conversion only fails if validation was
+/// skipped, in which case the element is left out.
+pub trait FromArg<'t>: Sized {
+    /// Convert a validated value.
+    fn from_arg(v: Value<'t>) -> Option<Self>;
+}
+
+impl<'t> FromArg<'t> for &'t str {
+    fn from_arg(v: Value<'t>) -> Option<Self> {
+        v.as_str()
+    }
+}
+
+/// The tape of `{}`: the arguments of a request without `arguments`.
+static EMPTY_OBJECT: [u8; 2] = [tape::OBJ, tape::END_OBJ];
+
+/// The arguments object at `pos` on `tape`, or `{}`.
+pub(crate) fn args_value(tape: &[u8], pos: Option<usize>) -> Value<'_> {
+    match pos {
+        Some(p) => Value::at(tape, p),
+        None => Value::at(&EMPTY_OBJECT, 0),
+    }
+}
+
+/// Read a command's validated arguments.
+pub(crate) fn decode<'t, A: Args<'t>>(tape: &'t [u8], pos: Option<usize>) -> Option<A> {
+    A::decode(args_value(tape, pos))
 }

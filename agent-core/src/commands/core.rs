@@ -1,9 +1,11 @@
 //! `guest-sync`, `guest-sync-delimited`, `guest-ping` and `guest-info`: answered by the engine
 //! itself, on every platform.
 
-use super::Platform;
+use super::args::decode;
 use super::args::{Member, REQUIRED, Ty};
-use crate::engine::{Policy, Reply, decode};
+use super::platform::{Platform, supported};
+use crate::policy::Policy;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 crate::args! {
@@ -56,7 +58,7 @@ fn info(
 ) {
     let mut enabled = [false; Command::ALL.len()];
     for (slot, &c) in enabled.iter_mut().zip(Command::ALL) {
-        *slot = policy.enabled(c, frozen) && super::supported(platform, c);
+        *slot = policy.enabled(c, frozen) && supported(platform, c);
     }
     let version = platform.version();
     r.ok(tape, |o| {

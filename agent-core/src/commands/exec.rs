@@ -1,9 +1,11 @@
 //! `guest-exec` and `guest-exec-status`.
 
 use super::args::{Arg, Elem, Member, OPTIONAL, REQUIRED, Raw, Ty};
-use super::{Base64, Result, StrList};
-use crate::engine::{Reply, args_value, decode};
+use super::args::{StrList, args_value, decode};
+use crate::error::Result;
 use crate::json::Value;
+use crate::out::Base64;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 /// The alternate `GuestExecCaptureOutput`, resolved: `true` is `separated`, `false` is `none`.
@@ -74,7 +76,7 @@ pub(crate) fn run(
     };
     let input = match input {
         None => None,
-        Some((start, len)) => match super::base64_decode_in_place(frame, start, len) {
+        Some((start, len)) => match crate::b64::decode_in_place(frame, start, len) {
             Some(n) => Some((start, n)),
             None => return r.generic(frame, "Base64 data contains invalid characters"),
         },

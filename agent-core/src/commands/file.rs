@@ -5,11 +5,11 @@
 //! backend only moves bytes. `guest-file-read` is streamed: the engine asks for chunks no
 //! larger than its I/O buffer and base64-encodes each into the response.
 
-use super::Result;
-use super::args::{Arg, Member, OPTIONAL, REQUIRED, Ty};
-use crate::engine::{Reply, args_value, decode};
+use super::args::{Arg, Member, OPTIONAL, REQUIRED, Ty, args_value, decode};
 use crate::error::Error;
+use crate::error::Result;
 use crate::json::Value;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 /// `QGA_READ_COUNT_DEFAULT`: the `count` of a `guest-file-read` without one.
@@ -291,7 +291,7 @@ fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: &mut d
         return r.fail(frame, &Error::NoHandle(handle), "");
     }
     let (start, len) = range.unwrap_or((0, 0));
-    let Some(n) = super::base64_decode_in_place(frame, start, len) else {
+    let Some(n) = crate::b64::decode_in_place(frame, start, len) else {
         return r.generic(frame, "Base64 data contains invalid characters");
     };
     let count = match count {

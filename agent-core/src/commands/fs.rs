@@ -5,8 +5,10 @@
 //! the frozen-state filter.
 
 use super::args::{Elem, Member, OPTIONAL, Ty};
-use super::{Emitter, Result, StrList};
-use crate::engine::{Reply, decode};
+use super::args::{StrList, decode};
+use crate::error::Result;
+use crate::out::Emitter;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 crate::args! {

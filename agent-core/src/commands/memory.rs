@@ -1,8 +1,10 @@
 //! `guest-get-memory-blocks`, `guest-set-memory-blocks` and `guest-get-memory-block-info`.
 
 use super::args::{Elem, Member, OPTIONAL, REQUIRED, Ty};
-use super::{Emitter, FromArg, List, Result};
-use crate::engine::{Reply, decode};
+use super::args::{FromArg, List, decode};
+use crate::error::Result;
+use crate::out::Emitter;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 /// The members of `GuestMemoryBlock` as an argument.

@@ -1,7 +1,8 @@
 //! `guest-network-get-interfaces` and `guest-network-get-route`.
 
-use super::{Emitter, Result};
-use crate::engine::Reply;
+use crate::error::Result;
+use crate::out::Emitter;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 pub(crate) fn run(cmd: Command, r: &mut Reply<'_, '_>, frame: &mut [u8], b: &mut dyn Network) {

@@ -3,9 +3,9 @@
 //! All four send no response on success (`success-response: false`), so a backend may power
 //! the machine off before returning; it returns only to report an error.
 
-use super::Result;
-use super::args::{Member, OPTIONAL, Ty};
-use crate::engine::{Reply, decode};
+use super::args::{Member, OPTIONAL, Ty, decode};
+use crate::error::Result;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 crate::args! {

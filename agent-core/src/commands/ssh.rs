@@ -2,8 +2,10 @@
 //! `guest-ssh-remove-authorized-keys`.
 
 use super::args::{Elem, Member, OPTIONAL, REQUIRED, Ty};
-use super::{Emitter, Result, StrList};
-use crate::engine::{Reply, decode};
+use super::args::{StrList, decode};
+use crate::error::Result;
+use crate::out::Emitter;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 /// Upstream's key check for add and remove (`check_openssh_pub_key`): a key must not start

@@ -1,7 +1,8 @@
 //! `guest-get-host-name`, `guest-get-timezone`, `guest-get-osinfo` and `guest-get-devices`.
 
-use super::{Emitter, Result};
-use crate::engine::Reply;
+use crate::error::Result;
+use crate::out::Emitter;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 pub(crate) fn run(cmd: Command, r: &mut Reply<'_, '_>, frame: &mut [u8], b: &mut dyn System) {
@@ -91,6 +92,6 @@ pub trait System {
 
     /// `guest-get-devices`. Optional.
     fn devices(&mut self, _out: &mut Emitter<'_, GuestDeviceInfo<'static>>) -> Result<()> {
-        Err(super::Error::Unsupported)
+        Err(crate::error::Error::Unsupported)
     }
 }

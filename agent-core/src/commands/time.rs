@@ -1,8 +1,8 @@
 //! `guest-get-time` and `guest-set-time`.
 
-use super::Result;
-use super::args::{Member, OPTIONAL, Ty};
-use crate::engine::{Reply, decode};
+use super::args::{Member, OPTIONAL, Ty, decode};
+use crate::error::Result;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 crate::args! {

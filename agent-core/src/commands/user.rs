@@ -1,8 +1,10 @@
 //! `guest-get-users` and `guest-set-user-password`.
 
 use super::args::{Member, REQUIRED, Ty};
-use super::{Emitter, Result};
-use crate::engine::{Reply, args_value, decode};
+use super::args::{args_value, decode};
+use crate::error::Result;
+use crate::out::Emitter;
+use crate::reply::Reply;
 use crate::schema::Command;
 
 crate::args! {
@@ -43,7 +45,7 @@ pub(crate) fn run(
         let pass = v.member("password").and_then(|p| p.str_range());
         (a.crypted, user.unwrap_or((0, 0)), pass.unwrap_or((0, 0)))
     };
-    let Some(n) = super::base64_decode_in_place(frame, pass.0, pass.1) else {
+    let Some(n) = crate::b64::decode_in_place(frame, pass.0, pass.1) else {
         return r.generic(frame, "Base64 data contains invalid characters");
     };
     let password = frame.get(pass.0..pass.0 + n).unwrap_or(&[]);

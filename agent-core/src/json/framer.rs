@@ -24,8 +24,8 @@
 //! alone; ordinary requests never walk.
 
 use super::lexer::{Lex, Step, Tok, step};
+use super::nest::NestSlot;
 use super::tape;
-use crate::engine::NestSlot;
 use crate::out::{Out, mod_utf8_codepoint};
 
 /// upstream's `MAX_TOKEN_COUNT`.

@@ -9,7 +9,9 @@
 
 pub mod framer;
 mod lexer;
+mod nest;
 pub mod tape;
 
 pub use framer::{Event, Framer, ParseError};
+pub use nest::NestSlot;
 pub use tape::{Array, Value};

@@ -575,7 +575,7 @@ fn envelope_checks() {
 
 #[test]
 fn qdict_buckets_match_upstream() {
-    use crate::engine::qdict_bucket;
+    use crate::qdict::qdict_bucket;
     assert_eq!(qdict_bucket(b"execute"), 299);
     assert_eq!(qdict_bucket(b"arguments"), 447);
     assert_eq!(qdict_bucket(b"c"), 447);
@@ -924,7 +924,7 @@ fn files() {
 fn glib_base64_quirks() {
     let dec = |s: &str| {
         let mut b = s.as_bytes().to_vec();
-        let n = crate::commands::base64_decode_in_place(&mut b, 0, s.len());
+        let n = crate::b64::decode_in_place(&mut b, 0, s.len());
         n.map(|n| b[..n].to_vec())
     };
     assert_eq!(dec("SGVsbG8="), Some(b"Hello".to_vec()));
@@ -997,8 +997,7 @@ fn base64_fast_paths_match_the_glib_model() {
             })
             .collect();
         let mut b = s.clone();
-        let got =
-            crate::commands::base64_decode_in_place(&mut b, 0, s.len()).map(|n| b[..n].to_vec());
+        let got = crate::b64::decode_in_place(&mut b, 0, s.len()).map(|n| b[..n].to_vec());
         assert_eq!(
             got,
             model(&s),
@@ -1009,7 +1008,7 @@ fn base64_fast_paths_match_the_glib_model() {
         let mut framed = b"{\"buf-b64\": \"".to_vec();
         framed.extend_from_slice(&s);
         framed.extend_from_slice(b"\"}");
-        let got = crate::commands::base64_decode_in_place(&mut framed, 13, s.len())
+        let got = crate::b64::decode_in_place(&mut framed, 13, s.len())
             .map(|n| framed[13..13 + n].to_vec());
         assert_eq!(got, model(&s), "case {case} in a frame");
     }

@@ -1,0 +1,80 @@
+//! What a platform provides: one accessor per family, and whether a command is served. Below
+//! `guest-info` (which reports it) and above the families (whose traits it hands out).
+
+use super::{cpu, disk, exec, file, fs, memory, network, power, ssh, system, time, user};
+use crate::schema::{Command, Family};
+
+/// What a platform provides. Every method has a default of "not provided".
+pub trait Platform {
+    /// The version `guest-info` reports.
+    fn version(&self) -> &str {
+        env!("CARGO_PKG_VERSION")
+    }
+    /// `guest-get-time`, `guest-set-time`.
+    fn clock(&mut self) -> Option<&mut dyn time::Clock> {
+        None
+    }
+    /// `guest-shutdown`, `guest-suspend-*`.
+    fn power(&mut self) -> Option<&mut dyn power::Power> {
+        None
+    }
+    /// `guest-file-*`.
+    fn files(&mut self) -> Option<&mut dyn file::Files> {
+        None
+    }
+    /// `guest-fsfreeze-*`, `guest-fstrim`.
+    fn filesystems(&mut self) -> Option<&mut dyn fs::Filesystems> {
+        None
+    }
+    /// `guest-get-fsinfo`, `guest-get-disks`, `guest-get-diskstats`.
+    fn disks(&mut self) -> Option<&mut dyn disk::Disks> {
+        None
+    }
+    /// `guest-network-get-interfaces`, `guest-network-get-route`.
+    fn network(&mut self) -> Option<&mut dyn network::Network> {
+        None
+    }
+    /// `guest-get-vcpus`, `guest-set-vcpus`, `guest-get-cpustats`, `guest-get-load`.
+    fn cpus(&mut self) -> Option<&mut dyn cpu::Cpus> {
+        None
+    }
+    /// `guest-get-memory-blocks`, `guest-set-memory-blocks`, `guest-get-memory-block-info`.
+    fn memory(&mut self) -> Option<&mut dyn memory::Memory> {
+        None
+    }
+    /// `guest-get-users`, `guest-set-user-password`.
+    fn users(&mut self) -> Option<&mut dyn user::Users> {
+        None
+    }
+    /// `guest-ssh-*-authorized-keys`.
+    fn ssh_keys(&mut self) -> Option<&mut dyn ssh::SshKeys> {
+        None
+    }
+    /// `guest-exec`, `guest-exec-status`.
+    fn exec(&mut self) -> Option<&mut dyn exec::Exec> {
+        None
+    }
+    /// `guest-get-host-name`, `guest-get-timezone`, `guest-get-osinfo`, `guest-get-devices`.
+    fn system(&mut self) -> Option<&mut dyn system::System> {
+        None
+    }
+}
+
+/// Whether `platform` serves `cmd`: its family is provided and says it supports `cmd`.
+pub fn supported(platform: &mut dyn Platform, cmd: Command) -> bool {
+    match cmd.family() {
+        Family::Core => true,
+        Family::Clock => platform.clock().is_some_and(|b| b.supports(cmd)),
+        Family::Power => platform.power().is_some_and(|b| b.supports(cmd)),
+        Family::Files => platform.files().is_some_and(|b| b.supports(cmd)),
+        Family::Filesystems => platform.filesystems().is_some_and(|b| b.supports(cmd)),
+        Family::Disks => platform.disks().is_some_and(|b| b.supports(cmd)),
+        Family::Network => platform.network().is_some_and(|b| b.supports(cmd)),
+        Family::Cpus => platform.cpus().is_some_and(|b| b.supports(cmd)),
+        Family::Memory => platform.memory().is_some_and(|b| b.supports(cmd)),
+        Family::Users => platform.users().is_some_and(|b| b.supports(cmd)),
+        Family::SshKeys => platform.ssh_keys().is_some_and(|b| b.supports(cmd)),
+        Family::Exec => platform.exec().is_some_and(|b| b.supports(cmd)),
+        Family::System => platform.system().is_some_and(|b| b.supports(cmd)),
+    }
+}
