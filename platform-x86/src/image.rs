@@ -17,25 +17,22 @@ use crate::config::{Config, LogTarget, Transport};
 use crate::hw::{self, acpi, halt, tsc, uart, virtio};
 use crate::state::{ACPI, AGENT_BUFFERS, BOOT, FILE_STORE, PROCESSES};
 
-/// Sends through the chosen transport.
-struct Link<'a> {
-    kind: LinkKind<'a>,
-}
+/// Sends on a UART.
+struct SerialLink<'a>(&'a mut uart::Uart);
 
-enum LinkKind<'a> {
-    Serial(&'a mut uart::Uart),
-    Virtio(&'a mut virtio::Console),
-}
-
-impl Transmit for Link<'_> {
+impl Transmit for SerialLink<'_> {
     fn send(&mut self, bytes: &[u8]) -> Result<(), TxError> {
-        match &mut self.kind {
-            LinkKind::Serial(u) => {
-                u.write_all(bytes);
-                Ok(())
-            }
-            LinkKind::Virtio(c) => c.send(bytes).map_err(|_| TxError),
-        }
+        self.0.write_all(bytes);
+        Ok(())
+    }
+}
+
+/// Sends on the virtio-console's agent port.
+struct VirtioLink<'a, T: virtio::Transport>(&'a mut virtio::console::Console<T>);
+
+impl<T: virtio::Transport> Transmit for VirtioLink<'_, T> {
+    fn send(&mut self, bytes: &[u8]) -> Result<(), TxError> {
+        self.0.send(bytes).map_err(|_| TxError)
     }
 }
 
@@ -143,7 +140,13 @@ pub fn run_with(programs: commands::exec::Programs) -> ! {
     // Transport: virtio when asked (or, on auto, when a virtio console exists), else a UART.
     let want_virtio = matches!(config.transport, Transport::Virtio | Transport::Auto);
     if want_virtio {
-        match virtio::find().and_then(|f| virtio::Console::open(&f)) {
+        let console = virtio::pci::find(
+            virtio::pci::DEVICE_CONSOLE_LEGACY,
+            virtio::pci::DEVICE_CONSOLE_MODERN,
+        )
+        .and_then(|f| virtio::pci::PciTransport::new(&f))
+        .and_then(virtio::console::Console::open);
+        match console {
             Ok(mut console) => {
                 crate::log!("agent on virtio-console");
                 serve_virtio(&mut agent, &mut machine, &mut console);
@@ -231,10 +234,7 @@ fn serve_serial(
     loop {
         let n = u.read(&mut buf);
         if n > 0 {
-            let mut link = Link {
-                kind: LinkKind::Serial(u),
-            };
-            let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut link);
+            let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut SerialLink(u));
             idle.busy();
         } else {
             idle.pause(machine);
@@ -242,25 +242,26 @@ fn serve_serial(
     }
 }
 
-fn serve_virtio(agent: &mut Agent<'_>, machine: &mut Machine<'_>, c: &mut virtio::Console) -> ! {
-    let mut buf = [0u8; virtio::RX_BUF];
+fn serve_virtio<T: virtio::Transport>(
+    agent: &mut Agent<'_>,
+    machine: &mut Machine<'_>,
+    c: &mut virtio::console::Console<T>,
+) -> ! {
+    let mut buf = [0u8; virtio::console::RX_BUF];
     let mut idle = IdlePolicy::new();
     loop {
         match c.poll(&mut buf) {
-            virtio::Event::Data(n) => {
-                let mut link = Link {
-                    kind: LinkKind::Virtio(c),
-                };
-                let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut link);
+            virtio::console::Event::Data(n) => {
+                let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut VirtioLink(c));
                 idle.busy();
             }
             // A closed port drops any half-received request. QEMU delivers the old client's
             // bytes before the close and the new client's only after the open, and `poll`
             // hands out data before control events, so resetting on close (not on open, which
             // may be seen after the new client's first bytes) keeps the two apart.
-            virtio::Event::Closed => agent.reset(),
-            virtio::Event::Opened => {}
-            virtio::Event::Idle => idle.pause(machine),
+            virtio::console::Event::Closed => agent.reset(),
+            virtio::console::Event::Opened => {}
+            virtio::console::Event::Idle => idle.pause(machine),
         }
     }
 }

@@ -57,8 +57,10 @@
 //! 3. [`selftest`] and [`programs`] (the built-in programs `guest-exec` runs);
 //! 4. [`state`]: the shared static buffers and the boot facts;
 //! 5. [`commands`]: the backend of each command family (named as in `agent_core::commands`);
-//! 6. [`hw`]: the devices (UART, CMOS RTC, PIT/TSC, PCI, ACPI, virtio-console, interrupts and
-//!    the local-APIC timer, isa-debug-exit, the i8042 reset line) and the memory layout.
+//! 6. [`hw`]: the devices (UART, CMOS RTC, PIT/TSC, PCI, ACPI, virtio, interrupts and the
+//!    local-APIC timer, isa-debug-exit, the i8042 reset line) and the memory layout. Virtio is
+//!    layered in turn ([`hw::virtio`]): the console driver sees a transport and its queues,
+//!    not PCI, so virtio-mmio and other devices slot in beside them.
 //!
 //! [`config`], [`pvh`] and [`sync`] sit beneath them all.
 //!

@@ -33,16 +33,7 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 
 /// Write one line, prefixed with `qga-x86: `.
 pub fn line(args: fmt::Arguments<'_>) {
-    let port = PORT.load(Ordering::Relaxed);
-    if port == 0 {
-        return;
-    }
-    if let Some(uart) = super::uart::Uart::attach(port) {
-        let mut sink = Sink(uart);
-        sink.0.write_all(b"qga-x86: ");
-        let _ = sink.write_fmt(args);
-        sink.0.write_all(b"\n");
-    }
+    write_fmt(format_args!("qga-x86: {args}\n"));
 }
 
 /// `log!("fmt", args)`: one line to the debug log.

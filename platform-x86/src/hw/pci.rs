@@ -53,6 +53,24 @@ pub fn read8(a: Address, offset: u8) -> u8 {
     (read32(a, offset) >> ((offset & 3) * 8)) as u8
 }
 
+/// The physical address of memory BAR `bar` of `a` (32- or 64-bit); `None` for an I/O BAR.
+pub fn memory_bar(a: Address, bar: u8) -> Option<u64> {
+    if bar > 5 {
+        return None;
+    }
+    let off = 0x10 + 4 * bar;
+    let lo = read32(a, off);
+    if lo & 1 != 0 {
+        return None; // an I/O BAR
+    }
+    let hi = if lo & 0x6 == 0x4 {
+        read32(a, off + 4) as u64
+    } else {
+        0
+    };
+    Some(hi << 32 | (lo & !0xf) as u64)
+}
+
 /// What the scan reports about a function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Function {
