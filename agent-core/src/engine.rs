@@ -130,6 +130,20 @@ impl Buffers<'_> {
 /// be left out for its default; `StaticBuffers<Tx<4096>>` does not compile). A size below the
 /// engine's minimum fails to compile, so [`StaticBuffers::agent`] cannot fail.
 ///
+/// A firmware keeps them in a `static` (behind whatever lock it has); a small configuration
+/// for requests of up to 4 KiB:
+///
+/// ```
+/// use agent_core::{Chunk, Frame, Nesting, StaticBuffers, Tx};
+///
+/// type Small = StaticBuffers<Frame<4096>, Chunk<512>, Tx<256>, Nesting<32>>;
+/// assert_eq!(size_of::<Small>(), 4096 + 512 + 256 + 32 * 24);
+///
+/// let mut bufs: Small = StaticBuffers::new();
+/// let agent = bufs.agent(); // cannot fail: the sizes were checked at compile time
+/// assert!(agent.idle());
+/// ```
+///
 /// ```compile_fail
 /// // A transmit buffer where the frame buffer goes: a type error.
 /// static B: agent_core::StaticBuffers<agent_core::Tx<4096>> = agent_core::StaticBuffers::new();
@@ -297,6 +311,33 @@ impl<'b> Agent<'b> {
     /// written is cut off, the rest of `input` is dropped, and so is any request partly
     /// received, as [`Agent::reset`] would. The next call starts on a clean parser: bytes
     /// that followed the lost ones are never spliced onto an older request.
+    ///
+    /// Bytes may come in pieces of any size: a request split over two calls is answered by the
+    /// second, and several requests in one call are all answered, in order.
+    ///
+    /// ```
+    /// use agent_core::{Platform, StaticBuffers, Transmit, TxError};
+    ///
+    /// struct CoreOnly; // no families: the core commands only
+    /// impl Platform for CoreOnly {}
+    ///
+    /// struct Collect(Vec<u8>);
+    /// impl Transmit for Collect {
+    ///     fn send(&mut self, bytes: &[u8]) -> Result<(), TxError> {
+    ///         self.0.extend_from_slice(bytes);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let mut bufs: Box<StaticBuffers> = Box::default();
+    /// let mut agent = bufs.agent();
+    /// let mut out = Collect(Vec::new());
+    /// agent.feed(br#"{"execute":"guest-pi"#, &mut CoreOnly, &mut out)?;
+    /// assert!(out.0.is_empty(), "half a request: nothing to answer yet");
+    /// agent.feed(br#"ng","id":1}{"execute":"guest-sync","arguments":{"id":2}}"#, &mut CoreOnly, &mut out)?;
+    /// assert_eq!(out.0, b"{\"return\": {}, \"id\": 1}\n{\"return\": 2}\n");
+    /// # Ok::<(), TxError>(())
+    /// ```
     pub fn feed(
         &mut self,
         input: &[u8],

@@ -5,6 +5,37 @@ use super::{cpu, disk, exec, file, fs, memory, network, power, ssh, system, time
 use crate::schema::{Command, Family};
 
 /// What a platform provides. Every method has a default of "not provided".
+///
+/// A platform returns the families it has; `guest-info` and the engine follow from that (see
+/// [`supported`] and [the rule](super#guest-info-tells-the-truth)):
+///
+/// ```
+/// use agent_core::commands::{Result, supported, time::Clock};
+/// use agent_core::{Command, Platform};
+///
+/// struct Counter(i64);
+/// impl Clock for Counter {
+///     fn get_time(&mut self) -> Result<i64> {
+///         self.0 += 1;
+///         Ok(self.0)
+///     }
+/// }
+///
+/// struct Board {
+///     clock: Counter,
+/// }
+/// impl Platform for Board {
+///     fn clock(&mut self) -> Option<&mut dyn Clock> {
+///         Some(&mut self.clock)
+///     }
+/// }
+///
+/// let mut board = Board { clock: Counter(0) };
+/// assert!(supported(&mut board, Command::GuestPing)); // the core: always
+/// assert!(supported(&mut board, Command::GuestGetTime));
+/// assert!(!supported(&mut board, Command::GuestSetTime)); // no `set_time`
+/// assert!(!supported(&mut board, Command::GuestFileOpen)); // no `files`
+/// ```
 pub trait Platform {
     /// The version `guest-info` reports.
     fn version(&self) -> &str {

@@ -51,6 +51,67 @@ pub(crate) fn run(
 /// The guest's clock. `get_time` is required; `set_time` is optional (see
 /// [the `guest-info` rule](super#guest-info-tells-the-truth)): a clock that cannot be set
 /// leaves it out.
+///
+/// A clock that can be set implements `set_time` and claims it in `supports`:
+///
+/// ```
+/// use agent_core::commands::{Result, time::Clock};
+/// use agent_core::{Command, Platform, StaticBuffers, Transmit, TxError};
+///
+/// struct Rtc {
+///     ns: i64,
+/// }
+/// impl Clock for Rtc {
+///     fn supports(&self, cmd: Command) -> bool {
+///         matches!(cmd, Command::GuestGetTime | Command::GuestSetTime)
+///     }
+///     fn get_time(&mut self) -> Result<i64> {
+///         Ok(self.ns)
+///     }
+///     fn set_time(&mut self, time: Option<i64>) -> Result<()> {
+///         // `None`: set the system clock from the hardware clock; this one is both.
+///         if let Some(ns) = time {
+///             self.ns = ns;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// struct Board(Rtc);
+/// impl Platform for Board {
+///     fn clock(&mut self) -> Option<&mut dyn Clock> {
+///         Some(&mut self.0)
+///     }
+/// }
+///
+/// struct Collect(Vec<u8>);
+/// impl Transmit for Collect {
+///     fn send(&mut self, bytes: &[u8]) -> core::result::Result<(), TxError> {
+///         self.0.extend_from_slice(bytes);
+///         Ok(())
+///     }
+/// }
+///
+/// let mut bufs: Box<StaticBuffers> = Box::default();
+/// let mut agent = bufs.agent();
+/// let (mut board, mut out) = (Board(Rtc { ns: 0 }), Collect(Vec::new()));
+/// let requests = concat!(
+///     r#"{"execute":"guest-set-time","arguments":{"time":1764979200000000000}}"#,
+///     r#"{"execute":"guest-get-time"}"#,
+///     r#"{"execute":"guest-set-time","arguments":{"time":-5000000000}}"#,
+/// );
+/// agent.feed(requests.as_bytes(), &mut board, &mut out)?;
+/// assert_eq!(
+///     String::from_utf8_lossy(&out.0),
+///     concat!(
+///         "{\"return\": {}}\n",
+///         "{\"return\": 1764979200000000000}\n",
+///         // Checked by the engine before the backend runs (upstream's year range).
+///         "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Invalid time\"}}\n",
+///     )
+/// );
+/// # Ok::<(), TxError>(())
+/// ```
 pub trait Clock {
     /// Whether `cmd` (one of this family's) works here: by default exactly the commands of
     /// the required methods ([the rule](super#guest-info-tells-the-truth)). Override it to
