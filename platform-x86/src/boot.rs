@@ -153,8 +153,9 @@ fn publish_start_info(start_info: u32) {
         // and nothing writes there before this copy is taken (this runs first, on one CPU).
         unsafe { hw::mem::phys_bytes(addr, len) }
     };
-    let info = read(start_info as u64, 56)
-        .map(|head| BootInfo::parse(head, &read))
-        .unwrap_or(BootInfo::empty());
-    let _ = state::BOOT.set(info);
+    state::BOOT.call_once(|| {
+        read(start_info as u64, 56)
+            .map(|head| BootInfo::parse(head, &read))
+            .unwrap_or(BootInfo::empty())
+    });
 }

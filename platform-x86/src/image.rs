@@ -83,7 +83,7 @@ pub fn run_with(programs: commands::exec::Programs) -> ! {
     crate::log!("booted, command line: \"{cmdline}\"");
 
     tsc::calibrate(10);
-    let _ = ACPI.set(acpi::discover(boot.and_then(|b| b.rsdp)));
+    ACPI.call_once(|| acpi::discover(boot.and_then(|b| b.rsdp)));
     let acpi = ACPI.get();
     if let Some(a) = acpi {
         crate::log!(

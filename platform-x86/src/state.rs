@@ -6,15 +6,15 @@
 //! registers the programs; neither may look back up at it). Large state is `static` because
 //! there is no heap, and a `static` costs `.bss` rather than image bytes or stack. Each buffer
 //! is taken mutably exactly once ([`TakeOnce`]): the agent loop takes them all, or the self-test
-//! does instead. The boot facts are written once at start-up and read anywhere
-//! ([`SetOnce`]).
+//! does instead. The boot facts are written once at start-up and read anywhere ([`Once`]).
 
 use agent_core::{Chunk, Frame, Nesting, StaticBuffers, Tx};
 
 use crate::commands::{exec, file};
 use crate::hw::acpi;
 use crate::pvh::BootInfo;
-use crate::sync::{SetOnce, TakeOnce};
+use crate::sync::TakeOnce;
+use spin::Once;
 
 /// The engine's buffers: a 64 KiB request frame (a `guest-file-write` of 48 KiB fits), a 4 KiB
 /// file chunk, a 4 KiB transmit buffer and 1024 nesting slots (upstream's limit).
@@ -28,6 +28,6 @@ pub static FILE_STORE: TakeOnce<file::RamFiles> = TakeOnce::new(file::RamFiles::
 pub static PROCESSES: TakeOnce<exec::Processes> =
     TakeOnce::new(exec::Processes::new(exec::Programs::new()));
 /// What the loader told us.
-pub static BOOT: SetOnce<BootInfo> = SetOnce::new();
+pub static BOOT: Once<BootInfo> = Once::new();
 /// What ACPI told us.
-pub static ACPI: SetOnce<acpi::Info> = SetOnce::new();
+pub static ACPI: Once<acpi::Info> = Once::new();
