@@ -549,6 +549,12 @@ mod tests {
             ),
             ("0.1", 0.1),
             ("1E+2", 100.0),
+            // Exponents far outside i32 saturate instead of overflowing.
+            ("1e99999999999999999999", f64::INFINITY),
+            ("1e-99999999999999999999", 0.0),
+            ("0e99999999999999999999", 0.0),
+            ("0.000000000000000000000000000001e330", 1e300),
+            ("100000000000000000000000000000e-330", 1e-301),
         ] {
             assert_eq!(
                 parse(t.as_bytes()).map(f64::to_bits),
@@ -566,6 +572,11 @@ mod tests {
         assert_eq!(parse(s.as_bytes()), Some(9007199254740992.0));
         s.push('1');
         assert_eq!(parse(s.as_bytes()), Some(9007199254740994.0));
+        // A megabyte of digits (a frame may be 64 MiB): read once, the rest only noted.
+        let long = format!("1{}e-1000000", "0".repeat(1_000_000));
+        assert_eq!(parse(long.as_bytes()), Some(1.0));
+        let nines = format!("0.{}", "9".repeat(1_000_000));
+        assert_eq!(parse(nines.as_bytes()), Some(1.0));
         let huge = format!("{}e-1000", "1".repeat(1200));
         assert_eq!(
             parse(huge.as_bytes()).map(f64::to_bits),
