@@ -175,6 +175,8 @@ pub fn parse(text: &[u8]) -> Option<f64> {
     let mut i = 0;
     let mut seen_digit = false;
     let mut after_point = false;
+    // The decimal point's place, counted wide: only whether it lies in about -330..310 matters.
+    let mut point: i64 = 0;
     while let Some(&b) = rest.get(i) {
         match b {
             b'0'..=b'9' => {
@@ -182,7 +184,7 @@ pub fn parse(text: &[u8]) -> Option<f64> {
                 if b == b'0' && d.len == 0 {
                     // A leading zero: only moves the point if it follows it.
                     if after_point {
-                        d.point -= 1;
+                        point -= 1;
                     }
                 } else {
                     if d.len < MAX_DIGITS {
@@ -194,7 +196,7 @@ pub fn parse(text: &[u8]) -> Option<f64> {
                         d.truncated = true;
                     }
                     if !after_point {
-                        d.point += 1;
+                        point += 1;
                     }
                 }
             }
@@ -220,20 +222,22 @@ pub fn parse(text: &[u8]) -> Option<f64> {
             _ => false,
         };
         let start = i;
-        let mut e: i32 = 0;
+        let mut e: i64 = 0;
         while let Some(&b @ b'0'..=b'9') = rest.get(i) {
-            // Saturates far beyond any exponent that still matters.
-            e = (e * 10 + i32::from(b - b'0')).min(100_000);
+            // Saturates beyond any digit count a buffer can hold, so a long mantissa and a
+            // long exponent still cancel exactly.
+            e = (e * 10 + i64::from(b - b'0')).min(1 << 50);
             i += 1;
         }
         if i == start {
             return None;
         }
-        d.point = d.point.saturating_add(if neg_exp { -e } else { e });
+        point += if neg_exp { -e } else { e };
     }
     if i != rest.len() {
         return None;
     }
+    d.point = point.clamp(-i64::from(POINT_RANGE), i64::from(POINT_RANGE)) as i32;
     d.trim();
     let bits = to_bits(&mut d);
     Some(f64::from_bits(bits | (u64::from(neg) << 63)))
@@ -611,6 +615,20 @@ mod tests {
             t.push_str(&int);
             if let Some(f) = &frac { t.push('.'); t.push_str(f); }
             if let Some(e) = exp { t.push_str(&format!("e{e}")); }
+            let want: f64 = t.parse().unwrap();
+            prop_assert_eq!(parse(t.as_bytes()).map(f64::to_bits), Some(want.to_bits()), "{}", t);
+        }
+
+        #[test]
+        fn long_mantissas_and_exponents_cancel(
+            int in "[1-9][0-9]{0,20}",
+            zeros in 0usize..3000,
+            leading in 0usize..3000,
+            tweak in -30i64..30,
+        ) {
+            // 0.000…0INT000…0e(EXP): the point moves by both runs of zeros and the exponent.
+            let exp = leading as i64 - zeros as i64 + tweak;
+            let t = format!("0.{}{int}{}e{exp}", "0".repeat(leading), "0".repeat(zeros));
             let want: f64 = t.parse().unwrap();
             prop_assert_eq!(parse(t.as_bytes()).map(f64::to_bits), Some(want.to_bits()), "{}", t);
         }
