@@ -314,7 +314,7 @@ fn cmd_image(no_linux: bool) -> Result<(), String> {
 }
 
 /// Prints how to talk to an agent on `socket`, with example requests that fit that agent.
-fn print_usage_for(socket: &Path, examples: &[&str]) {
+fn print_usage_for(socket: &Path, examples: &[&str], exec: &str) {
     let s = socket.display();
     println!("agent socket: {s}");
     println!("talk to it from another terminal, e.g.:");
@@ -322,6 +322,7 @@ fn print_usage_for(socket: &Path, examples: &[&str]) {
     for e in examples {
         println!("  cargo xtask qga {s} {e}");
     }
+    println!("  cargo run -q -p qga-client -- {s} exec {exec}");
     println!("  cargo xtask push {s} ./local-file /remote-file");
     println!("  cargo xtask pull {s} /remote-file ./copy");
     println!("  (or any client: socat - UNIX-CONNECT:{s})");
@@ -329,11 +330,10 @@ fn print_usage_for(socket: &Path, examples: &[&str]) {
 }
 
 /// Examples for a Linux agent.
-const LINUX_EXAMPLES: &[&str] = &[
-    "guest-get-osinfo",
-    r#"guest-exec '{"path": "/bin/uname", "arg": ["-a"], "capture-output": true}'"#,
-    r#"guest-exec-status '{"pid": PID}'"#,
-];
+const LINUX_EXAMPLES: &[&str] = &["guest-get-osinfo"];
+
+/// An `exec` example for a Linux agent (`qga-client … exec` waits and prints the output).
+const LINUX_EXEC: &str = "/bin/uname -a";
 
 fn cmd_run(a: RunArgs) -> Result<(), String> {
     let flag = pipeline::interrupted_flag();
@@ -352,7 +352,7 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
             &::tests::linux_guest::GuestOptions::new(&images, true),
         )?;
         println!("guest up in {:.1}s", guest.boot_time.as_secs_f64());
-        print_usage_for(&guest.virtio_socket, LINUX_EXAMPLES);
+        print_usage_for(&guest.virtio_socket, LINUX_EXAMPLES, LINUX_EXEC);
         println!(
             "(the same agent also answers on ISA serial: {})",
             guest.isa_socket.display()
@@ -385,7 +385,7 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
         "our Linux qga runs on this host (pid {}), with system-changing commands blocked",
         agent.pid()
     );
-    print_usage_for(agent.socket(), LINUX_EXAMPLES);
+    print_usage_for(agent.socket(), LINUX_EXAMPLES, LINUX_EXEC);
     while !flag.load(Ordering::Relaxed) {
         if let Some(st) = agent.guard_mut().try_status() {
             return Err(format!("qga exited: {st}; log:\n{}", agent.log()));
@@ -418,12 +418,8 @@ fn run_baremetal(a: RunArgs, flag: &std::sync::atomic::AtomicBool) -> Result<(),
     );
     print_usage_for(
         &vm.opts.agent_socket,
-        &[
-            "guest-get-osinfo",
-            "guest-get-vcpus",
-            r#"guest-exec '{"path": "pci", "capture-output": true}'"#,
-            r#"guest-exec-status '{"pid": PID}'"#,
-        ],
+        &["guest-get-osinfo", "guest-get-vcpus"],
+        "pci",
     );
     println!("image debug log: {}", vm.opts.log.display());
     while !flag.load(Ordering::Relaxed) {
