@@ -2,10 +2,12 @@
 //! locks the pid file, sets umask 077, starts a session, changes to `/` and points stdio at
 //! `/dev/null`), and the pid file itself.
 
-use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
 use rustix::fs::{Mode, OFlags};
+
+use crate::sys::process::Forked;
 
 /// The locked pid file, held open for the life of the process (the lock is the proof that an
 /// agent owns it), and its path to remove at exit.
@@ -62,14 +64,10 @@ pub fn remove_pidfile() {
 /// Fork into the background. `pidfile` is `None` while frozen (written after the thaw).
 /// Runs before any thread exists. Returns only in the child.
 pub fn become_daemon(pidfile: Option<&str>) -> Result<(), String> {
-    // SAFETY: called from main before any other thread is started, so the child is a complete
-    // copy of a single-threaded process and may do anything; the parent only exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        std::process::exit(1);
-    }
-    if pid > 0 {
-        std::process::exit(0);
+    match crate::sys::process::fork() {
+        Err(_) => std::process::exit(1),
+        Ok(Forked::Parent) => std::process::exit(0),
+        Ok(Forked::Child) => {}
     }
     if let Some(p) = pidfile {
         write_pidfile(p)?;
@@ -82,13 +80,9 @@ pub fn become_daemon(pidfile: Option<&str>) -> Result<(), String> {
     rustix::process::setsid().map_err(|_| fail())?;
     std::env::set_current_dir("/").map_err(|_| fail())?;
     if let Ok(null) = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
-        for target in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors 0-2, which this process owns; `null`
-            // is a valid open descriptor.
-            unsafe {
-                libc::dup2(null.as_raw_fd(), target);
-            }
-        }
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
     }
     Ok(())
 }

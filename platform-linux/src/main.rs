@@ -15,6 +15,11 @@
 //!
 //! The version is this project's own (`QEMU Guest Agent 0.1.0` for `-V`, `"version": "0.1.0"`
 //! in `guest-info`): claiming a QEMU version would be a lie about the code behind it.
+//!
+//! Raw OS access that needs `unsafe` lives in [`sys`] alone, as small safe wrappers; the rest
+//! of the crate is safe Rust, which `deny(unsafe_code)` keeps true.
+
+#![deny(unsafe_code)]
 
 mod commands;
 mod config;
@@ -384,26 +389,14 @@ fn serve(
             if fed_since_release > FRAME_KEEP_RESIDENT
                 && let Some(frame) = agent.idle_frame()
             {
-                release_pages(frame.get_mut(FRAME_KEEP_RESIDENT..).unwrap_or_default());
+                sys::process::release_pages(
+                    frame.get_mut(FRAME_KEEP_RESIDENT..).unwrap_or_default(),
+                );
                 fed_since_release = 0;
             }
             if channel.wait_fd().is_none() {
                 next_probe = Instant::now() + transport::PROBE_INTERVAL;
             }
         }
-    }
-}
-
-/// Give the pages of `buf` back to the kernel; they read as zeros when next touched.
-fn release_pages(buf: &mut [u8]) {
-    let page = 4096;
-    let start = (buf.as_mut_ptr() as usize).next_multiple_of(page);
-    let end = (buf.as_mut_ptr() as usize + buf.len()) / page * page;
-    if end > start {
-        // SAFETY: [start, end) lies inside `buf`, which we borrow mutably, so no other
-        // reference observes the pages; MADV_DONTNEED on private anonymous memory only makes
-        // them read back as zeros, which is fine for a scratch buffer.
-        let _ =
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }

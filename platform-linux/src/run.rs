@@ -15,7 +15,7 @@
 )]
 
 use std::io::{Read as _, Write as _};
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
 
 use agent_core::Error;
@@ -39,11 +39,7 @@ pub fn run_command(argv: &[&str], input: Option<&[u8]>, action: &str) -> Result<
         })
         .stdout(writer)
         .stderr(writer2);
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and
-    // signal(2)-equivalent sigaction resets, both async-signal-safe.
-    unsafe {
-        cmd.pre_exec(child_setup);
-    }
+    crate::sys::process::new_session_on_spawn(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -94,20 +90,6 @@ pub fn run_command(argv: &[&str], input: Option<&[u8]>, action: &str) -> Result<
 fn pipe_error(e: &std::io::Error) -> Error {
     let _ = e;
     Error::msg(format_args!("cannot create pipe FDs"))
-}
-
-/// In the child, before exec: a session of its own (a helper must not get the agent's
-/// terminal signals) and default dispositions for the signals the agent ignores.
-pub fn child_setup() -> std::io::Result<()> {
-    // SAFETY: setsid and sigaction with SIG_DFL are async-signal-safe; the sigaction struct is
-    // zero-initialised (empty mask, no flags) and valid for the call.
-    unsafe {
-        libc::setsid();
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(libc::SIGPIPE, &act, std::ptr::null_mut());
-    }
-    Ok(())
 }
 
 /// Whether `path` is executable by us (`access(path, X_OK)`).

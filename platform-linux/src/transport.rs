@@ -14,7 +14,7 @@
 //!   probed every 100 ms, as upstream does with `g_usleep`, but the wait is a `poll(2)` on the
 //!   signal pipe, so SIGTERM is still served at once.
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use agent_core::{Agent, Platform, Transmit, TxError};
@@ -401,38 +401,18 @@ impl Transmit for FdTx<'_> {
 /// systemd socket activation (`LISTEN_PID`, `LISTEN_FDS`): the method of fd 3 and the fd, or
 /// `None` when not activated.
 pub fn socket_activation() -> Result<Option<(&'static str, OwnedFd)>, String> {
-    let pid_ok = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        == Some(std::process::id());
-    if !pid_ok {
-        return Ok(None);
-    }
-    let Some(n) = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|n| n.parse::<u32>().ok())
-    else {
+    let Some(n) = crate::sys::process::activation_fd_count() else {
         return Ok(None);
     };
-    // SAFETY: called from main before any thread exists, so nothing reads the environment
-    // concurrently.
-    unsafe {
-        std::env::remove_var("LISTEN_FDS");
-        std::env::remove_var("LISTEN_PID");
-    }
     if n == 0 {
         return Ok(None);
     }
     if n > 1 {
         return Err("qemu-ga only supports listening on one socket".to_string());
     }
-    // SAFETY: systemd passed fd 3 to us and nothing else in this process owns it; we take
-    // ownership exactly once.
-    let fd = unsafe { OwnedFd::from_raw_fd(3) };
-    if rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).is_err() {
-        std::mem::forget(fd);
+    let Some(fd) = crate::sys::process::take_activation_fd() else {
         return Err("Socket activation failed: invalid file descriptor fd = 3".to_string());
-    }
+    };
     let method = match rustix::net::getsockname(&fd).map(|a| a.address_family()) {
         Ok(AddressFamily::UNIX) => "unix-listen",
         Ok(AddressFamily::VSOCK) => "vsock-listen",
@@ -491,10 +471,7 @@ mod tests {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
         drop(r);
         // SIGPIPE would kill the test binary: ignore it as the agent does.
-        // SAFETY: setting SIGPIPE to SIG_IGN process-wide in a test binary.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
+        crate::sys::signal::ignore_sigpipe().unwrap();
         let mut tx = FdTx {
             fd: w.as_fd(),
             signals: None,

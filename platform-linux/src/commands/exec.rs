@@ -298,11 +298,7 @@ impl Exec for LinuxExec {
                 merged_reader = Some(OwnedFd::from(r));
             }
         }
-        // SAFETY: runs in the forked child before exec and only calls async-signal-safe
-        // functions (setsid, sigaction).
-        unsafe {
-            cmd.pre_exec(crate::run::child_setup);
-        }
+        crate::sys::process::new_session_on_spawn(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| spawn_error(args.path, e.raw_os_error().unwrap_or(libc::EIO)))?;

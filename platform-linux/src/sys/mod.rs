@@ -7,9 +7,11 @@
 //! environment changes, adopting an inherited descriptor), and ioctls and socket addresses
 //! rustix has no type for. Each is a small safe function that carries its `// SAFETY:`
 //! argument, so the invariants are reviewed in one place and the commands and transports are
-//! safe Rust.
+//! safe Rust; the crate root denies `unsafe_code` everywhere else, so it stays that way.
 
 pub mod dev;
 pub mod fs;
 pub mod glibc;
 pub mod net;
+pub mod process;
+pub mod signal;

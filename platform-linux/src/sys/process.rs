@@ -1,0 +1,118 @@
+//! Calls whose safety depends on the state of the whole process: `fork`, code that runs in a
+//! child between `fork` and `exec`, changes to the environment, adopting the descriptor that
+//! systemd passes, and giving pages of our own memory back to the kernel.
+//!
+//! The agent runs on one thread (see the crate root), which is what makes `fork` and the
+//! environment changes sound; the functions that rely on it say so.
+
+use std::io;
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which side of a [`fork`] this is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forked {
+    Parent,
+    Child,
+}
+
+/// `fork(2)`. Call it only while the process has one thread (the agent forks for `-d` in
+/// `main`, before anything could start a thread).
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the only caller (`daemon::become_daemon`, from main) runs before any other thread
+    // exists, so the child is a complete copy of a single-threaded process and may do anything.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        p if p < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        _ => Ok(Forked::Parent),
+    }
+}
+
+/// Make the children `cmd` spawns start in a session of their own (so that signals for the
+/// agent's process group do not reach them) with the default SIGPIPE disposition (the agent
+/// ignores SIGPIPE, and an ignored disposition is inherited across exec).
+pub fn new_session_on_spawn(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (setsid and sigaction), touching no memory shared with
+    // the parent; the sigaction struct is zero-initialised (empty mask, no flags), valid for
+    // the call.
+    unsafe {
+        cmd.pre_exec(|| {
+            let _ = rustix::process::setsid();
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGPIPE, &act, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
+/// Set when systemd socket activation passed descriptors, until fd 3 is taken.
+static ACTIVATION_FD: AtomicBool = AtomicBool::new(false);
+
+/// systemd socket activation: the number of descriptors passed (`LISTEN_FDS`) when
+/// `LISTEN_PID` names this process, else `None`. When it names us, both variables are removed
+/// from the environment (so that children do not see them), as `sd_listen_fds(1)` does.
+/// Called once, from `main`, while the process has one thread.
+pub fn activation_fd_count() -> Option<u32> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    if !pid_ok {
+        return None;
+    }
+    let n = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())?;
+    // SAFETY: called from main before any thread exists, so nothing reads or writes the
+    // environment concurrently.
+    unsafe {
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_PID");
+    }
+    ACTIVATION_FD.store(n > 0, Ordering::SeqCst);
+    Some(n)
+}
+
+/// Descriptor 3, the first that socket activation passed, with close-on-exec set. `None` when
+/// [`activation_fd_count`] saw no descriptor, when it was taken already, or when fd 3 is not
+/// open (then it is left alone).
+pub fn take_activation_fd() -> Option<OwnedFd> {
+    if !ACTIVATION_FD.swap(false, Ordering::SeqCst) {
+        return None;
+    }
+    // SAFETY: systemd passed fd 3 to us (LISTEN_PID and LISTEN_FDS said so) and nothing else
+    // in this process owns it: the flag above lets this happen once.
+    let fd = unsafe { OwnedFd::from_raw_fd(3) };
+    if rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).is_err() {
+        // Not an open descriptor: there is nothing to own or close.
+        std::mem::forget(fd);
+        return None;
+    }
+    Some(fd)
+}
+
+/// Give the whole pages inside `buf`, a heap buffer (private anonymous memory), back to the
+/// kernel; they read as zeros when next touched and use no memory until then.
+pub fn release_pages(buf: &mut [u8]) {
+    let page = rustix::param::page_size();
+    let start = (buf.as_mut_ptr() as usize).next_multiple_of(page);
+    let end = (buf.as_mut_ptr() as usize + buf.len()) / page * page;
+    if end > start {
+        let first = start - buf.as_mut_ptr() as usize;
+        // SAFETY: [start, end) lies inside `buf`, which we borrow mutably, so no other reference
+        // observes the pages; MADV_DONTNEED on private anonymous memory only makes them read
+        // back as zeros, which every byte value of a `[u8]` allows.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                buf[first..].as_mut_ptr().cast(),
+                end - start,
+                rustix::mm::Advice::LinuxDontNeed,
+            )
+        };
+    }
+}
