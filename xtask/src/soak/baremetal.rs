@@ -1,7 +1,7 @@
 //! `baremetal`: the bare-metal image gets garbage through COM1 and virtio-serial, then valid
 //! requests; its stack high-water mark is read afterwards.
 
-use super::*;
+use super::common::*;
 
 pub(super) fn baremetal(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     use ::tests::baremetal::{BareMetalVm, Machine, Transport};

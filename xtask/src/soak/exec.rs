@@ -1,7 +1,7 @@
 //! `exec`: many guest-exec runs: no zombie left, the 16 MiB output cap truncates and flags,
 //! unknown pids get their error.
 
-use super::*;
+use super::common::*;
 
 pub(super) fn exec(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     let runs: u64 = if ctx.opts.quick { 100 } else { 1000 };

@@ -1,7 +1,7 @@
 //! `files`: the open-handle limit answers a clear error and leaves fds for the rest; the handle
 //! counter survives restarts.
 
-use super::*;
+use super::common::*;
 
 pub(super) fn files(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     use rustix::process::{Pid, Resource, Rlimit, prlimit};

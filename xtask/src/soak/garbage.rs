@@ -1,7 +1,7 @@
 //! `garbage`: random and adversarial bytes with valid requests woven in, through a host
 //! agent's unix-listen socket; its private memory and open fds before and after.
 
-use super::*;
+use super::common::*;
 
 pub(super) fn garbage(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     let quick = ctx.opts.quick;

@@ -3,7 +3,9 @@
 //! resynchronisation bytes and the valid requests that are woven into it, so that every valid
 //! request has exactly one right answer.
 
-use super::*;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 /// A small deterministic generator (splitmix64): the stream is reproducible from its seed.
 #[derive(Debug, Clone)]
@@ -300,6 +302,11 @@ pub struct GarbageFigures {
     pub elapsed: Duration,
     /// First examples of wrong answers.
     pub examples: Vec<String>,
+}
+
+/// Bytes as MiB, for the figures.
+pub(super) fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `guest-freeze`: in the Linux guest, freeze the filesystems, SIGTERM the agent: status 0,
 //! filesystems thawed, and the agent restarts.
 
-use super::*;
+use super::common::*;
 
 /// The shell that prints the PIDs of the guest's virtio-serial agents.
 pub(super) const FIND_VIRTIO_AGENT: &str = "for p in /proc/[0-9]*; do \

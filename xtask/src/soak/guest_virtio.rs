@@ -1,7 +1,8 @@
 //! `guest-virtio`: in the Linux guest, the host disconnects mid-request over virtio-serial; every
 //! next connection must be served.
 
-use super::*;
+use super::common::*;
+use super::reconnect::HALF_REQUESTS;
 
 pub(super) fn guest_virtio(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     let quick = ctx.opts.quick;

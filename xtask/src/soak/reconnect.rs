@@ -1,7 +1,7 @@
 //! `reconnect`: clients that send half a request and hang up; every next client must get a
 //! clean parser (upstream glues the halves together).
 
-use super::*;
+use super::common::*;
 
 /// The half requests a client leaves behind when it disconnects.
 pub(super) const HALF_REQUESTS: &[&[u8]] = &[

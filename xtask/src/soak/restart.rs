@@ -1,7 +1,7 @@
 //! `restart`: starts and SIGTERMs while idle, mid-request and blocked writing: exit status 0
 //! and a bounded stop every time.
 
-use super::*;
+use super::common::*;
 
 pub(super) fn restart(ctx: &mut Context, row: &mut Row) -> Result<(), String> {
     use std::os::unix::process::ExitStatusExt;

@@ -2,7 +2,16 @@
 //! every answer, counting the valid requests answered right, wrongly or not at all, and
 //! telling the caller when the agent has caught up (for the memory and fd figures).
 
-use super::*;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use qga_client::parse_line;
+use serde_json::{Value, json};
+
+use super::generator::*;
 
 struct ReaderState {
     /// Index of the next valid request the reader expects an answer for.
