@@ -184,6 +184,34 @@ fn image_stack() -> Result<String, String> {
 mod tests {
     use super::*;
 
+    /// The engine a core-only platform links stays within issue 12's goal: a regression (for
+    /// example a JSON number read through `str::parse::<f64>` again, which links `core`'s float
+    /// parser) fails here rather than only in `cargo xtask size`'s output.
+    #[test]
+    fn core_only_engine_is_within_its_size_goal() {
+        let probe = build_probe().unwrap_or_else(|e| panic!("{e}"));
+        let elf = std::fs::read(&probe).unwrap_or_else(|e| panic!("{}: {e}", probe.display()));
+        let s = Sections::of(&elf).unwrap();
+        assert!(
+            s.text <= CORE_TEXT_GOAL,
+            "the core-only engine has {} B of .text, over the {CORE_TEXT_GOAL} B goal \
+             (`cargo xtask size`; look for float parsing or formatting)",
+            s.text
+        );
+        // Measured 4,560 B; `core`'s float parser alone would add 12 KB of power-of-five
+        // tables (and only 5 KB of code, which the .text goal would not catch by itself).
+        assert!(
+            s.rodata <= 8 * 1024,
+            "the core-only engine has {} B of .rodata, over 8 KiB (`cargo xtask size`)",
+            s.rodata
+        );
+        assert!(
+            s.text > 4096,
+            "{} B of .text: the probe lost the engine",
+            s.text
+        );
+    }
+
     #[test]
     fn groups_sections() {
         // A minimal ELF64 header and section table: null, .text, .data.rel.ro, .bss, .shstrtab.
