@@ -34,8 +34,7 @@
 
 use core::fmt;
 
-use crate::commands::args::{self, args_value};
-use crate::commands::platform::{Platform, supported};
+use crate::commands::platform::Platform;
 use crate::commands::{
     self, cpu, disk, exec, file, fs, memory, network, power, ssh, system, time, user,
 };
@@ -500,16 +499,6 @@ impl Dispatch<'_> {
             });
             return;
         }
-        if let Err(e) = args::validate(commands::members(cmd), args_value(tape, arguments)) {
-            r.error(tape, "GenericError", |o| {
-                e.write_text(&mut |b| o.string_body(b))
-            });
-            return;
-        }
-        if !supported(platform, cmd) {
-            r.generic(tape, crate::error::UNSUPPORTED);
-            return;
-        }
         let policy = self.policy;
         run_command(
             cmd, &mut r, frame, arguments, chunk, platform, policy, frozen,
@@ -536,7 +525,9 @@ pub fn run<R: embedded_io::Read, W: embedded_io::Write>(
     }
 }
 
-/// Run `cmd` (arguments validated, family supported) and write its response.
+/// Route `cmd` to its family, with the backend only if the platform provides the family and
+/// it supports `cmd`. The family decodes the arguments (answering their errors first, as
+/// upstream does), then answers unsupported if there is no backend, then runs the command.
 #[allow(clippy::too_many_arguments)]
 fn run_command(
     cmd: Command,
@@ -548,62 +539,92 @@ fn run_command(
     policy: &Policy,
     frozen: bool,
 ) {
-    let unsupported =
-        |r: &mut Reply<'_, '_>, frame: &[u8]| r.generic(frame, crate::error::UNSUPPORTED);
-    if cmd.family() != Family::Core {
-        // A backend may take long or never return (guest-shutdown): answers buffered for the
-        // requests before this one leave first.
-        r.out.flush_completed();
-    }
     match cmd.family() {
         Family::Core => commands::core::run(cmd, r, frame, args, platform, policy, frozen),
-        Family::Clock => match platform.clock() {
-            Some(b) => time::run(cmd, r, frame, args, b),
-            None => unsupported(r, frame),
-        },
-        Family::Power => match platform.power() {
-            Some(b) => power::run(cmd, r, frame, args, b),
-            None => unsupported(r, frame),
-        },
-        Family::Files => match platform.files() {
-            Some(b) => file::run(cmd, r, frame, args, chunk, b),
-            None => unsupported(r, frame),
-        },
-        Family::Filesystems => match platform.filesystems() {
-            Some(b) => fs::run(cmd, r, frame, args, b),
-            None => unsupported(r, frame),
-        },
-        Family::Disks => match platform.disks() {
-            Some(b) => disk::run(cmd, r, frame, b),
-            None => unsupported(r, frame),
-        },
-        Family::Network => match platform.network() {
-            Some(b) => network::run(cmd, r, frame, b),
-            None => unsupported(r, frame),
-        },
-        Family::Cpus => match platform.cpus() {
-            Some(b) => cpu::run(cmd, r, frame, args, b),
-            None => unsupported(r, frame),
-        },
-        Family::Memory => match platform.memory() {
-            Some(b) => memory::run(cmd, r, frame, args, b),
-            None => unsupported(r, frame),
-        },
-        Family::Users => match platform.users() {
-            Some(b) => user::run(cmd, r, frame, args, b),
-            None => unsupported(r, frame),
-        },
-        Family::SshKeys => match platform.ssh_keys() {
-            Some(b) => ssh::run(cmd, r, frame, args, b),
-            None => unsupported(r, frame),
-        },
-        Family::Exec => match platform.exec() {
-            Some(b) => exec::run(cmd, r, frame, args, b),
-            None => unsupported(r, frame),
-        },
-        Family::System => match platform.system() {
-            Some(b) => system::run(cmd, r, frame, b),
-            None => unsupported(r, frame),
-        },
+        Family::Clock => time::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.clock().filter(|b| b.supports(cmd)),
+        ),
+        Family::Power => power::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.power().filter(|b| b.supports(cmd)),
+        ),
+        Family::Files => file::run(
+            cmd,
+            r,
+            frame,
+            args,
+            chunk,
+            platform.files().filter(|b| b.supports(cmd)),
+        ),
+        Family::Filesystems => fs::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.filesystems().filter(|b| b.supports(cmd)),
+        ),
+        Family::Disks => disk::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.disks().filter(|b| b.supports(cmd)),
+        ),
+        Family::Network => network::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.network().filter(|b| b.supports(cmd)),
+        ),
+        Family::Cpus => cpu::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.cpus().filter(|b| b.supports(cmd)),
+        ),
+        Family::Memory => memory::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.memory().filter(|b| b.supports(cmd)),
+        ),
+        Family::Users => user::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.users().filter(|b| b.supports(cmd)),
+        ),
+        Family::SshKeys => ssh::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.ssh_keys().filter(|b| b.supports(cmd)),
+        ),
+        Family::Exec => exec::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.exec().filter(|b| b.supports(cmd)),
+        ),
+        Family::System => system::run(
+            cmd,
+            r,
+            frame,
+            args,
+            platform.system().filter(|b| b.supports(cmd)),
+        ),
     }
 }

@@ -376,7 +376,7 @@ pub struct Decoded {
 
 /// Decode `v` as `A`; `deep` checks the decoded value.
 pub fn decoded<'t, A: Args<'t>>(v: Value<'t>, deep: impl FnOnce(&A) -> bool) -> Decoded {
-    Decoded { members: A::MEMBERS, ok: A::decode(v).is_some_and(|a| deep(&a)) }
+    Decoded { members: A::MEMBERS, ok: A::decode(v).is_ok_and(|a| deep(&a)) }
 }
 
 /// A command without arguments: its member table is empty.

@@ -2,11 +2,13 @@
 //!
 //! Each command's arguments are declared once, with [`args!`](crate::args), next to the family's
 //! types in `commands/<family>.rs`: a Rust struct whose fields carry their QAPI member name,
-//! QAPI type and optionality. Decoding is two steps. [`validate`] walks the member table in
-//! schema order and stops at the first failure, with upstream's text and nested path
-//! (`vcpus[0].online`); keys the schema does not know are reported only after every member was
-//! visited, as `visit_check_struct` does. Then the struct is read from the validated value,
-//! which cannot fail.
+//! QAPI type and optionality. Decoding is one pass ([`Args::decode`]): each member, in schema
+//! order, is checked and read at once, and the first failure stops it with upstream's text and
+//! nested path (`vcpus[0].online`); keys the schema does not know are reported only after every
+//! member was visited, as `visit_check_struct` does. Each family decodes its command's
+//! arguments itself, before it looks for its backend, so a decoded struct reaches the backend
+//! and there is no second reading. [`validate`] gives the same verdict from a member table
+//! alone (the fuzz targets use it as an oracle).
 
 use core::fmt;
 
@@ -15,6 +17,8 @@ use core::marker::PhantomData;
 use crate::json::Value;
 use crate::json::tape::{self, Kind, Number};
 use crate::qdict::{g_str_hash, qdict_bucket};
+use crate::reply::Reply;
+use crate::schema::Family;
 
 /// Marker for [`Member::optional`] in [`args!`](crate::args) tables.
 pub const OPTIONAL: bool = true;
@@ -64,12 +68,80 @@ pub struct Member {
     pub optional: bool,
 }
 
-/// An argument struct: its member table and its decoding from a validated object.
+/// An argument struct: its member table and its decoding.
 pub trait Args<'t>: Sized {
     /// Members in schema order.
     const MEMBERS: &'static [Member];
-    /// Read the struct from an object that passed [`validate`] against [`Args::MEMBERS`].
-    fn decode(v: Value<'t>) -> Option<Self>;
+    /// Check and read the struct in one pass, as upstream's input visitor does: members in
+    /// schema order, the first failure reported ([`validate`] gives the same verdict), then
+    /// keys the schema does not know.
+    fn decode(v: Value<'t>) -> Result<Self, ArgError<'t>>;
+}
+
+/// The arguments of a command that takes none: only unknown keys can be wrong.
+#[derive(Clone, Copy, Debug)]
+pub struct NoArgs;
+
+impl<'t> Args<'t> for NoArgs {
+    const MEMBERS: &'static [Member] = &[];
+    fn decode(v: Value<'t>) -> Result<Self, ArgError<'t>> {
+        unexpected(Self::MEMBERS, v)?;
+        Ok(NoArgs)
+    }
+}
+
+fn top(name: &str) -> Path<'_> {
+    Path {
+        name,
+        index: None,
+        inner: None,
+    }
+}
+
+/// Check and read the top-level member `m` of `obj` (used by [`args!`](crate::args)).
+pub fn field<'t, T: Arg<'t>>(obj: Value<'t>, m: &'static Member) -> Result<T, ArgError<'t>> {
+    let v = obj.member(m.name);
+    match v {
+        None if !m.optional => {
+            return Err(ArgError {
+                path: top(m.name),
+                kind: ArgErrorKind::Missing,
+            });
+        }
+        None => {}
+        Some(v) => check(m, v, top(m.name), true)?,
+    }
+    // The member table and the field's Rust type are declared side by side; a value that
+    // passed the check converts unless the two disagree, which is reported as a type error.
+    T::from_member(v).ok_or(ArgError {
+        path: top(m.name),
+        kind: ArgErrorKind::Type(m.ty.expected()),
+    })
+}
+
+/// After the members: the unknown key upstream reports, if any (used by [`args!`](crate::args)).
+pub fn unexpected<'t>(members: &[Member], obj: Value<'t>) -> Result<(), ArgError<'t>> {
+    match first_unexpected(members, obj) {
+        Some(k) => Err(ArgError {
+            path: top(k),
+            kind: ArgErrorKind::Unexpected,
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Ty {
+    /// The type named in `Invalid parameter type for 'x', expected: <type>`.
+    pub const fn expected(&self) -> &'static str {
+        match self {
+            Ty::Int | Ty::Whence => "integer",
+            Ty::Uint64 => "uint64",
+            Ty::Number => "number",
+            Ty::Bool | Ty::Capture => "boolean",
+            Ty::Str | Ty::Enum(_) => "string",
+            Ty::List(_) => "array",
+        }
+    }
 }
 
 /// A field type of an argument struct.
@@ -171,10 +243,92 @@ macro_rules! args {
             const MEMBERS: &'static [$crate::commands::args::Member] = &[
                 $( $crate::commands::args::Member { name: $json, ty: $qty, optional: $opt }, )*
             ];
-            fn decode(_v: $crate::json::Value<$lt>) -> Option<Self> {
-                Some($name {
-                    $( $field: <$ty as $crate::commands::args::Arg<$lt>>::from_member(_v.member($json))?, )*
+            fn decode(
+                _v: $crate::json::Value<$lt>,
+            ) -> Result<Self, $crate::commands::args::ArgError<$lt>> {
+                let decoded = $name {
+                    $( $field: $crate::commands::args::field::<$ty>(
+                        _v,
+                        &$crate::commands::args::Member { name: $json, ty: $qty, optional: $opt },
+                    )?, )*
                     _t: core::marker::PhantomData,
+                };
+                $crate::commands::args::unexpected(Self::MEMBERS, _v)?;
+                Ok(decoded)
+            }
+        }
+    };
+}
+
+/// A field type whose QAPI type follows from its Rust type: the member tables of
+/// [`wire_struct!`](crate::wire_struct) types are built from it.
+pub trait ArgType {
+    /// The QAPI type.
+    const TY: Ty;
+    /// Whether the member may be absent.
+    const OPTIONAL: bool = REQUIRED;
+}
+
+impl ArgType for i64 {
+    const TY: Ty = Ty::Int;
+}
+
+impl ArgType for u64 {
+    const TY: Ty = Ty::Uint64;
+}
+
+impl ArgType for f64 {
+    const TY: Ty = Ty::Number;
+}
+
+impl ArgType for bool {
+    const TY: Ty = Ty::Bool;
+}
+
+impl ArgType for &str {
+    const TY: Ty = Ty::Str;
+}
+
+impl<T: ArgType> ArgType for Option<T> {
+    const TY: Ty = T::TY;
+    const OPTIONAL: bool = OPTIONAL;
+}
+
+/// Declare a QAPI struct that is both returned and taken as a list element of arguments
+/// (`GuestLogicalProcessor`, `GuestMemoryBlock`), once: the struct and its response writer
+/// (as [`json_struct!`](crate::json_struct) makes them), its argument member table
+/// (`MEMBERS`, types from [`ArgType`]) and its reading from a validated element
+/// ([`FromArg`]). Adding a field is one edit.
+#[macro_export]
+macro_rules! wire_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $json:literal ),* $(,)?
+        }
+    ) => {
+        $crate::json_struct! {
+            $(#[$meta])*
+            pub struct $name {
+                $( $(#[$fmeta])* pub $field : $ty = $json ),*
+            }
+        }
+
+        impl $name {
+            /// The members as an argument, in schema order.
+            pub const MEMBERS: &'static [$crate::commands::args::Member] = &[
+                $( $crate::commands::args::Member {
+                    name: $json,
+                    ty: <$ty as $crate::commands::args::ArgType>::TY,
+                    optional: <$ty as $crate::commands::args::ArgType>::OPTIONAL,
+                }, )*
+            ];
+        }
+
+        impl<'t> $crate::commands::args::FromArg<'t> for $name {
+            fn from_arg(v: $crate::json::Value<'t>) -> Option<Self> {
+                Some($name {
+                    $( $field: <$ty as $crate::commands::args::Arg<'t>>::from_member(v.member($json))?, )*
                 })
             }
         }
@@ -368,12 +522,7 @@ fn first_unexpected<'t>(members: &[Member], obj: Value<'t>) -> Option<&'t str> {
         .or(first)
 }
 
-fn check<'t>(
-    m: &'static Member,
-    v: Value<'t>,
-    path: Path<'t>,
-    top: bool,
-) -> Result<(), ArgError<'t>> {
+fn check<'t>(m: &Member, v: Value<'t>, path: Path<'t>, top: bool) -> Result<(), ArgError<'t>> {
     let err = |kind| Err(ArgError { path, kind });
     let enum_check = |names: &[&str]| -> Result<(), ArgError<'t>> {
         match v.str_bytes() {
@@ -526,7 +675,46 @@ pub(crate) fn args_value(tape: &[u8], pos: Option<usize>) -> Value<'_> {
     }
 }
 
-/// Read a command's validated arguments.
-pub(crate) fn decode<'t, A: Args<'t>>(tape: &'t [u8], pos: Option<usize>) -> Option<A> {
-    A::decode(args_value(tape, pos))
+/// A command's arguments, decoded once: `None` after answering the argument error, or, when
+/// the arguments are right but `backend` is `None` (the family is missing or does not support
+/// the command), upstream's unsupported error. Upstream reports argument errors first.
+pub(crate) fn take<'t, 'b, A: Args<'t>, B: ?Sized>(
+    r: &mut Reply<'_, '_>,
+    tape: &'t [u8],
+    pos: Option<usize>,
+    backend: Option<&'b mut B>,
+) -> Option<(A, &'b mut B)> {
+    let a = match A::decode(args_value(tape, pos)) {
+        Ok(a) => a,
+        Err(e) => {
+            r.error(tape, "GenericError", |o| {
+                e.write_text(&mut |b| o.string_body(b))
+            });
+            return None;
+        }
+    };
+    match backend {
+        Some(b) => {
+            if r.cmd.family() != Family::Core {
+                // A backend may take long or never return (guest-shutdown): answers buffered
+                // for the requests before this one leave first.
+                r.out.flush_completed();
+            }
+            Some((a, b))
+        }
+        None => {
+            r.generic(tape, crate::error::UNSUPPORTED);
+            None
+        }
+    }
+}
+
+/// [`take`] for a command without arguments: the backend, if the request had no stray keys.
+pub(crate) fn serve<'b, B: ?Sized>(
+    r: &mut Reply<'_, '_>,
+    tape: &[u8],
+    pos: Option<usize>,
+    backend: Option<&'b mut B>,
+) -> Option<&'b mut B> {
+    take::<NoArgs, B>(r, tape, pos, backend).map(|(_, b)| b)
 }

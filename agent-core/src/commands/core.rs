@@ -1,8 +1,8 @@
 //! `guest-sync`, `guest-sync-delimited`, `guest-ping` and `guest-info`: answered by the engine
 //! itself, on every platform.
 
-use super::args::decode;
 use super::args::{Member, REQUIRED, Ty};
+use super::args::{serve, take};
 use super::platform::{Platform, supported};
 use crate::policy::Policy;
 use crate::reply::Reply;
@@ -35,13 +35,14 @@ pub(crate) fn run(
     let tape: &[u8] = frame;
     match cmd {
         Command::GuestSync | Command::GuestSyncDelimited => {
-            let Some(a) = decode::<SyncArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, ())) = take::<SyncArgs<'_>, _>(r, tape, args, Some(&mut ())) else {
+                return;
             };
             // upstream sets the delimiter flag in the handler: an argument error sends no 0xFF.
             r.delimit = cmd == Command::GuestSyncDelimited;
             r.ok_value(tape, &a.id);
         }
+        _ if serve(r, tape, args, Some(&mut ())).is_none() => {}
         Command::GuestPing => r.ok_empty(tape),
         _ => info(r, tape, platform, policy, frozen),
     }

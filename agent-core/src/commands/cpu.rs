@@ -1,35 +1,16 @@
 //! `guest-get-vcpus`, `guest-set-vcpus`, `guest-get-cpustats` and `guest-get-load`.
 
-use super::args::{Elem, Member, OPTIONAL, REQUIRED, Ty};
-use super::args::{FromArg, List, decode};
+use super::args::{Elem, Member, REQUIRED, Ty};
+use super::args::{List, serve, take};
 use crate::error::Result;
 use crate::out::Emitter;
 use crate::reply::Reply;
 use crate::schema::Command;
 
-/// The members of `GuestLogicalProcessor` as an argument.
-pub const LOGICAL_PROCESSOR: &[Member] = &[
-    Member {
-        name: "logical-id",
-        ty: Ty::Int,
-        optional: REQUIRED,
-    },
-    Member {
-        name: "online",
-        ty: Ty::Bool,
-        optional: REQUIRED,
-    },
-    Member {
-        name: "can-offline",
-        ty: Ty::Bool,
-        optional: OPTIONAL,
-    },
-];
-
 crate::args! {
     /// The arguments of `guest-set-vcpus`.
     pub struct SetVcpusArgs<'t> {
-        vcpus: List<'t, GuestLogicalProcessor> = ("vcpus", Ty::List(Elem::Struct(LOGICAL_PROCESSOR)), REQUIRED),
+        vcpus: List<'t, GuestLogicalProcessor> = ("vcpus", Ty::List(Elem::Struct(GuestLogicalProcessor::MEMBERS)), REQUIRED),
     }
 }
 
@@ -46,42 +27,45 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: &mut dyn Cpus,
+    b: Option<&mut dyn Cpus>,
 ) {
     let tape: &[u8] = frame;
     match cmd {
-        Command::GuestGetVcpus => r.list(tape, None, |e| b.vcpus(e)),
+        Command::GuestGetVcpus => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
+            r.list(tape, None, |e| b.vcpus(e))
+        }
         Command::GuestSetVcpus => {
-            let Some(a) = decode::<SetVcpusArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<SetVcpusArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             let res = b.set_vcpus(a.vcpus);
             r.result(tape, res, "");
         }
-        Command::GuestGetCpustats => r.list(tape, None, |e| b.cpustats(e)),
+        Command::GuestGetCpustats => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
+            r.list(tape, None, |e| b.cpustats(e))
+        }
         _ => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
             let res = b.load();
             r.result(tape, res, "");
         }
     }
 }
 
-crate::json_struct! {
+crate::wire_struct! {
     /// `GuestLogicalProcessor`: returned by `guest-get-vcpus` and taken by `guest-set-vcpus`.
     pub struct GuestLogicalProcessor {
         pub logical_id: i64 = "logical-id",
         pub online: bool = "online",
         pub can_offline: Option<bool> = "can-offline",
-    }
-}
-
-impl<'t> FromArg<'t> for GuestLogicalProcessor {
-    fn from_arg(v: crate::json::Value<'t>) -> Option<Self> {
-        Some(GuestLogicalProcessor {
-            logical_id: v.member("logical-id")?.as_i64()?,
-            online: v.member("online")?.as_bool()?,
-            can_offline: v.member("can-offline").and_then(|m| m.as_bool()),
-        })
     }
 }
 

@@ -1,12 +1,22 @@
 //! `guest-get-fsinfo`, `guest-get-disks` and `guest-get-diskstats`.
 
+use super::args::serve;
 use crate::error::Result;
 use crate::out::Emitter;
 use crate::reply::Reply;
 use crate::schema::Command;
 
-pub(crate) fn run(cmd: Command, r: &mut Reply<'_, '_>, frame: &mut [u8], b: &mut dyn Disks) {
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: Option<&mut dyn Disks>,
+) {
     let tape: &[u8] = frame;
+    let Some(b) = serve(r, tape, args, b) else {
+        return;
+    };
     match cmd {
         Command::GuestGetFsinfo => r.list(tape, None, |e| b.fsinfo(e)),
         Command::GuestGetDisks => r.list(tape, None, |e| b.disks(e)),

@@ -1,7 +1,7 @@
 //! `guest-exec` and `guest-exec-status`.
 
 use super::args::{Arg, Elem, Member, OPTIONAL, REQUIRED, Raw, Ty};
-use super::args::{StrList, args_value, decode};
+use super::args::{Args as _, StrList, args_value, take};
 use crate::error::Result;
 use crate::json::Value;
 use crate::out::Base64;
@@ -57,23 +57,25 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: &mut dyn Exec,
+    b: Option<&mut dyn Exec>,
 ) {
     if cmd == Command::GuestExecStatus {
         let tape: &[u8] = frame;
-        let Some(a) = decode::<ExecStatusArgs<'_>>(tape, args) else {
-            return r.generic(tape, crate::error::UNSUPPORTED);
+        let Some((a, b)) = take::<ExecStatusArgs<'_>, _>(r, tape, args, b) else {
+            return;
         };
         let res = b.status(a.pid);
         return r.result(tape, res, "");
     }
-    // input-data is decoded in place first; then the other arguments are read again.
-    let input = {
+    let (input, b) = {
         let tape: &[u8] = frame;
-        args_value(tape, args)
-            .member("input-data")
-            .and_then(|v| v.str_range())
+        let Some((a, b)) = take::<ExecRequest<'_>, _>(r, tape, args, b) else {
+            return;
+        };
+        (a.input_data.and_then(|v| v.0.str_range()), b)
     };
+    // input-data is decoded in place; the arguments borrowed the frame, so they are read once
+    // more from the unchanged rest of it (the one command that reads its arguments twice).
     let input = match input {
         None => None,
         Some((start, len)) => match crate::b64::decode_in_place(frame, start, len) {
@@ -82,8 +84,13 @@ pub(crate) fn run(
         },
     };
     let tape: &[u8] = frame;
-    let Some(a) = decode::<ExecRequest<'_>>(tape, args) else {
-        return r.generic(tape, crate::error::UNSUPPORTED);
+    let a = match ExecRequest::decode(args_value(tape, args)) {
+        Ok(a) => a,
+        Err(e) => {
+            return r.error(tape, "GenericError", |o| {
+                e.write_text(&mut |b| o.string_body(b))
+            });
+        }
     };
     let exec = ExecArgs {
         path: a.path,

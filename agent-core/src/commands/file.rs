@@ -5,7 +5,7 @@
 //! backend only moves bytes. `guest-file-read` is streamed: the engine asks for chunks no
 //! larger than its I/O buffer and base64-encodes each into the response.
 
-use super::args::{Arg, Member, OPTIONAL, REQUIRED, Ty, args_value, decode};
+use super::args::{Arg, Member, OPTIONAL, REQUIRED, Ty, args_value, take};
 use crate::error::Error;
 use crate::error::Result;
 use crate::json::Value;
@@ -143,13 +143,13 @@ pub(crate) fn run(
     frame: &mut [u8],
     args: Option<usize>,
     chunk: &mut [u8],
-    b: &mut dyn Files,
+    b: Option<&mut dyn Files>,
 ) {
     match cmd {
         Command::GuestFileOpen => {
             let tape: &[u8] = frame;
-            let Some(a) = decode::<FileOpenArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<FileOpenArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             let mode = a.mode.unwrap_or("r");
             if !OPEN_MODES.contains(&mode) {
@@ -166,8 +166,8 @@ pub(crate) fn run(
         }
         Command::GuestFileClose | Command::GuestFileFlush => {
             let tape: &[u8] = frame;
-            let Some(a) = decode::<FileHandleArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<FileHandleArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             if !b.has_handle(a.handle) {
                 return r.fail(tape, &Error::NoHandle(a.handle), "");
@@ -182,8 +182,8 @@ pub(crate) fn run(
         }
         Command::GuestFileSeek => {
             let tape: &[u8] = frame;
-            let Some(a) = decode::<FileSeekArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<FileSeekArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             if !b.has_handle(a.handle) {
                 return r.fail(tape, &Error::NoHandle(a.handle), "");
@@ -210,11 +210,11 @@ fn read(
     frame: &mut [u8],
     args: Option<usize>,
     chunk: &mut [u8],
-    b: &mut dyn Files,
+    b: Option<&mut dyn Files>,
 ) {
     let tape: &[u8] = frame;
-    let Some(a) = decode::<FileReadArgs<'_>>(tape, args) else {
-        return r.generic(tape, crate::error::UNSUPPORTED);
+    let Some((a, b)) = take::<FileReadArgs<'_>, _>(r, tape, args, b) else {
+        return;
     };
     if !b.has_handle(a.handle) {
         return r.fail(tape, &Error::NoHandle(a.handle), "");
@@ -276,16 +276,16 @@ fn read(
 }
 
 /// `guest-file-write`: `buf-b64` is decoded in place in the frame buffer.
-fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: &mut dyn Files) {
-    let (handle, count, range) = {
+fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: Option<&mut dyn Files>) {
+    let (handle, count, range, b) = {
         let tape: &[u8] = frame;
-        let Some(a) = decode::<FileWriteArgs<'_>>(tape, args) else {
-            return r.generic(tape, crate::error::UNSUPPORTED);
+        let Some((a, b)) = take::<FileWriteArgs<'_>, _>(r, tape, args, b) else {
+            return;
         };
         let range = args_value(tape, args)
             .member("buf-b64")
             .and_then(|v| v.str_range());
-        (a.handle, a.count, range)
+        (a.handle, a.count, range, b)
     };
     if !b.has_handle(handle) {
         return r.fail(frame, &Error::NoHandle(handle), "");

@@ -5,7 +5,7 @@
 //! the frozen-state filter.
 
 use super::args::{Elem, Member, OPTIONAL, Ty};
-use super::args::{StrList, decode};
+use super::args::{StrList, serve, take};
 use crate::error::Result;
 use crate::out::Emitter;
 use crate::reply::Reply;
@@ -39,32 +39,41 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: &mut dyn Filesystems,
+    b: Option<&mut dyn Filesystems>,
 ) {
     let tape: &[u8] = frame;
     match cmd {
         Command::GuestFsfreezeStatus => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
             let s = b.status();
             r.ok_value(tape, &s);
         }
         Command::GuestFsfreezeFreeze => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
             let res = b.freeze(None);
             r.result(tape, res, "");
         }
         Command::GuestFsfreezeFreezeList => {
-            let Some(a) = decode::<FreezeListArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<FreezeListArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             let res = b.freeze(a.mountpoints);
             r.result(tape, res, "");
         }
         Command::GuestFsfreezeThaw => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
             let res = b.thaw();
             r.result(tape, res, "");
         }
         _ => {
-            let Some(a) = decode::<FstrimArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<FstrimArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             r.list(tape, Some("paths"), |e| b.fstrim(a.minimum, e));
         }

@@ -1,35 +1,16 @@
 //! `guest-get-memory-blocks`, `guest-set-memory-blocks` and `guest-get-memory-block-info`.
 
-use super::args::{Elem, Member, OPTIONAL, REQUIRED, Ty};
-use super::args::{FromArg, List, decode};
+use super::args::{Elem, Member, REQUIRED, Ty};
+use super::args::{List, serve, take};
 use crate::error::Result;
 use crate::out::Emitter;
 use crate::reply::Reply;
 use crate::schema::Command;
 
-/// The members of `GuestMemoryBlock` as an argument.
-pub const MEMORY_BLOCK: &[Member] = &[
-    Member {
-        name: "phys-index",
-        ty: Ty::Uint64,
-        optional: REQUIRED,
-    },
-    Member {
-        name: "online",
-        ty: Ty::Bool,
-        optional: REQUIRED,
-    },
-    Member {
-        name: "can-offline",
-        ty: Ty::Bool,
-        optional: OPTIONAL,
-    },
-];
-
 crate::args! {
     /// The arguments of `guest-set-memory-blocks`.
     pub struct SetMemoryBlocksArgs<'t> {
-        mem_blks: List<'t, GuestMemoryBlock> = ("mem-blks", Ty::List(Elem::Struct(MEMORY_BLOCK)), REQUIRED),
+        mem_blks: List<'t, GuestMemoryBlock> = ("mem-blks", Ty::List(Elem::Struct(GuestMemoryBlock::MEMBERS)), REQUIRED),
     }
 }
 
@@ -46,40 +27,38 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: &mut dyn Memory,
+    b: Option<&mut dyn Memory>,
 ) {
     let tape: &[u8] = frame;
     match cmd {
-        Command::GuestGetMemoryBlocks => r.list(tape, None, |e| b.blocks(e)),
+        Command::GuestGetMemoryBlocks => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
+            r.list(tape, None, |e| b.blocks(e))
+        }
         Command::GuestSetMemoryBlocks => {
-            let Some(a) = decode::<SetMemoryBlocksArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<SetMemoryBlocksArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             r.list(tape, None, |e| b.set_blocks(a.mem_blks, e));
         }
         _ => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
             let res = b.block_info();
             r.result(tape, res, "");
         }
     }
 }
 
-crate::json_struct! {
+crate::wire_struct! {
     /// `GuestMemoryBlock`: returned by `guest-get-memory-blocks`, taken by the setter.
     pub struct GuestMemoryBlock {
         pub phys_index: u64 = "phys-index",
         pub online: bool = "online",
         pub can_offline: Option<bool> = "can-offline",
-    }
-}
-
-impl<'t> FromArg<'t> for GuestMemoryBlock {
-    fn from_arg(v: crate::json::Value<'t>) -> Option<Self> {
-        Some(GuestMemoryBlock {
-            phys_index: v.member("phys-index")?.as_u64()?,
-            online: v.member("online")?.as_bool()?,
-            can_offline: v.member("can-offline").and_then(|m| m.as_bool()),
-        })
     }
 }
 

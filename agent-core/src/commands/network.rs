@@ -1,12 +1,22 @@
 //! `guest-network-get-interfaces` and `guest-network-get-route`.
 
+use super::args::serve;
 use crate::error::Result;
 use crate::out::Emitter;
 use crate::reply::Reply;
 use crate::schema::Command;
 
-pub(crate) fn run(cmd: Command, r: &mut Reply<'_, '_>, frame: &mut [u8], b: &mut dyn Network) {
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: Option<&mut dyn Network>,
+) {
     let tape: &[u8] = frame;
+    let Some(b) = serve(r, tape, args, b) else {
+        return;
+    };
     match cmd {
         Command::GuestNetworkGetInterfaces => r.list(tape, None, |e| b.interfaces(e)),
         _ => r.list(tape, None, |e| b.routes(e)),

@@ -3,7 +3,7 @@
 //! All four send no response on success (`success-response: false`), so a backend may power
 //! the machine off before returning; it returns only to report an error.
 
-use super::args::{Member, OPTIONAL, Ty, decode};
+use super::args::{Member, OPTIONAL, Ty, serve, take};
 use crate::error::Result;
 use crate::reply::Reply;
 use crate::schema::Command;
@@ -28,13 +28,13 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: &mut dyn Power,
+    b: Option<&mut dyn Power>,
 ) {
     let tape: &[u8] = frame;
     let res = match cmd {
         Command::GuestShutdown => {
-            let Some(a) = decode::<ShutdownArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<ShutdownArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             let mode = match a.mode {
                 None | Some("powerdown") => ShutdownMode::Powerdown,
@@ -50,9 +50,16 @@ pub(crate) fn run(
             };
             b.shutdown(mode)
         }
-        Command::GuestSuspendDisk => b.suspend(SuspendMode::Disk),
-        Command::GuestSuspendRam => b.suspend(SuspendMode::Ram),
-        _ => b.suspend(SuspendMode::Hybrid),
+        _ => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
+            b.suspend(match cmd {
+                Command::GuestSuspendDisk => SuspendMode::Disk,
+                Command::GuestSuspendRam => SuspendMode::Ram,
+                _ => SuspendMode::Hybrid,
+            })
+        }
     };
     r.unit(tape, res, "");
 }

@@ -2,7 +2,7 @@
 //! `guest-ssh-remove-authorized-keys`.
 
 use super::args::{Elem, Member, OPTIONAL, REQUIRED, Ty};
-use super::args::{StrList, decode};
+use super::args::{StrList, take};
 use crate::error::Result;
 use crate::out::Emitter;
 use crate::reply::Reply;
@@ -58,7 +58,7 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: &mut dyn SshKeys,
+    b: Option<&mut dyn SshKeys>,
 ) {
     let tape: &[u8] = frame;
     let bad_key = |r: &mut Reply<'_, '_>, k: &str| {
@@ -66,14 +66,14 @@ pub(crate) fn run(
     };
     match cmd {
         Command::GuestSshGetAuthorizedKeys => {
-            let Some(a) = decode::<SshGetArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<SshGetArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             r.list(tape, Some("keys"), |e| b.get(a.username, e));
         }
         Command::GuestSshAddAuthorizedKeys => {
-            let Some(a) = decode::<SshAddArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<SshAddArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             if let Err(k) = check_keys(&a.keys) {
                 return bad_key(r, k);
@@ -82,8 +82,8 @@ pub(crate) fn run(
             r.unit(tape, res, "");
         }
         _ => {
-            let Some(a) = decode::<SshRemoveArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<SshRemoveArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             if let Err(k) = check_keys(&a.keys) {
                 return bad_key(r, k);

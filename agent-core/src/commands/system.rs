@@ -1,12 +1,22 @@
 //! `guest-get-host-name`, `guest-get-timezone`, `guest-get-osinfo` and `guest-get-devices`.
 
+use super::args::serve;
 use crate::error::Result;
 use crate::out::Emitter;
 use crate::reply::Reply;
 use crate::schema::Command;
 
-pub(crate) fn run(cmd: Command, r: &mut Reply<'_, '_>, frame: &mut [u8], b: &mut dyn System) {
+pub(crate) fn run(
+    cmd: Command,
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: Option<&mut dyn System>,
+) {
     let tape: &[u8] = frame;
+    let Some(b) = serve(r, tape, args, b) else {
+        return;
+    };
     match cmd {
         Command::GuestGetHostName => match b.host_name() {
             Ok(name) => r.ok(tape, |o| {

@@ -1,6 +1,6 @@
 //! `guest-get-time` and `guest-set-time`.
 
-use super::args::{Member, OPTIONAL, Ty, decode};
+use super::args::{Member, OPTIONAL, Ty, serve, take};
 use crate::error::Result;
 use crate::reply::Reply;
 use crate::schema::Command;
@@ -25,13 +25,13 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: &mut dyn Clock,
+    b: Option<&mut dyn Clock>,
 ) {
     let tape: &[u8] = frame;
     match cmd {
         Command::GuestSetTime => {
-            let Some(a) = decode::<SetTimeArgs<'_>>(tape, args) else {
-                return r.generic(tape, crate::error::UNSUPPORTED);
+            let Some((a, b)) = take::<SetTimeArgs<'_>, _>(r, tape, args, b) else {
+                return;
             };
             if let Some(t) = a.time
                 && let Err(text) = check_time(t)
@@ -42,6 +42,9 @@ pub(crate) fn run(
             r.unit(tape, res, "Failed to set time to guest");
         }
         _ => {
+            let Some(b) = serve(r, tape, args, b) else {
+                return;
+            };
             let res = b.get_time();
             r.result(tape, res, "");
         }

@@ -1,7 +1,7 @@
 //! `guest-get-users` and `guest-set-user-password`.
 
 use super::args::{Member, REQUIRED, Ty};
-use super::args::{args_value, decode};
+use super::args::{args_value, serve, take};
 use crate::error::Result;
 use crate::out::Emitter;
 use crate::reply::Reply;
@@ -29,21 +29,24 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: &mut dyn Users,
+    b: Option<&mut dyn Users>,
 ) {
     if cmd == Command::GuestGetUsers {
         let tape: &[u8] = frame;
+        let Some(b) = serve(r, tape, args, b) else {
+            return;
+        };
         return r.list(tape, None, |e| b.users(e));
     }
-    let (crypted, user, pass) = {
+    let (crypted, user, pass, b) = {
         let tape: &[u8] = frame;
-        let Some(a) = decode::<SetUserPasswordArgs<'_>>(tape, args) else {
-            return r.generic(tape, crate::error::UNSUPPORTED);
+        let Some((a, b)) = take::<SetUserPasswordArgs<'_>, _>(r, tape, args, b) else {
+            return;
         };
         let v = args_value(tape, args);
         let user = v.member("username").and_then(|u| u.str_range());
         let pass = v.member("password").and_then(|p| p.str_range());
-        (a.crypted, user.unwrap_or((0, 0)), pass.unwrap_or((0, 0)))
+        (a.crypted, user.unwrap_or((0, 0)), pass.unwrap_or((0, 0)), b)
     };
     let Some(n) = crate::b64::decode_in_place(frame, pass.0, pass.1) else {
         return r.generic(frame, "Base64 data contains invalid characters");
