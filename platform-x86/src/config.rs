@@ -8,7 +8,7 @@
 //!
 //! | option | build-time variable | meaning |
 //! |---|---|---|
-//! | `qga.transport=auto\|com1\|com2\|virtio` | `QGA_TRANSPORT` | the agent channel; `auto` (default) is the virtio port if a virtio-serial device exists, else COM1 |
+//! | `qga.transport=auto\|com1\|com2\|virtio` | `QGA_TRANSPORT` | the agent channel; `auto` (default) is the virtio port if a virtio-serial device exists (PCI, else virtio-mmio), else COM1 |
 //! | `qga.log=auto\|com1\|com2\|off` | | the debug log; `auto` is COM2 when the agent is on COM1, else COM1 |
 //! | `qga.hostname=` | `QGA_HOSTNAME` | `guest-get-host-name` (default `qga-baremetal`) |
 //! | `qga.os.id=`, `qga.os.name=`, `qga.os.pretty-name=`, `qga.os.version=`, `qga.os.version-id=`, `qga.os.variant=`, `qga.os.variant-id=` | `QGA_OS_ID`, `QGA_OS_NAME`, ... | `guest-get-osinfo` |

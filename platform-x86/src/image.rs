@@ -140,15 +140,12 @@ pub fn run_with(programs: commands::exec::Programs) -> ! {
     // Transport: virtio when asked (or, on auto, when a virtio console exists), else a UART.
     let want_virtio = matches!(config.transport, Transport::Virtio | Transport::Auto);
     if want_virtio {
-        let console = virtio::pci::find(
-            virtio::pci::DEVICE_CONSOLE_LEGACY,
-            virtio::pci::DEVICE_CONSOLE_MODERN,
-        )
-        .and_then(|f| virtio::pci::PciTransport::new(&f))
-        .and_then(virtio::console::Console::open);
+        let console = virtio::bus::find(virtio::bus::CONSOLE, cmdline)
+            .and_then(virtio::console::Console::open);
         match console {
             Ok(mut console) => {
-                crate::log!("agent on virtio-console");
+                let (bus, at) = console.transport().describe();
+                crate::log!("agent on virtio-console ({bus} {at:#x})");
                 serve_virtio(&mut agent, &mut machine, &mut console);
             }
             Err(e) => crate::log!("virtio-console: {}", e.as_str()),

@@ -1,5 +1,5 @@
 //! The bare-metal x86_64 QEMU guest agent: a `#![no_std]` image with no heap that boots under
-//! `qemu-system-x86_64 -kernel` on both the `pc` and `q35` machines and answers the guest-agent
+//! `qemu-system-x86_64 -kernel` on the `pc`, `q35` and `microvm` machines and answers the guest-agent
 //! protocol on a 16550 UART or a virtio-console port.
 //!
 //! # Why PVH
@@ -29,7 +29,8 @@
 //!
 //! The agent speaks on COM1 or COM2 (16550, 115200 8N1) or on a virtio-console port named
 //! `org.qemu.guest_agent.0` (multiport, virtio 1.0 PCI interface, also behind a PCIe root
-//! port as libvirt lays out q35), chosen at build time
+//! port as libvirt lays out q35; or virtio-mmio, legacy or modern, on QEMU `microvm`, found
+//! on the kernel command line or in microvm's window: [`hw::virtio::mmio`]), chosen at build time
 //! (`QGA_TRANSPORT`) or on the kernel command line (`qga.transport=virtio|com1|com2|auto`; see
 //! [`config`]). The debug log goes to the COM port the agent does not use. A UART has no notion
 //! of a connection, so over COM1/COM2 a client resynchronises with the 0xFF handshake as with

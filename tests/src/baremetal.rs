@@ -77,6 +77,8 @@ pub enum Machine {
     Pc,
     /// Q35 + ICH9.
     Q35,
+    /// QEMU's `microvm`: no PCI, virtio over MMIO, an ISA serial port.
+    Microvm,
 }
 
 impl Machine {
@@ -85,6 +87,7 @@ impl Machine {
         match self {
             Machine::Pc => "pc",
             Machine::Q35 => "q35",
+            Machine::Microvm => "microvm",
         }
     }
 }
@@ -113,6 +116,12 @@ pub struct BootOptions {
     /// Put the virtio-serial controller behind a PCIe root port (q35 only), as libvirt and
     /// KubeVirt lay out q35 machines; QEMU then makes it a modern-only device.
     pub pcie_root_port: bool,
+    /// `microvm` only: ACPI tables on (QEMU's default; the image then probes microvm's
+    /// virtio-mmio window) or off (QEMU lists the devices on the kernel command line).
+    pub acpi: bool,
+    /// `microvm` only: modern (version 2) virtio-mmio transports instead of QEMU 7.2's
+    /// default legacy ones (`-global virtio-mmio.force-legacy=false`).
+    pub mmio_modern: bool,
 }
 
 impl BootOptions {
@@ -129,6 +138,8 @@ impl BootOptions {
             cpus: 1,
             append: String::new(),
             pcie_root_port: false,
+            acpi: true,
+            mmio_modern: false,
         }
     }
 }
@@ -215,7 +226,8 @@ pub fn release_image() -> Result<PathBuf, String> {
 /// COM1 transport: `-serial chardev:qga0 -serial file:<log>`; COM2: the other way round;
 /// virtio: `-device virtio-serial-pci -device virtserialport,chardev=qga0,
 /// name=org.qemu.guest_agent.0` with the log on COM1 (the controller behind a
-/// `pcie-root-port` if [`BootOptions::pcie_root_port`]).
+/// `pcie-root-port` if [`BootOptions::pcie_root_port`]; on `microvm`,
+/// `virtio-serial-device`, its virtio-mmio form).
 pub fn qemu_command(image: &Path, opts: &BootOptions) -> Result<Command, String> {
     let bin = qemu_binary().ok_or(
         "qemu-system-x86_64 is not installed (run `cargo xtask setup` or apt-get install qemu-system-x86)",
@@ -228,7 +240,16 @@ pub fn qemu_command(image: &Path, opts: &BootOptions) -> Result<Command, String>
 pub fn qemu_command_for(qemu: &Path, image: &Path, opts: &BootOptions) -> Command {
     let mut cmd = Command::new(qemu);
     cmd.args(["-accel", "tcg", "-display", "none", "-nodefaults"]);
-    cmd.args(["-M", opts.machine.name()]);
+    let mut machine = opts.machine.name().to_string();
+    if opts.machine == Machine::Microvm {
+        if !opts.acpi {
+            machine.push_str(",acpi=off");
+        }
+        if opts.mmio_modern {
+            cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
+        }
+    }
+    cmd.args(["-M", &machine]);
     cmd.args([
         "-m",
         &opts.memory_mib.to_string(),
@@ -250,6 +271,14 @@ pub fn qemu_command_for(qemu: &Path, image: &Path, opts: &BootOptions) -> Comman
     match opts.transport {
         Transport::Com1 => cmd.args(["-serial", "chardev:qga0", "-serial", &log]),
         Transport::Com2 => cmd.args(["-serial", &log, "-serial", "chardev:qga0"]),
+        Transport::Virtio if opts.machine == Machine::Microvm => cmd.args([
+            "-serial",
+            &log,
+            "-device",
+            "virtio-serial-device,id=vser0",
+            "-device",
+            &format!("virtserialport,bus=vser0.0,chardev=qga0,name={VIRTIO_PORT_NAME}"),
+        ]),
         Transport::Virtio => {
             let controller = if opts.pcie_root_port {
                 cmd.args(["-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1"]);

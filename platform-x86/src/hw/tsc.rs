@@ -3,6 +3,11 @@
 //! The PIT runs at a fixed 1.193182 MHz on every PC (and in QEMU it follows the virtual clock),
 //! so timing 10 ms of it with the TSC gives the TSC's rate. Channel 2 is the one whose gate
 //! software controls (port 0x61) and whose output can be read back, so no interrupt is needed.
+//!
+//! QEMU's `microvm` has a PIT but no port 0x61 (it has no PC speaker, whose device emulates
+//! that port and channel 2's gate): there the port reads all ones and channel 2 never counts.
+//! The TSC is then timed against channel 0's count, latched and read back (its gate is tied
+//! high; its interrupt stays masked at the 8259s, as the firmware's 18.2 Hz tick already was).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,6 +26,10 @@ pub fn rdtsc() -> u64 {
 /// Measure the TSC rate over `ms` milliseconds of PIT channel 2 and remember it.
 pub fn calibrate(ms: u32) -> u64 {
     let ticks = (PIT_HZ * ms as u64 / 1000).clamp(1, 0xffff) as u16;
+    // SAFETY: reading system control port B has no side effect.
+    if unsafe { super::inb(0x61) } == 0xff {
+        return calibrate_channel0(ticks);
+    }
     // SAFETY: ports 0x61 (system control port B) and 0x42/0x43 (PIT channel 2 and mode) are
     // the PC's fixed timer ports; channel 2 drives only the speaker, which stays gated off
     // (bit 1 clear), and nothing else in the image uses them.
@@ -44,6 +53,45 @@ pub fn calibrate(ms: u32) -> u64 {
         (start, end)
     };
     let hz = hz_from(end.wrapping_sub(start), ticks as u64);
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    hz
+}
+
+/// [`calibrate`] against PIT channel 0, for machines without port 0x61.
+fn calibrate_channel0(ticks: u16) -> u64 {
+    let read = || {
+        // SAFETY: ports 0x40/0x43 are PIT channel 0 and the mode register; the latch command
+        // (0x00) freezes channel 0's count for the two reads that follow and changes nothing
+        // else.
+        unsafe {
+            super::outb(0x43, 0x00);
+            let lo = super::inb(0x40);
+            let hi = super::inb(0x40);
+            u16::from_le_bytes([lo, hi])
+        }
+    };
+    // SAFETY: channel 0, lobyte/hibyte, mode 2 (rate generator), initial count 65536: the
+    // firmware's own setting on a PC; its IRQ 0 is masked (interrupts are off, and
+    // `interrupts::init` masks the 8259s).
+    unsafe {
+        super::outb(0x43, 0b0011_0100);
+        super::outb(0x40, 0);
+        super::outb(0x40, 0);
+    }
+    let mut prev = read();
+    let start = rdtsc();
+    let mut elapsed = 0u64;
+    // Mode 2 counts down and reloads: the wrapping difference of two reads is the ticks
+    // between them while reads come faster than every 55 ms.
+    while elapsed < ticks as u64 {
+        let now = read();
+        elapsed += prev.wrapping_sub(now) as u64;
+        prev = now;
+        if rdtsc().wrapping_sub(start) > 10_000_000_000 {
+            break;
+        }
+    }
+    let hz = hz_from(rdtsc().wrapping_sub(start), elapsed);
     TSC_HZ.store(hz, Ordering::Relaxed);
     hz
 }

@@ -15,7 +15,9 @@
 //! FEATURES_OK, queues, DRIVER_OK) is written once ([`negotiate`], [`driver_ok`]) for every
 //! transport.
 
+pub mod bus;
 pub mod console;
+pub mod mmio;
 pub mod pci;
 pub mod queue;
 
@@ -64,6 +66,11 @@ pub trait Transport {
     fn status(&self) -> u8;
     /// Write the device status byte (0 resets the device).
     fn set_status(&self, status: u8);
+    /// Whether the device speaks only the legacy (pre-1.0) interface: 32 feature bits, no
+    /// VERSION_1 and no FEATURES_OK step.
+    fn legacy(&self) -> bool {
+        false
+    }
     /// The 64 feature bits the device offers.
     fn device_features(&self) -> u64;
     /// Write the feature bits the driver accepts.
@@ -117,9 +124,16 @@ impl Error {
 }
 
 /// Reset the device and negotiate features: the driver accepts `wanted` and fails unless the
-/// device offers all of it (VERSION_1 included) and accepts the choice. Afterwards the driver
-/// sets up its queues and calls [`driver_ok`].
+/// device offers all of it (VERSION_1 included, except on a legacy transport, which has
+/// neither VERSION_1 nor FEATURES_OK) and accepts the choice. Afterwards the driver sets up
+/// its queues and calls [`driver_ok`].
 pub fn negotiate<T: Transport>(t: &T, wanted: u64) -> Result<(), Error> {
+    let legacy = t.legacy();
+    let wanted = if legacy {
+        wanted & !F_VERSION_1
+    } else {
+        wanted
+    };
     t.set_status(0);
     let mut spins = 0u32;
     while t.status() != 0 {
@@ -133,6 +147,13 @@ pub fn negotiate<T: Transport>(t: &T, wanted: u64) -> Result<(), Error> {
     t.set_status(status::ACKNOWLEDGE | status::DRIVER);
     let offered = t.device_features();
     t.set_driver_features(wanted);
+    if legacy {
+        if offered & wanted != wanted {
+            t.set_status(status::FAILED);
+            return Err(Error::Features);
+        }
+        return Ok(());
+    }
     t.set_status(FEATURES_SET);
     if offered & wanted != wanted || t.status() & status::FEATURES_OK == 0 {
         t.set_status(status::FAILED);
@@ -145,5 +166,10 @@ const FEATURES_SET: u8 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES
 
 /// The driver's queues are set up: the device may start.
 pub fn driver_ok<T: Transport>(t: &T) {
-    t.set_status(FEATURES_SET | status::DRIVER_OK);
+    let set = if t.legacy() {
+        status::ACKNOWLEDGE | status::DRIVER
+    } else {
+        FEATURES_SET
+    };
+    t.set_status(set | status::DRIVER_OK);
 }
