@@ -182,8 +182,11 @@ impl LinuxGuest {
         make_ext4(&disk_image, opts.disk_mib)?;
 
         let mut cmd = qemu_base_command()?;
+        // `no_timer_check`: under TCG on a loaded host the kernel's check that the 8254 timer
+        // ticks through the IO-APIC can time out, and the kernel then panics ("IO-APIC + timer
+        // doesn't work") before the agent starts; the emulated timer is fine, the check is not.
         let append = format!(
-            "console=ttyS0 panic=-1 loglevel=4 mitigations=off {}",
+            "console=ttyS0 panic=-1 loglevel=4 mitigations=off no_timer_check {}",
             opts.append
         );
         cmd.args(["-machine", "pc", "-cpu", "max"]);
