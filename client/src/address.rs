@@ -7,9 +7,10 @@
 //! `CONNECT <port>` preamble ("hybrid vsock"). An [`Address`] names one of these, so a harness
 //! passes one value around and the connection code is the only place that knows the kinds.
 //!
-//! Today only unix sockets are served. The enum is `#[non_exhaustive]` and the text form has
-//! room for the others (`vsock:CID:PORT`, `vsock-uds:PATH:PORT`, recognised and refused with a
-//! clear error for now), so adding them changes no caller.
+//! The enum is `#[non_exhaustive]`, so a further kind changes no caller. Hybrid vsock gets its
+//! own kind rather than being a unix path with an option: the socket is the monitor's, not the
+//! agent's, and nothing reaches the guest until the `CONNECT` line is answered, which the
+//! connection code must know to retry while the guest boots.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,7 +27,12 @@ use std::str::FromStr;
 /// let b: Address = "unix:vsock:odd-name".parse().unwrap();
 /// assert_eq!(b, Address::Unix("vsock:odd-name".into()));
 /// assert_eq!(b.to_string(), "unix:vsock:odd-name");
-/// assert!("vsock:3:1234".parse::<Address>().is_err());
+/// let v: Address = "vsock:3:1234".parse().unwrap();
+/// assert_eq!(v, Address::Vsock { cid: 3, port: 1234 });
+/// // Hybrid vsock: the port is after the last colon, the path may hold colons.
+/// let h: Address = "vsock-uds:/run/fc:1.sock:52".parse().unwrap();
+/// assert_eq!(h, Address::VsockUds { path: "/run/fc:1.sock".into(), port: 52 });
+/// assert_eq!(h.to_string().parse::<Address>().unwrap(), h);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -34,6 +40,24 @@ pub enum Address {
     /// A unix stream socket: a QEMU chardev server or a host agent's `unix-listen` path.
     /// Written `unix:PATH`, or just `PATH`.
     Unix(PathBuf),
+    /// An AF_VSOCK socket on this host: the guest with context id `cid`, listening on `port`.
+    /// Written `vsock:CID:PORT`. Needs the host's vsock transport (e.g. `vhost_vsock`).
+    Vsock {
+        /// The guest's context id (3 and up; 2 is the host).
+        cid: u32,
+        /// The vsock port the agent listens on.
+        port: u32,
+    },
+    /// Hybrid vsock: the monitor's unix socket at `path` (Firecracker's `uds_path`,
+    /// cloud-hypervisor's `socket`, `vhost-device-vsock`'s `uds-path`), joined to the guest's
+    /// vsock `port` by a `CONNECT <port>` line answered with `OK <n>`. Written
+    /// `vsock-uds:PATH:PORT`.
+    VsockUds {
+        /// The monitor's unix socket.
+        path: PathBuf,
+        /// The guest vsock port the agent listens on.
+        port: u32,
+    },
 }
 
 /// Why a text is not an [`Address`].
@@ -48,31 +72,51 @@ impl fmt::Display for AddressError {
 
 impl std::error::Error for AddressError {}
 
-/// The kinds written `KIND:…` that are recognised but not served yet.
-const COMING: &[(&str, &str)] = &[
-    (
-        "vsock-uds:",
-        "vsock-uds:PATH:PORT (hybrid vsock behind a unix socket)",
-    ),
-    ("vsock:", "vsock:CID:PORT (AF_VSOCK)"),
-];
+/// A decimal `u32` (a CID or a port), or why not.
+fn number(s: &str, what: &str, whole: &str, form: &str) -> Result<u32, AddressError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AddressError(format!(
+            "`{whole}`: {what} `{s}` is not a decimal number (the form is {form}; write \
+             unix:PATH for a unix socket whose name starts like this)"
+        )));
+    }
+    s.parse().map_err(|_| {
+        AddressError(format!(
+            "`{whole}`: {what} `{s}` does not fit in 32 bits (the form is {form})"
+        ))
+    })
+}
 
 impl FromStr for Address {
     type Err = AddressError;
 
     fn from_str(s: &str) -> Result<Self, AddressError> {
-        let path = match s.strip_prefix("unix:") {
-            Some(p) => p,
-            None => {
-                if let Some((_, what)) = COMING.iter().find(|(p, _)| s.starts_with(p)) {
-                    return Err(AddressError(format!(
-                        "`{s}`: {what} addresses are not supported yet; write unix:PATH for a \
-                         unix socket whose name starts like this"
-                    )));
-                }
-                s
+        if let Some(rest) = s.strip_prefix("vsock-uds:") {
+            const FORM: &str = "vsock-uds:PATH:PORT";
+            let Some((path, port)) = rest.rsplit_once(':') else {
+                return Err(AddressError(format!("`{s}`: no port (the form is {FORM})")));
+            };
+            if path.is_empty() {
+                return Err(AddressError(format!(
+                    "`{s}`: empty socket path (the form is {FORM})"
+                )));
             }
-        };
+            let port = number(port, "port", s, FORM)?;
+            return Ok(Address::VsockUds {
+                path: PathBuf::from(path),
+                port,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("vsock:") {
+            const FORM: &str = "vsock:CID:PORT";
+            let Some((cid, port)) = rest.split_once(':') else {
+                return Err(AddressError(format!("`{s}`: no port (the form is {FORM})")));
+            };
+            let cid = number(cid, "CID", s, FORM)?;
+            let port = number(port, "port", s, FORM)?;
+            return Ok(Address::Vsock { cid, port });
+        }
+        let path = s.strip_prefix("unix:").unwrap_or(s);
         if path.is_empty() {
             return Err(AddressError(
                 "empty address: give a unix socket path (PATH or unix:PATH)".into(),
@@ -87,6 +131,8 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
+            Address::VsockUds { path, port } => write!(f, "vsock-uds:{}:{port}", path.display()),
         }
     }
 }
@@ -127,20 +173,60 @@ mod tests {
     }
 
     #[test]
-    fn empty_and_coming_kinds_are_refused_with_a_reason() {
+    fn empty_addresses_are_refused_with_a_reason() {
         for s in ["", "unix:"] {
             let e = s.parse::<Address>().unwrap_err().to_string();
             assert!(e.contains("empty address"), "{s}: {e}");
         }
-        let e = "vsock:3:4000".parse::<Address>().unwrap_err().to_string();
-        assert!(
-            e.contains("AF_VSOCK") && e.contains("not supported yet"),
-            "{e}"
+    }
+
+    #[test]
+    fn vsock_kinds_parse_and_print_back() {
+        assert_eq!(
+            "vsock:3:4000".parse::<Address>().unwrap(),
+            Address::Vsock { cid: 3, port: 4000 }
         );
-        let e = "vsock-uds:/run/v.sock:4000"
-            .parse::<Address>()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("hybrid vsock"), "{e}");
+        assert_eq!(
+            "vsock:4294967295:1".parse::<Address>().unwrap(),
+            Address::Vsock {
+                cid: u32::MAX,
+                port: 1
+            }
+        );
+        assert_eq!(
+            "vsock-uds:/run/v.sock:4000".parse::<Address>().unwrap(),
+            Address::VsockUds {
+                path: "/run/v.sock".into(),
+                port: 4000
+            }
+        );
+        for s in ["vsock:3:4000", "vsock-uds:/a:b/c:7", "vsock-uds:rel:0"] {
+            let a = s.parse::<Address>().unwrap();
+            assert_eq!(a.to_string(), s);
+        }
+        // The explicit unix form still reaches such names.
+        assert_eq!(
+            "unix:vsock:3:4000".parse::<Address>().unwrap(),
+            Address::Unix("vsock:3:4000".into())
+        );
+    }
+
+    #[test]
+    fn malformed_vsock_addresses_say_what_is_wrong() {
+        for (s, want) in [
+            ("vsock:3", "no port"),
+            ("vsock:x:1", "CID `x`"),
+            ("vsock:3:", "port ``"),
+            ("vsock:3:1:2", "port `1:2`"),
+            ("vsock:99999999999:1", "32 bits"),
+            ("vsock:-1:1", "not a decimal"),
+            ("vsock-uds:/run/v.sock", "no port"),
+            ("vsock-uds:nocolon", "no port"),
+            ("vsock-uds::52", "empty socket path"),
+            ("vsock-uds:/p:+5", "not a decimal"),
+        ] {
+            let e = s.parse::<Address>().unwrap_err().to_string();
+            assert!(e.contains(want), "{s}: {e}");
+        }
     }
 }

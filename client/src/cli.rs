@@ -32,7 +32,9 @@ use serde_json::Value;
 )]
 struct Cli {
     /// Where the agent listens: a unix socket path (PATH or unix:PATH), e.g. the path of QEMU's
-    /// `-chardev socket,server=on,path=…` or of a host agent's `-m unix-listen -p …`
+    /// `-chardev socket,server=on,path=…` or of a host agent's `-m unix-listen -p …`; a guest's
+    /// vsock port behind a microVM monitor's hybrid socket (vsock-uds:PATH:PORT); or AF_VSOCK
+    /// (vsock:CID:PORT)
     address: Address,
 
     /// Seconds to wait for each answer (and for a place in the agent's listen queue)
@@ -413,8 +415,16 @@ mod tests {
     }
 
     #[test]
-    fn vsock_addresses_are_refused_at_parse_time() {
-        let e = Cli::try_parse_from(["qga-client", "vsock:3:1", "ping"]).unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+    fn vsock_addresses_parse_and_malformed_ones_are_refused() {
+        let cli = Cli::try_parse_from(["qga-client", "vsock-uds:/run/v:52", "ping"]).unwrap();
+        assert_eq!(
+            cli.address,
+            Address::VsockUds {
+                path: "/run/v".into(),
+                port: 52
+            }
+        );
+        let e = Cli::try_parse_from(["qga-client", "vsock:3", "ping"]).unwrap_err();
+        assert!(e.to_string().contains("no port"), "{e}");
     }
 }

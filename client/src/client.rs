@@ -8,6 +8,13 @@
 //! provokes). Every read is bounded by a deadline, so a silent agent fails a harness instead of
 //! hanging it; and a connect to a busy agent (one client at a time, backlog of 1) times out
 //! instead of blocking forever.
+//!
+//! Hybrid vsock (Firecracker, cloud-hypervisor, `vhost-device-vsock`) puts a one-line handshake
+//! in front of the stream, and while the guest boots the monitor resets the connection or
+//! closes it without `OK`: so a connect there is the handshake too, retried until it succeeds
+//! or the connect time runs out. Every kind ends up as a blocking stream socket in a
+//! [`UnixStream`]: an AF_VSOCK socket is carried in one too, since the client only reads,
+//! writes, sets time-outs and shuts down, which are the same calls for both families.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -75,6 +82,81 @@ impl Client {
     pub fn connect_to_within(address: &Address, within: Duration) -> Result<Self> {
         match address {
             Address::Unix(path) => Self::connect_retry(path, within),
+            Address::VsockUds { path, port } => Self::connect_hybrid_vsock(path, *port, within),
+            Address::Vsock { cid, port } => Self::connect_vsock(*cid, *port, within),
+        }
+    }
+
+    /// Connects through a hybrid-vsock unix socket to the guest's vsock `port`: writes
+    /// `CONNECT <port>\n`, reads `OK <n>\n` (any `n`: Firecracker answers its host-side port),
+    /// and retries for at most `within` while the socket is missing, the connection is reset,
+    /// or closed without `OK` (a guest still booting, or whose agent is not listening yet).
+    pub fn connect_hybrid_vsock(
+        path: impl AsRef<Path>,
+        port: u32,
+        within: Duration,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let deadline = Instant::now() + within;
+        // The last attempt that ended on its own: one cut short by `deadline` says less.
+        let mut last = String::new();
+        loop {
+            let attempt = connect_nonblocking(path)
+                .map_err(|e| (format!("connect: {e}"), false))
+                .and_then(|s| hybrid_handshake(&s, port, deadline).map(|()| s));
+            match attempt {
+                Ok(s) => return Ok(Self::from_stream(s)),
+                Err((e, cut)) => {
+                    if !cut || last.is_empty() {
+                        last = e;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ClientError::Timeout(format!(
+                            "a hybrid-vsock connection through {} to guest port {port} (last \
+                             attempt: {last}; is the guest up and its agent listening on that \
+                             port?)",
+                            path.display()
+                        )));
+                    }
+                    std::thread::sleep(
+                        HYBRID_RETRY.min(deadline.saturating_duration_since(Instant::now())),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Connects over AF_VSOCK to `cid`:`port`, retrying for at most `within` while the guest
+    /// refuses, resets or does not answer; a host without a vsock transport fails at once.
+    pub fn connect_vsock(cid: u32, port: u32, within: Duration) -> Result<Self> {
+        let deadline = Instant::now() + within;
+        loop {
+            match crate::sys::connect_vsock(cid, port) {
+                Ok(fd) => return Ok(Self::from_stream(UnixStream::from(fd))),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENODEV | libc::EAFNOSUPPORT | libc::ENETUNREACH)
+                    ) =>
+                {
+                    return Err(ClientError::Io(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "vsock:{cid}:{port}: this host has no vsock transport to guests \
+                             ({e}); load vhost_vsock, or use the monitor's hybrid socket \
+                             (vsock-uds:PATH:PORT)"
+                        ),
+                    )));
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ClientError::Timeout(format!(
+                        "a vsock connection to vsock:{cid}:{port} (last error: {e})"
+                    )));
+                }
+                Err(_) => std::thread::sleep(
+                    HYBRID_RETRY.min(deadline.saturating_duration_since(Instant::now())),
+                ),
+            }
         }
     }
 
@@ -622,6 +704,75 @@ impl Client {
     }
 }
 
+/// The pause between two hybrid-vsock or AF_VSOCK connection attempts.
+const HYBRID_RETRY: Duration = Duration::from_millis(100);
+/// The longest one hybrid-vsock handshake may wait for its `OK` line: a monitor that holds a
+/// connection while the guest is not ready is retried rather than waited on.
+const HYBRID_ATTEMPT: Duration = Duration::from_secs(3);
+
+/// Writes `CONNECT <port>\n` and reads the answer line one byte at a time (nothing after the
+/// `\n` is the monitor's: it is the guest's first byte). Accepts `OK` with any rest. An error
+/// says what happened, and whether the attempt was cut short by `deadline`.
+fn hybrid_handshake(s: &UnixStream, port: u32, deadline: Instant) -> Result<(), (String, bool)> {
+    use std::io::Read;
+    let start = Instant::now();
+    let attempt_end = deadline.min(start + HYBRID_ATTEMPT);
+    (&*s)
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .map_err(|e| (format!("writing CONNECT: {e}"), false))?;
+    let mut line = Vec::with_capacity(16);
+    let fail = |e: String| Err((e, false));
+    loop {
+        let now = Instant::now();
+        if now >= attempt_end {
+            return Err((
+                format!(
+                    "no answer to CONNECT {port} within {:?} (got {:?})",
+                    now - start,
+                    String::from_utf8_lossy(&line)
+                ),
+                attempt_end == deadline,
+            ));
+        }
+        s.set_read_timeout(Some((attempt_end - now).max(Duration::from_millis(1))))
+            .map_err(|e| (e.to_string(), false))?;
+        let mut b = [0u8; 1];
+        match (&*s).read(&mut b) {
+            Ok(0) => {
+                return fail(format!(
+                    "closed before OK (got {:?})",
+                    String::from_utf8_lossy(&line)
+                ));
+            }
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) if line.len() >= 64 => {
+                return fail(format!(
+                    "answer to CONNECT is not an OK line: {:?}…",
+                    String::from_utf8_lossy(&line)
+                ));
+            }
+            Ok(_) => line.push(b[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return fail(format!("reading the answer to CONNECT: {e}")),
+        }
+    }
+    if line == b"OK" || line.starts_with(b"OK ") {
+        s.set_read_timeout(None)
+            .map_err(|e| (e.to_string(), false))?;
+        Ok(())
+    } else {
+        fail(format!(
+            "answer to CONNECT {port} is not OK: {:?}",
+            String::from_utf8_lossy(&line)
+        ))
+    }
+}
+
 /// One non-blocking `connect(2)` attempt; the stream is blocking once connected.
 fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
@@ -713,5 +864,103 @@ mod tests {
         assert!(matches!(c.read_line(), Err(ClientError::Timeout(_))));
         drop(b);
         assert!(matches!(c.read_line(), Err(ClientError::Closed(_))));
+    }
+
+    /// A hybrid-vsock monitor on a real unix socket, playing a guest that boots: the first
+    /// connection is reset (closed with the CONNECT line unread), the second closed without an
+    /// answer, the third answered `OK <n>` with the guest's first bytes right behind it.
+    #[test]
+    fn hybrid_vsock_retries_through_resets_and_reads_no_further_than_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let path2 = path.clone();
+        let monitor = std::thread::spawn(move || {
+            // The monitor appears only after the client started trying.
+            std::thread::sleep(Duration::from_millis(150));
+            let l = std::os::unix::net::UnixListener::bind(&path2).unwrap();
+            let mut lines = Vec::new();
+            for round in 0..3 {
+                let (mut s, _) = l.accept().unwrap();
+                if round == 0 {
+                    // Let the CONNECT line arrive, then close unread: the client sees a reset.
+                    std::thread::sleep(Duration::from_millis(50));
+                    drop(s);
+                    continue;
+                }
+                let mut line = Vec::new();
+                let mut b = [0u8; 1];
+                while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                    line.push(b[0]);
+                }
+                lines.push(String::from_utf8(line).unwrap());
+                if round == 2 {
+                    s.write_all(b"OK 1073741824\n{\"return\": {}, \"id\": 1}\n")
+                        .unwrap();
+                    let mut rest = Vec::new();
+                    s.read_to_end(&mut rest).unwrap();
+                    assert_eq!(rest, b"hello");
+                }
+            }
+            lines
+        });
+        let address: Address = format!("vsock-uds:{}:52", path.display()).parse().unwrap();
+        let mut c = Client::connect_to_within(&address, Duration::from_secs(20)).unwrap();
+        c.set_timeout(Duration::from_secs(5));
+        assert_eq!(c.read_value().unwrap(), json!({"return": {}, "id": 1}));
+        c.send_raw(b"hello").unwrap();
+        c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(monitor.join().unwrap(), ["CONNECT 52", "CONNECT 52"]);
+    }
+
+    /// A monitor that never says OK: the connect gives up within its time and says why.
+    #[test]
+    fn hybrid_vsock_without_ok_times_out_with_the_last_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        l.set_nonblocking(true).unwrap();
+        let monitor = std::thread::spawn(move || {
+            let mut served = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        let mut b = [0u8; 32];
+                        let _ = s.read(&mut b);
+                        let _ = s.write_all(b"FAILURE\n");
+                        served += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            served
+        });
+        let t0 = Instant::now();
+        let err = Client::connect_hybrid_vsock(&path, 7, Duration::from_millis(800)).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        stop.store(true, Ordering::Relaxed);
+        assert!(monitor.join().unwrap() >= 2, "retried");
+        let e = err.to_string();
+        assert!(
+            matches!(err, ClientError::Timeout(_)) && e.contains("not OK: \"FAILURE\""),
+            "{e}"
+        );
+    }
+
+    /// AF_VSOCK: where the host has no vsock transport (this machine: no `vhost_vsock`) the
+    /// error says so at once; where it has one, nobody listens on this port and the connect
+    /// gives up within its time.
+    #[test]
+    fn af_vsock_fails_clearly_without_a_guest() {
+        let t0 = Instant::now();
+        let err = Client::connect_vsock(3, 0x7fff_fff3, Duration::from_millis(500)).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        match err {
+            ClientError::Io(e) => assert!(e.to_string().contains("no vsock transport"), "{e}"),
+            ClientError::Timeout(t) => assert!(t.contains("vsock:3:2147483635"), "{t}"),
+            other => panic!("{other}"),
+        }
     }
 }

@@ -39,6 +39,7 @@ mod address;
 pub mod cli;
 mod client;
 mod error;
+mod sys;
 mod wire;
 
 pub use address::{Address, AddressError};

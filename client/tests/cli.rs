@@ -46,7 +46,8 @@ fn usage_errors_exit_2_before_connecting() {
         &["/nowhere", "guest-sync", "{not json"][..],
         &["/nowhere", "guest-sync", "{}", "extra"][..],
         &["", "ping"][..],
-        &["vsock-uds:/run/v.sock:52", "ping"][..],
+        &["vsock-uds:/run/v.sock", "ping"][..],
+        &["vsock:3:x", "ping"][..],
     ] {
         let o = qga_client(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));

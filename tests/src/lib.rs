@@ -1,5 +1,5 @@
 //! The harness of the project's suites: process guards for QEMU and host agents, the
-//! bare-metal VM helper, the Linux guest and its initramfs builder, and the workspace paths.
+//! bare-metal VM helper, the vsock daemon, the Linux guest and its initramfs builder, and the workspace paths.
 //!
 //! A library rather than code inside test files, so that every suite (and `cargo xtask`'s
 //! pipeline, benchmark and soak routines, which build on it) starts, reaches and kills guests
@@ -14,3 +14,4 @@ pub mod linux_guest;
 pub mod paths;
 pub mod qemu;
 pub mod require;
+pub mod vsock;

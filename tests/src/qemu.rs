@@ -229,6 +229,47 @@ pub fn agent_chardev(id: &str, socket: &Path) -> String {
     )
 }
 
+/// The transport a virtio device sits on: PCI (`pc`, `q35`) or MMIO (`microvm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtioTransport {
+    /// virtio-pci.
+    Pci,
+    /// virtio-mmio.
+    Mmio,
+}
+
+/// Guest RAM of `memory_mib` MiB in a shared memfd (`-m` included: do not pass another one).
+///
+/// vhost-user devices (the vsock daemon of [`crate::vsock`]) map guest RAM into their own
+/// process, which only works for shared memory: without `share=on` QEMU starts, but the daemon
+/// cannot reach the virtqueues and every vsock connection is reset.
+pub fn shared_memory_args(memory_mib: u32) -> Vec<String> {
+    vec![
+        "-m".into(),
+        format!("{memory_mib}M"),
+        "-object".into(),
+        format!("memory-backend-memfd,id=mem,size={memory_mib}M,share=on"),
+        "-machine".into(),
+        "memory-backend=mem".into(),
+    ]
+}
+
+/// A virtio-vsock device served by the vhost-user daemon listening on `vhost_socket` (see
+/// [`crate::vsock::VsockDaemon`]), as `vhost-user-vsock-pci` or, for `microvm`,
+/// `vhost-user-vsock-device`. The guest also needs [`shared_memory_args`].
+pub fn vhost_user_vsock_args(vhost_socket: &Path, transport: VirtioTransport) -> Vec<String> {
+    let device = match transport {
+        VirtioTransport::Pci => "vhost-user-vsock-pci",
+        VirtioTransport::Mmio => "vhost-user-vsock-device",
+    };
+    vec![
+        "-chardev".into(),
+        format!("socket,id=vhu-vsock,path={}", vhost_socket.display()),
+        "-device".into(),
+        format!("{device},chardev=vhu-vsock"),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

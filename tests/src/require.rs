@@ -17,6 +17,8 @@ pub enum Dependency {
     QemuGa,
     /// The kernel's AF_VSOCK sockets.
     Vsock,
+    /// The rust-vmm `vhost-device-vsock` daemon, the host end of the guests' virtio-vsock.
+    VhostDeviceVsock,
 }
 
 impl Dependency {
@@ -25,6 +27,7 @@ impl Dependency {
         match self {
             Dependency::QemuGa => "qemu-ga",
             Dependency::Vsock => "vsock",
+            Dependency::VhostDeviceVsock => "vhost-device-vsock",
         }
     }
 
@@ -35,6 +38,9 @@ impl Dependency {
                 "run `cargo xtask setup` (as root), or `apt-get install qemu-guest-agent`"
             }
             Dependency::Vsock => "load the kernel's vsock module (`modprobe vsock`)",
+            Dependency::VhostDeviceVsock => {
+                "run `cargo xtask setup`, or `cargo install vhost-device-vsock --locked`"
+            }
         }
     }
 }

@@ -284,6 +284,30 @@ pub fn setup() -> Result<(), String> {
             Duration::from_secs(1800),
         )?;
     }
+    // The vsock suites' host end (see `tests::vsock`): QEMU's own vhost-vsock needs a kernel
+    // module these machines lack, so the guests' vsock goes through this vhost-user daemon.
+    let daemon = ::tests::vsock::DAEMON;
+    if ::tests::vsock::daemon_binary().is_none() {
+        println!("setup: cargo install {daemon} --locked");
+        run_limited(
+            command("cargo", &["install", daemon, "--locked"]),
+            Duration::from_secs(1800),
+        )
+        .map_err(|e| {
+            format!(
+                "cannot install {daemon} (the vsock suites need it): {e}; install it with \
+                 `cargo install {daemon} --locked` (it builds from crates.io) and run set-up again"
+            )
+        })?;
+        if ::tests::vsock::daemon_binary().is_none() {
+            return Err(format!(
+                "`cargo install {daemon}` succeeded but {daemon} is not in $CARGO_HOME/bin nor \
+                 on the PATH"
+            ));
+        }
+    } else {
+        println!("setup: {daemon} present");
+    }
     Ok(())
 }
 
