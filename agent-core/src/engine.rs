@@ -34,6 +34,7 @@
 
 use core::fmt;
 
+use crate::commands::args::{self, args_value};
 use crate::commands::platform::Platform;
 use crate::commands::{
     self, cpu, disk, exec, file, fs, memory, network, power, ssh, system, time, user,
@@ -525,9 +526,10 @@ pub fn run<R: embedded_io::Read, W: embedded_io::Write>(
     }
 }
 
-/// Route `cmd` to its family, with the backend only if the platform provides the family and
-/// it supports `cmd`. The family decodes the arguments (answering their errors first, as
-/// upstream does), then answers unsupported if there is no backend, then runs the command.
+/// Route `cmd` to its family if the platform provides the family and it supports `cmd`; the
+/// family decodes the arguments (answering their errors) and runs the command. Otherwise the
+/// arguments are only checked against the command's member table (their errors come first, as
+/// upstream's), then upstream's unsupported error: a family that is absent costs no code.
 #[allow(clippy::too_many_arguments)]
 fn run_command(
     cmd: Command,
@@ -539,92 +541,36 @@ fn run_command(
     policy: &Policy,
     frozen: bool,
 ) {
+    let refuse = |r: &mut Reply<'_, '_>, tape: &[u8]| {
+        args::admit(
+            r,
+            tape,
+            args_value(tape, args),
+            commands::members(cmd),
+            false,
+        );
+    };
+    macro_rules! route {
+        ($get:ident, $run:expr) => {
+            match platform.$get().filter(|b| b.supports(cmd)) {
+                Some(b) => $run(b),
+                None => refuse(r, frame),
+            }
+        };
+    }
     match cmd.family() {
         Family::Core => commands::core::run(cmd, r, frame, args, platform, policy, frozen),
-        Family::Clock => time::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.clock().filter(|b| b.supports(cmd)),
-        ),
-        Family::Power => power::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.power().filter(|b| b.supports(cmd)),
-        ),
-        Family::Files => file::run(
-            cmd,
-            r,
-            frame,
-            args,
-            chunk,
-            platform.files().filter(|b| b.supports(cmd)),
-        ),
-        Family::Filesystems => fs::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.filesystems().filter(|b| b.supports(cmd)),
-        ),
-        Family::Disks => disk::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.disks().filter(|b| b.supports(cmd)),
-        ),
-        Family::Network => network::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.network().filter(|b| b.supports(cmd)),
-        ),
-        Family::Cpus => cpu::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.cpus().filter(|b| b.supports(cmd)),
-        ),
-        Family::Memory => memory::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.memory().filter(|b| b.supports(cmd)),
-        ),
-        Family::Users => user::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.users().filter(|b| b.supports(cmd)),
-        ),
-        Family::SshKeys => ssh::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.ssh_keys().filter(|b| b.supports(cmd)),
-        ),
-        Family::Exec => exec::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.exec().filter(|b| b.supports(cmd)),
-        ),
-        Family::System => system::run(
-            cmd,
-            r,
-            frame,
-            args,
-            platform.system().filter(|b| b.supports(cmd)),
-        ),
+        Family::Clock => route!(clock, |b| time::run(cmd, r, frame, args, b)),
+        Family::Power => route!(power, |b| power::run(cmd, r, frame, args, b)),
+        Family::Files => route!(files, |b| file::run(cmd, r, frame, args, chunk, b)),
+        Family::Filesystems => route!(filesystems, |b| fs::run(cmd, r, frame, args, b)),
+        Family::Disks => route!(disks, |b| disk::run(cmd, r, frame, args, b)),
+        Family::Network => route!(network, |b| network::run(cmd, r, frame, args, b)),
+        Family::Cpus => route!(cpus, |b| cpu::run(cmd, r, frame, args, b)),
+        Family::Memory => route!(memory, |b| memory::run(cmd, r, frame, args, b)),
+        Family::Users => route!(users, |b| user::run(cmd, r, frame, args, b)),
+        Family::SshKeys => route!(ssh_keys, |b| ssh::run(cmd, r, frame, args, b)),
+        Family::Exec => route!(exec, |b| exec::run(cmd, r, frame, args, b)),
+        Family::System => route!(system, |b| system::run(cmd, r, frame, args, b)),
     }
 }

@@ -2,13 +2,13 @@
 //!
 //! Each command's arguments are declared once, with [`args!`](crate::args), next to the family's
 //! types in `commands/<family>.rs`: a Rust struct whose fields carry their QAPI member name,
-//! QAPI type and optionality. Decoding is one pass ([`Args::decode`]): each member, in schema
-//! order, is checked and read at once, and the first failure stops it with upstream's text and
-//! nested path (`vcpus[0].online`); keys the schema does not know are reported only after every
-//! member was visited, as `visit_check_struct` does. Each family decodes its command's
-//! arguments itself, before it looks for its backend, so a decoded struct reaches the backend
-//! and there is no second reading. [`validate`] gives the same verdict from a member table
-//! alone (the fuzz targets use it as an oracle).
+//! QAPI type and optionality. A family decodes its command's arguments once, in one step
+//! (`take`): [`validate`] walks the struct's member table in schema order and stops at the first
+//! failure, with upstream's text and nested path (`vcpus[0].online`), reporting keys the schema
+//! does not know only after every member was visited, as `visit_check_struct` does; then
+//! [`Args::read`] reads the struct. The table-driven check is one function for every command
+//! (the bare-metal image counts its bytes), and the engine uses it alone for a command whose
+//! family is absent, so that absent families cost no code.
 
 use core::fmt;
 
@@ -72,10 +72,16 @@ pub struct Member {
 pub trait Args<'t>: Sized {
     /// Members in schema order.
     const MEMBERS: &'static [Member];
-    /// Check and read the struct in one pass, as upstream's input visitor does: members in
-    /// schema order, the first failure reported ([`validate`] gives the same verdict), then
-    /// keys the schema does not know.
-    fn decode(v: Value<'t>) -> Result<Self, ArgError<'t>>;
+    /// Read the struct from an object that passed [`validate`] against [`Args::MEMBERS`]
+    /// (`None` only if the field types disagree with the table).
+    fn read(v: Value<'t>) -> Option<Self>;
+
+    /// Check and read the struct, as upstream's input visitor does: members in schema order,
+    /// the first failure reported, then keys the schema does not know.
+    fn decode(v: Value<'t>) -> Result<Self, ArgError<'t>> {
+        validate(Self::MEMBERS, v)?;
+        Self::read(v).ok_or(MISMATCH)
+    }
 }
 
 /// The arguments of a command that takes none: only unknown keys can be wrong.
@@ -84,63 +90,8 @@ pub struct NoArgs;
 
 impl<'t> Args<'t> for NoArgs {
     const MEMBERS: &'static [Member] = &[];
-    fn decode(v: Value<'t>) -> Result<Self, ArgError<'t>> {
-        unexpected(Self::MEMBERS, v)?;
-        Ok(NoArgs)
-    }
-}
-
-fn top(name: &str) -> Path<'_> {
-    Path {
-        name,
-        index: None,
-        inner: None,
-    }
-}
-
-/// Check and read the top-level member `m` of `obj` (used by [`args!`](crate::args)).
-pub fn field<'t, T: Arg<'t>>(obj: Value<'t>, m: &'static Member) -> Result<T, ArgError<'t>> {
-    let v = obj.member(m.name);
-    match v {
-        None if !m.optional => {
-            return Err(ArgError {
-                path: top(m.name),
-                kind: ArgErrorKind::Missing,
-            });
-        }
-        None => {}
-        Some(v) => check(m, v, top(m.name), true)?,
-    }
-    // The member table and the field's Rust type are declared side by side; a value that
-    // passed the check converts unless the two disagree, which is reported as a type error.
-    T::from_member(v).ok_or(ArgError {
-        path: top(m.name),
-        kind: ArgErrorKind::Type(m.ty.expected()),
-    })
-}
-
-/// After the members: the unknown key upstream reports, if any (used by [`args!`](crate::args)).
-pub fn unexpected<'t>(members: &[Member], obj: Value<'t>) -> Result<(), ArgError<'t>> {
-    match first_unexpected(members, obj) {
-        Some(k) => Err(ArgError {
-            path: top(k),
-            kind: ArgErrorKind::Unexpected,
-        }),
-        None => Ok(()),
-    }
-}
-
-impl Ty {
-    /// The type named in `Invalid parameter type for 'x', expected: <type>`.
-    pub const fn expected(&self) -> &'static str {
-        match self {
-            Ty::Int | Ty::Whence => "integer",
-            Ty::Uint64 => "uint64",
-            Ty::Number => "number",
-            Ty::Bool | Ty::Capture => "boolean",
-            Ty::Str | Ty::Enum(_) => "string",
-            Ty::List(_) => "array",
-        }
+    fn read(_: Value<'t>) -> Option<Self> {
+        Some(NoArgs)
     }
 }
 
@@ -243,18 +194,11 @@ macro_rules! args {
             const MEMBERS: &'static [$crate::commands::args::Member] = &[
                 $( $crate::commands::args::Member { name: $json, ty: $qty, optional: $opt }, )*
             ];
-            fn decode(
-                _v: $crate::json::Value<$lt>,
-            ) -> Result<Self, $crate::commands::args::ArgError<$lt>> {
-                let decoded = $name {
-                    $( $field: $crate::commands::args::field::<$ty>(
-                        _v,
-                        &$crate::commands::args::Member { name: $json, ty: $qty, optional: $opt },
-                    )?, )*
+            fn read(_v: $crate::json::Value<$lt>) -> Option<Self> {
+                Some($name {
+                    $( $field: <$ty as $crate::commands::args::Arg<$lt>>::from_member(_v.member($json))?, )*
                     _t: core::marker::PhantomData,
-                };
-                $crate::commands::args::unexpected(Self::MEMBERS, _v)?;
-                Ok(decoded)
+                })
             }
         }
     };
@@ -427,6 +371,17 @@ impl ArgError<'_> {
 pub const SEEK_NAMES: &[&str] = &["set", "cur", "end"];
 /// `GuestExecCaptureOutputMode`'s wire names.
 pub const CAPTURE_NAMES: &[&str] = &["none", "stdout", "stderr", "separated", "merged"];
+
+/// What [`Args::decode`] reports if a struct's Rust field types disagree with its member table
+/// (a declaration error that the fixtures and fuzz targets would show, never a request's).
+pub const MISMATCH: ArgError<'static> = ArgError {
+    path: Path {
+        name: "",
+        index: None,
+        inner: None,
+    },
+    kind: ArgErrorKind::Type("a value of the declared type"),
+};
 
 /// Check `obj` (an object) against `members` as upstream's input visitor would.
 pub fn validate<'t>(members: &'static [Member], obj: Value<'t>) -> Result<(), ArgError<'t>> {
@@ -675,46 +630,64 @@ pub(crate) fn args_value(tape: &[u8], pos: Option<usize>) -> Value<'_> {
     }
 }
 
-/// A command's arguments, decoded once: `None` after answering the argument error, or, when
-/// the arguments are right but `backend` is `None` (the family is missing or does not support
-/// the command), upstream's unsupported error. Upstream reports argument errors first.
-pub(crate) fn take<'t, 'b, A: Args<'t>, B: ?Sized>(
+/// A command's arguments, checked and read in one step, or `None` after answering their
+/// error. The engine calls a family only when the family serves the command, so by then the
+/// only thing left to answer is the arguments (upstream reports them first).
+pub(crate) fn take<'t, A: Args<'t>>(
     r: &mut Reply<'_, '_>,
     tape: &'t [u8],
     pos: Option<usize>,
-    backend: Option<&'b mut B>,
-) -> Option<(A, &'b mut B)> {
-    let a = match A::decode(args_value(tape, pos)) {
-        Ok(a) => a,
-        Err(e) => {
-            r.error(tape, "GenericError", |o| {
-                e.write_text(&mut |b| o.string_body(b))
-            });
-            return None;
-        }
-    };
-    match backend {
-        Some(b) => {
-            if r.cmd.family() != Family::Core {
-                // A backend may take long or never return (guest-shutdown): answers buffered
-                // for the requests before this one leave first.
-                r.out.flush_completed();
-            }
-            Some((a, b))
-        }
-        None => {
-            r.generic(tape, crate::error::UNSUPPORTED);
-            None
-        }
+) -> Option<A> {
+    let v = args_value(tape, pos);
+    if !admit(r, tape, v, A::MEMBERS, true) {
+        return None;
     }
+    let a = A::read(v);
+    if a.is_none() {
+        mismatch(r, tape);
+    }
+    a
 }
 
-/// [`take`] for a command without arguments: the backend, if the request had no stray keys.
-pub(crate) fn serve<'b, B: ?Sized>(
+/// [`take`] for a command without arguments: whether the request had no stray keys.
+pub(crate) fn serve(r: &mut Reply<'_, '_>, tape: &[u8], pos: Option<usize>) -> bool {
+    admit(r, tape, args_value(tape, pos), &[], true)
+}
+
+/// A struct whose field types disagree with its member table: a declaration error, answered
+/// as one so that the request still gets its one response.
+#[inline(never)]
+fn mismatch(r: &mut Reply<'_, '_>, tape: &[u8]) {
+    r.error(tape, "GenericError", |o| {
+        MISMATCH.write_text(&mut |b| o.string_body(b))
+    });
+}
+
+/// Answer an argument error (checked against `members`), or upstream's unsupported error if
+/// the command is not `served`; else flush what is buffered before a backend runs. Whether
+/// the command runs. (Not generic: one copy for every command.)
+#[inline(never)]
+pub(crate) fn admit(
     r: &mut Reply<'_, '_>,
     tape: &[u8],
-    pos: Option<usize>,
-    backend: Option<&'b mut B>,
-) -> Option<&'b mut B> {
-    take::<NoArgs, B>(r, tape, pos, backend).map(|(_, b)| b)
+    v: Value<'_>,
+    members: &'static [Member],
+    served: bool,
+) -> bool {
+    if let Err(e) = validate(members, v) {
+        r.error(tape, "GenericError", |o| {
+            e.write_text(&mut |b| o.string_body(b))
+        });
+        return false;
+    }
+    if !served {
+        r.generic(tape, crate::error::UNSUPPORTED);
+        return false;
+    }
+    if r.cmd.family() != Family::Core {
+        // A backend may take long or never return (guest-shutdown): answers buffered for the
+        // requests before this one leave first.
+        r.out.flush_completed();
+    }
+    true
 }

@@ -35,14 +35,14 @@ pub(crate) fn run(
     let tape: &[u8] = frame;
     match cmd {
         Command::GuestSync | Command::GuestSyncDelimited => {
-            let Some((a, ())) = take::<SyncArgs<'_>, _>(r, tape, args, Some(&mut ())) else {
+            let Some(a) = take::<SyncArgs<'_>>(r, tape, args) else {
                 return;
             };
             // upstream sets the delimiter flag in the handler: an argument error sends no 0xFF.
             r.delimit = cmd == Command::GuestSyncDelimited;
             r.ok_value(tape, &a.id);
         }
-        _ if serve(r, tape, args, Some(&mut ())).is_none() => {}
+        _ if !serve(r, tape, args) => {}
         Command::GuestPing => r.ok_empty(tape),
         _ => info(r, tape, platform, policy, frozen),
     }

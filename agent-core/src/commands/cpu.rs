@@ -27,33 +27,33 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Cpus>,
+    b: &mut dyn Cpus,
 ) {
     let tape: &[u8] = frame;
     match cmd {
         Command::GuestGetVcpus => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             r.list(tape, None, |e| b.vcpus(e))
         }
         Command::GuestSetVcpus => {
-            let Some((a, b)) = take::<SetVcpusArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<SetVcpusArgs<'_>>(r, tape, args) else {
                 return;
             };
             let res = b.set_vcpus(a.vcpus);
             r.result(tape, res, "");
         }
         Command::GuestGetCpustats => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             r.list(tape, None, |e| b.cpustats(e))
         }
         _ => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             let res = b.load();
             r.result(tape, res, "");
         }

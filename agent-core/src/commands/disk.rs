@@ -11,12 +11,12 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Disks>,
+    b: &mut dyn Disks,
 ) {
     let tape: &[u8] = frame;
-    let Some(b) = serve(r, tape, args, b) else {
+    if !serve(r, tape, args) {
         return;
-    };
+    }
     match cmd {
         Command::GuestGetFsinfo => r.list(tape, None, |e| b.fsinfo(e)),
         Command::GuestGetDisks => r.list(tape, None, |e| b.disks(e)),

@@ -57,22 +57,22 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Exec>,
+    b: &mut dyn Exec,
 ) {
     if cmd == Command::GuestExecStatus {
         let tape: &[u8] = frame;
-        let Some((a, b)) = take::<ExecStatusArgs<'_>, _>(r, tape, args, b) else {
+        let Some(a) = take::<ExecStatusArgs<'_>>(r, tape, args) else {
             return;
         };
         let res = b.status(a.pid);
         return r.result(tape, res, "");
     }
-    let (input, b) = {
+    let input = {
         let tape: &[u8] = frame;
-        let Some((a, b)) = take::<ExecRequest<'_>, _>(r, tape, args, b) else {
+        let Some(a) = take::<ExecRequest<'_>>(r, tape, args) else {
             return;
         };
-        (a.input_data.and_then(|v| v.0.str_range()), b)
+        a.input_data.and_then(|v| v.0.str_range())
     };
     // input-data is decoded in place; the arguments borrowed the frame, so they are read once
     // more from the unchanged rest of it (the one command that reads its arguments twice).

@@ -143,12 +143,12 @@ pub(crate) fn run(
     frame: &mut [u8],
     args: Option<usize>,
     chunk: &mut [u8],
-    b: Option<&mut dyn Files>,
+    b: &mut dyn Files,
 ) {
     match cmd {
         Command::GuestFileOpen => {
             let tape: &[u8] = frame;
-            let Some((a, b)) = take::<FileOpenArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<FileOpenArgs<'_>>(r, tape, args) else {
                 return;
             };
             let mode = a.mode.unwrap_or("r");
@@ -166,7 +166,7 @@ pub(crate) fn run(
         }
         Command::GuestFileClose | Command::GuestFileFlush => {
             let tape: &[u8] = frame;
-            let Some((a, b)) = take::<FileHandleArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<FileHandleArgs<'_>>(r, tape, args) else {
                 return;
             };
             if !b.has_handle(a.handle) {
@@ -182,7 +182,7 @@ pub(crate) fn run(
         }
         Command::GuestFileSeek => {
             let tape: &[u8] = frame;
-            let Some((a, b)) = take::<FileSeekArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<FileSeekArgs<'_>>(r, tape, args) else {
                 return;
             };
             if !b.has_handle(a.handle) {
@@ -210,10 +210,10 @@ fn read(
     frame: &mut [u8],
     args: Option<usize>,
     chunk: &mut [u8],
-    b: Option<&mut dyn Files>,
+    b: &mut dyn Files,
 ) {
     let tape: &[u8] = frame;
-    let Some((a, b)) = take::<FileReadArgs<'_>, _>(r, tape, args, b) else {
+    let Some(a) = take::<FileReadArgs<'_>>(r, tape, args) else {
         return;
     };
     if !b.has_handle(a.handle) {
@@ -276,16 +276,16 @@ fn read(
 }
 
 /// `guest-file-write`: `buf-b64` is decoded in place in the frame buffer.
-fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: Option<&mut dyn Files>) {
-    let (handle, count, range, b) = {
+fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: &mut dyn Files) {
+    let (handle, count, range) = {
         let tape: &[u8] = frame;
-        let Some((a, b)) = take::<FileWriteArgs<'_>, _>(r, tape, args, b) else {
+        let Some(a) = take::<FileWriteArgs<'_>>(r, tape, args) else {
             return;
         };
         let range = args_value(tape, args)
             .member("buf-b64")
             .and_then(|v| v.str_range());
-        (a.handle, a.count, range, b)
+        (a.handle, a.count, range)
     };
     if !b.has_handle(handle) {
         return r.fail(frame, &Error::NoHandle(handle), "");

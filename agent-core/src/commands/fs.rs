@@ -39,40 +39,40 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Filesystems>,
+    b: &mut dyn Filesystems,
 ) {
     let tape: &[u8] = frame;
     match cmd {
         Command::GuestFsfreezeStatus => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             let s = b.status();
             r.ok_value(tape, &s);
         }
         Command::GuestFsfreezeFreeze => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             let res = b.freeze(None);
             r.result(tape, res, "");
         }
         Command::GuestFsfreezeFreezeList => {
-            let Some((a, b)) = take::<FreezeListArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<FreezeListArgs<'_>>(r, tape, args) else {
                 return;
             };
             let res = b.freeze(a.mountpoints);
             r.result(tape, res, "");
         }
         Command::GuestFsfreezeThaw => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             let res = b.thaw();
             r.result(tape, res, "");
         }
         _ => {
-            let Some((a, b)) = take::<FstrimArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<FstrimArgs<'_>>(r, tape, args) else {
                 return;
             };
             r.list(tape, Some("paths"), |e| b.fstrim(a.minimum, e));

@@ -27,26 +27,26 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Memory>,
+    b: &mut dyn Memory,
 ) {
     let tape: &[u8] = frame;
     match cmd {
         Command::GuestGetMemoryBlocks => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             r.list(tape, None, |e| b.blocks(e))
         }
         Command::GuestSetMemoryBlocks => {
-            let Some((a, b)) = take::<SetMemoryBlocksArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<SetMemoryBlocksArgs<'_>>(r, tape, args) else {
                 return;
             };
             r.list(tape, None, |e| b.set_blocks(a.mem_blks, e));
         }
         _ => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             let res = b.block_info();
             r.result(tape, res, "");
         }

@@ -11,12 +11,12 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Network>,
+    b: &mut dyn Network,
 ) {
     let tape: &[u8] = frame;
-    let Some(b) = serve(r, tape, args, b) else {
+    if !serve(r, tape, args) {
         return;
-    };
+    }
     match cmd {
         Command::GuestNetworkGetInterfaces => r.list(tape, None, |e| b.interfaces(e)),
         _ => r.list(tape, None, |e| b.routes(e)),

@@ -28,12 +28,12 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Power>,
+    b: &mut dyn Power,
 ) {
     let tape: &[u8] = frame;
     let res = match cmd {
         Command::GuestShutdown => {
-            let Some((a, b)) = take::<ShutdownArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<ShutdownArgs<'_>>(r, tape, args) else {
                 return;
             };
             let mode = match a.mode {
@@ -51,9 +51,9 @@ pub(crate) fn run(
             b.shutdown(mode)
         }
         _ => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             b.suspend(match cmd {
                 Command::GuestSuspendDisk => SuspendMode::Disk,
                 Command::GuestSuspendRam => SuspendMode::Ram,

@@ -58,7 +58,7 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn SshKeys>,
+    b: &mut dyn SshKeys,
 ) {
     let tape: &[u8] = frame;
     let bad_key = |r: &mut Reply<'_, '_>, k: &str| {
@@ -66,13 +66,13 @@ pub(crate) fn run(
     };
     match cmd {
         Command::GuestSshGetAuthorizedKeys => {
-            let Some((a, b)) = take::<SshGetArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<SshGetArgs<'_>>(r, tape, args) else {
                 return;
             };
             r.list(tape, Some("keys"), |e| b.get(a.username, e));
         }
         Command::GuestSshAddAuthorizedKeys => {
-            let Some((a, b)) = take::<SshAddArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<SshAddArgs<'_>>(r, tape, args) else {
                 return;
             };
             if let Err(k) = check_keys(&a.keys) {
@@ -82,7 +82,7 @@ pub(crate) fn run(
             r.unit(tape, res, "");
         }
         _ => {
-            let Some((a, b)) = take::<SshRemoveArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<SshRemoveArgs<'_>>(r, tape, args) else {
                 return;
             };
             if let Err(k) = check_keys(&a.keys) {

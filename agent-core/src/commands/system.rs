@@ -11,12 +11,12 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn System>,
+    b: &mut dyn System,
 ) {
     let tape: &[u8] = frame;
-    let Some(b) = serve(r, tape, args, b) else {
+    if !serve(r, tape, args) {
         return;
-    };
+    }
     match cmd {
         Command::GuestGetHostName => match b.host_name() {
             Ok(name) => r.ok(tape, |o| {

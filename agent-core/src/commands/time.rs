@@ -25,12 +25,12 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Clock>,
+    b: &mut dyn Clock,
 ) {
     let tape: &[u8] = frame;
     match cmd {
         Command::GuestSetTime => {
-            let Some((a, b)) = take::<SetTimeArgs<'_>, _>(r, tape, args, b) else {
+            let Some(a) = take::<SetTimeArgs<'_>>(r, tape, args) else {
                 return;
             };
             if let Some(t) = a.time
@@ -42,9 +42,9 @@ pub(crate) fn run(
             r.unit(tape, res, "Failed to set time to guest");
         }
         _ => {
-            let Some(b) = serve(r, tape, args, b) else {
+            if !serve(r, tape, args) {
                 return;
-            };
+            }
             let res = b.get_time();
             r.result(tape, res, "");
         }

@@ -29,24 +29,24 @@ pub(crate) fn run(
     r: &mut Reply<'_, '_>,
     frame: &mut [u8],
     args: Option<usize>,
-    b: Option<&mut dyn Users>,
+    b: &mut dyn Users,
 ) {
     if cmd == Command::GuestGetUsers {
         let tape: &[u8] = frame;
-        let Some(b) = serve(r, tape, args, b) else {
+        if !serve(r, tape, args) {
             return;
-        };
+        }
         return r.list(tape, None, |e| b.users(e));
     }
-    let (crypted, user, pass, b) = {
+    let (crypted, user, pass) = {
         let tape: &[u8] = frame;
-        let Some((a, b)) = take::<SetUserPasswordArgs<'_>, _>(r, tape, args, b) else {
+        let Some(a) = take::<SetUserPasswordArgs<'_>>(r, tape, args) else {
             return;
         };
         let v = args_value(tape, args);
         let user = v.member("username").and_then(|u| u.str_range());
         let pass = v.member("password").and_then(|p| p.str_range());
-        (a.crypted, user.unwrap_or((0, 0)), pass.unwrap_or((0, 0)), b)
+        (a.crypted, user.unwrap_or((0, 0)), pass.unwrap_or((0, 0)))
     };
     let Some(n) = crate::b64::decode_in_place(frame, pass.0, pass.1) else {
         return r.generic(frame, "Base64 data contains invalid characters");
