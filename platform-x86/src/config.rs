@@ -8,7 +8,8 @@
 //!
 //! | option | build-time variable | meaning |
 //! |---|---|---|
-//! | `qga.transport=auto\|com1\|com2\|virtio` | `QGA_TRANSPORT` | the agent channel; `auto` (default) is the virtio port if a virtio-serial device exists (PCI, else virtio-mmio), else COM1 |
+//! | `qga.transport=auto\|vsock\|virtio\|com1\|com2` | `QGA_TRANSPORT` | the agent channel; `auto` (default) is vsock if a virtio socket device exists, else the virtio-console port if a virtio-serial device exists (each on PCI, else virtio-mmio), else COM1 |
+//! | `qga.vsock_port=N` | `QGA_VSOCK_PORT` | the vsock port listened on (default 1234) |
 //! | `qga.log=auto\|com1\|com2\|off` | | the debug log; `auto` is COM2 when the agent is on COM1, else COM1 |
 //! | `qga.hostname=` | `QGA_HOSTNAME` | `guest-get-host-name` (default `qga-baremetal`) |
 //! | `qga.os.id=`, `qga.os.name=`, `qga.os.pretty-name=`, `qga.os.version=`, `qga.os.version-id=`, `qga.os.variant=`, `qga.os.variant-id=` | `QGA_OS_ID`, `QGA_OS_NAME`, ... | `guest-get-osinfo` |
@@ -22,7 +23,7 @@
 /// Which device carries the agent protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// Virtio-serial if present, else COM1.
+    /// Vsock if present, else virtio-serial if present, else COM1.
     Auto,
     /// The first 16550 (I/O port 0x3F8).
     Com1,
@@ -30,6 +31,8 @@ pub enum Transport {
     Com2,
     /// The virtio-console port named `org.qemu.guest_agent.0`.
     Virtio,
+    /// A virtio socket device, listening on [`Config::vsock_port`].
+    Vsock,
 }
 
 impl Transport {
@@ -40,6 +43,7 @@ impl Transport {
             Transport::Com1 => "com1",
             Transport::Com2 => "com2",
             Transport::Virtio => "virtio",
+            Transport::Vsock => "vsock",
         }
     }
 
@@ -50,6 +54,7 @@ impl Transport {
             "com1" | "ttyS0" => Some(Transport::Com1),
             "com2" | "ttyS1" => Some(Transport::Com2),
             "virtio" | "virtio-serial" => Some(Transport::Virtio),
+            "vsock" => Some(Transport::Vsock),
             _ => None,
         }
     }
@@ -75,6 +80,8 @@ pub struct Config<'a> {
     pub transport: Transport,
     /// The log channel.
     pub log: LogTarget,
+    /// The vsock port the agent listens on.
+    pub vsock_port: u32,
     /// `guest-get-host-name`.
     pub hostname: &'a str,
     /// `guest-get-osinfo` `id`.
@@ -118,6 +125,10 @@ impl Config<'static> {
         Config {
             transport,
             log: LogTarget::Auto,
+            vsock_port: match option_env!("QGA_VSOCK_PORT") {
+                Some(p) => parse_u32_const(p, DEFAULT_VSOCK_PORT),
+                None => DEFAULT_VSOCK_PORT,
+            },
             hostname: build_env!("QGA_HOSTNAME", "qga-baremetal"),
             os_id: build_env!("QGA_OS_ID", "qga-baremetal"),
             os_name: build_env!("QGA_OS_NAME", "QGA bare metal"),
@@ -141,8 +152,32 @@ const fn parse_transport_const(s: &str) -> Transport {
         b"com1" => Transport::Com1,
         b"com2" => Transport::Com2,
         b"virtio" => Transport::Virtio,
+        b"vsock" => Transport::Vsock,
         _ => Transport::Auto,
     }
+}
+
+/// The vsock port listened on unless configured.
+pub const DEFAULT_VSOCK_PORT: u32 = 1234;
+
+/// A decimal `u32` at compile time (`default` if it is not one).
+const fn parse_u32_const(s: &str, default: u32) -> u32 {
+    let mut b = s.as_bytes();
+    if b.is_empty() {
+        return default;
+    }
+    let mut v: u64 = 0;
+    while let [d, rest @ ..] = b {
+        if !d.is_ascii_digit() {
+            return default;
+        }
+        v = v * 10 + (*d - b'0') as u64;
+        if v > u32::MAX as u64 {
+            return default;
+        }
+        b = rest;
+    }
+    v as u32
 }
 
 /// The build-time default options (`QGA_CMDLINE`).
@@ -172,6 +207,10 @@ impl<'a> Config<'a> {
                         "off" | "none" => LogTarget::Off,
                         _ => LogTarget::Auto,
                     };
+                    continue;
+                }
+                "vsock_port" => {
+                    self.vsock_port = v.parse().unwrap_or(self.vsock_port);
                     continue;
                 }
                 "selftest" => {
@@ -272,6 +311,13 @@ mod tests {
         assert_eq!(c.os_pretty_name, "Fw 2");
         assert!(c.selftest);
         assert_eq!(c.block, "guest-ping");
+        assert_eq!(c.vsock_port, DEFAULT_VSOCK_PORT);
+        let v = Config::built_in().apply("qga.transport=vsock qga.vsock_port=5000");
+        assert_eq!((v.transport, v.vsock_port), (Transport::Vsock, 5000));
+        let w = v.apply("qga.vsock_port=-1 qga.vsock_port=x");
+        assert_eq!(w.vsock_port, 5000, "a bad port is ignored");
+        assert_eq!(parse_u32_const("4294967296", 7), 7);
+        assert_eq!(parse_u32_const("52", 7), 52);
         let d = Config::built_in().apply("qga.transport=bogus qga.log=off");
         assert_eq!(
             d.transport,

@@ -36,6 +36,15 @@ impl<T: virtio::Transport> Transmit for VirtioLink<'_, T> {
     }
 }
 
+/// Sends on the vsock connection.
+struct VsockLink<'a, T: virtio::Transport>(&'a mut virtio::vsock::Vsock<T>);
+
+impl<T: virtio::Transport> Transmit for VsockLink<'_, T> {
+    fn send(&mut self, bytes: &[u8]) -> Result<(), TxError> {
+        self.0.send(bytes).map_err(|_| TxError)
+    }
+}
+
 /// Apply `qga.block=` to the engine's policy.
 pub fn apply_block_list(agent: &mut Agent<'_>, list: &str) {
     for name in list.split(',').filter(|s| !s.is_empty()) {
@@ -137,7 +146,24 @@ pub fn run_with(programs: commands::exec::Programs) -> ! {
     let mut agent = bufs.agent();
     apply_block_list(&mut agent, config.block);
 
-    // Transport: virtio when asked (or, on auto, when a virtio console exists), else a UART.
+    // Transport: vsock, then the virtio console, when asked (or, on auto, when the device
+    // exists), else a UART.
+    if matches!(config.transport, Transport::Vsock | Transport::Auto) {
+        let vsock = virtio::bus::find(virtio::bus::VSOCK, cmdline)
+            .and_then(|b| virtio::vsock::Vsock::open(b, config.vsock_port));
+        match vsock {
+            Ok(mut vsock) => {
+                let (bus, at) = vsock.transport().describe();
+                crate::log!(
+                    "agent on vsock port {} (CID {}, {bus} {at:#x})",
+                    vsock.port(),
+                    vsock.cid()
+                );
+                serve_vsock(&mut agent, &mut machine, &mut vsock);
+            }
+            Err(e) => crate::log!("vsock: {}", e.as_str()),
+        }
+    }
     let want_virtio = matches!(config.transport, Transport::Virtio | Transport::Auto);
     if want_virtio {
         let console = virtio::bus::find(virtio::bus::CONSOLE, cmdline)
@@ -235,6 +261,39 @@ fn serve_serial(
             idle.busy();
         } else {
             idle.pause(machine);
+        }
+    }
+}
+
+fn serve_vsock<T: virtio::Transport>(
+    agent: &mut Agent<'_>,
+    machine: &mut Machine<'_>,
+    v: &mut virtio::vsock::Vsock<T>,
+) -> ! {
+    let mut buf = [0u8; 1024];
+    let mut idle = IdlePolicy::new();
+    loop {
+        match v.poll(&mut buf) {
+            virtio::vsock::Event::Data(n) => {
+                let _ = agent.feed(buf.get(..n).unwrap_or(&[]), machine, &mut VsockLink(v));
+                idle.busy();
+            }
+            // Each connection starts with a clean parser: the driver has already dropped
+            // the old connection's unread bytes.
+            virtio::vsock::Event::Opened => {
+                agent.reset();
+                idle.busy();
+            }
+            virtio::vsock::Event::Closed => {
+                agent.reset();
+                let c = v.counters();
+                crate::log!(
+                    "vsock: connection closed ({} malformed packets dropped, {} connections refused so far)",
+                    c.malformed,
+                    c.refused
+                );
+            }
+            virtio::vsock::Event::Idle => idle.pause(machine),
         }
     }
 }

@@ -27,12 +27,15 @@
 //!
 //! # Transports
 //!
-//! The agent speaks on COM1 or COM2 (16550, 115200 8N1) or on a virtio-console port named
+//! The agent speaks on a virtio socket (vsock, one host connection at a time on port 1234 or
+//! `qga.vsock_port=`: [`hw::virtio::vsock`]), on COM1 or COM2 (16550, 115200 8N1) or on a
+//! virtio-console port named
 //! `org.qemu.guest_agent.0` (multiport, virtio 1.0 PCI interface, also behind a PCIe root
 //! port as libvirt lays out q35; or virtio-mmio, legacy or modern, on QEMU `microvm`, found
 //! on the kernel command line or in microvm's window: [`hw::virtio::mmio`]), chosen at build time
 //! (`QGA_TRANSPORT`) or on the kernel command line (`qga.transport=virtio|com1|com2|auto`; see
-//! [`config`]). The debug log goes to the COM port the agent does not use. A UART has no notion
+//! [`config`]; `qga.transport=vsock`, and `auto` tries vsock first, then virtio-console, then
+//! COM1). The debug log goes to the COM port the agent does not use. A UART has no notion
 //! of a connection, so over COM1/COM2 a client resynchronises with the 0xFF handshake as with
 //! upstream's isa-serial channel; over virtio the host's port close resets the parser.
 //!

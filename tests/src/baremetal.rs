@@ -34,8 +34,12 @@ use std::time::{Duration, Instant};
 use crate::host_agent::cargo_build_bin;
 use crate::linux_guest::Qmp;
 use crate::paths::workspace_root;
-use crate::qemu::{ProcessGuard, agent_chardev, log_tail, qemu_binary, wait_for_path};
-use qga_client::{Client, ClientError};
+use crate::qemu::{
+    ProcessGuard, VirtioTransport, agent_chardev, log_tail, qemu_binary, vhost_user_vsock_args,
+    wait_for_path,
+};
+use crate::vsock::VsockDaemon;
+use qga_client::{Address, Client, ClientError};
 
 /// The Rust target the image is built for.
 pub const TARGET: &str = "x86_64-unknown-none";
@@ -57,7 +61,16 @@ pub enum Transport {
     Com2,
     /// A virtio-serial port named `org.qemu.guest_agent.0` (the log goes to COM1).
     Virtio,
+    /// A virtio socket device (vhost-user, served by `vhost-device-vsock`), the image
+    /// listening on [`VSOCK_PORT`]; the host reaches it through the daemon's hybrid-vsock
+    /// socket (the log goes to COM1).
+    Vsock,
 }
+
+/// The vsock port the image listens on by default.
+pub const VSOCK_PORT: u32 = 1234;
+/// The guest CID the tests give the vsock device.
+pub const VSOCK_CID: u32 = 3;
 
 impl Transport {
     /// The image's `qga.transport=` value.
@@ -66,6 +79,7 @@ impl Transport {
             Transport::Com1 => "com1",
             Transport::Com2 => "com2",
             Transport::Virtio => "virtio",
+            Transport::Vsock => "vsock",
         }
     }
 }
@@ -99,8 +113,11 @@ pub struct BootOptions {
     pub machine: Machine,
     /// Agent channel.
     pub transport: Transport,
-    /// Host socket QEMU listens on for the agent channel.
+    /// Host socket QEMU listens on for the agent channel (for vsock: the daemon's
+    /// hybrid-vsock socket, set when the daemon starts).
     pub agent_socket: PathBuf,
+    /// For vsock: the vhost-user socket between the daemon and QEMU (set likewise).
+    pub vhost_socket: PathBuf,
     /// File the image's debug log (the other COM port) goes to.
     pub log: PathBuf,
     /// Host socket of QEMU's QMP monitor (events tell a guest power-off from a reset).
@@ -131,6 +148,7 @@ impl BootOptions {
             machine,
             transport,
             agent_socket: dir.join("qga.sock"),
+            vhost_socket: dir.join("vhost-vsock.sock"),
             log: dir.join("qga-x86.log"),
             qmp_socket: dir.join("qmp.sock"),
             no_reboot: true,
@@ -266,9 +284,30 @@ pub fn qemu_command_for(qemu: &Path, image: &Path, opts: &BootOptions) -> Comman
         append.push_str(&opts.append);
     }
     cmd.args(["-append", &append]);
-    cmd.args(["-chardev", &agent_chardev("qga0", &opts.agent_socket)]);
     let log = format!("file:{}", opts.log.display());
+    if opts.transport == Transport::Vsock {
+        // vhost-user needs the guest RAM shared with the daemon.
+        let bus = match opts.machine {
+            Machine::Microvm => VirtioTransport::Mmio,
+            _ => VirtioTransport::Pci,
+        };
+        cmd.args([
+            "-object",
+            &format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                opts.memory_mib
+            ),
+            "-machine",
+            "memory-backend=mem",
+            "-serial",
+            &log,
+        ]);
+        cmd.args(vhost_user_vsock_args(&opts.vhost_socket, bus));
+    } else {
+        cmd.args(["-chardev", &agent_chardev("qga0", &opts.agent_socket)]);
+    }
     match opts.transport {
+        Transport::Vsock => &mut cmd,
         Transport::Com1 => cmd.args(["-serial", "chardev:qga0", "-serial", &log]),
         Transport::Com2 => cmd.args(["-serial", &log, "-serial", "chardev:qga0"]),
         Transport::Virtio if opts.machine == Machine::Microvm => cmd.args([
@@ -304,10 +343,11 @@ pub fn qemu_command_for(qemu: &Path, image: &Path, opts: &BootOptions) -> Comman
     cmd
 }
 
-/// A running image under QEMU, killed when dropped.
+/// A running image under QEMU, killed when dropped (QEMU first, then the vsock daemon).
 #[derive(Debug)]
 pub struct BareMetalVm {
     guard: ProcessGuard,
+    daemon: Option<VsockDaemon>,
     /// The options it was booted with.
     pub opts: BootOptions,
     /// When QEMU was started.
@@ -336,7 +376,16 @@ impl BareMetalVm {
     }
 
     /// Boot `image` with `opts` as given.
-    pub fn boot_image(image: &Path, opts: BootOptions) -> Result<Self, String> {
+    pub fn boot_image(image: &Path, mut opts: BootOptions) -> Result<Self, String> {
+        let daemon = if opts.transport == Transport::Vsock {
+            let dir = opts.log.parent().unwrap_or(Path::new("."));
+            let d = VsockDaemon::start(dir, VSOCK_CID)?;
+            opts.agent_socket = d.hybrid_socket().to_path_buf();
+            opts.vhost_socket = d.vhost_socket().to_path_buf();
+            Some(d)
+        } else {
+            None
+        };
         let cmd = qemu_command(image, &opts)?;
         let qemu_log = opts.log.with_extension("qemu.log");
         let started = Instant::now();
@@ -344,6 +393,7 @@ impl BareMetalVm {
         wait_for_path(&opts.agent_socket, &mut guard, Duration::from_secs(20))?;
         Ok(BareMetalVm {
             guard,
+            daemon,
             opts,
             started,
             _dir: None,
@@ -360,9 +410,21 @@ impl BareMetalVm {
         self.guard.pid()
     }
 
-    /// A raw connection (not synced).
+    /// The agent's address as `qga-client` takes it.
+    pub fn address(&self) -> Address {
+        match self.opts.transport {
+            Transport::Vsock => Address::VsockUds {
+                path: self.opts.agent_socket.clone(),
+                port: VSOCK_PORT,
+            },
+            _ => Address::Unix(self.opts.agent_socket.clone()),
+        }
+    }
+
+    /// A raw connection (not synced; over vsock a fresh connection, retried while the image
+    /// boots).
     pub fn connect(&self) -> Result<Client, String> {
-        Client::connect_retry(&self.opts.agent_socket, Duration::from_secs(10))
+        Client::connect_to_within(&self.address(), Duration::from_secs(20))
             .map_err(|e| format!("connect: {e}"))
     }
 
@@ -393,10 +455,18 @@ impl BareMetalVm {
         self.client_within(Duration::from_secs(30))
     }
 
-    /// The image's debug log and QEMU's own output.
+    /// The image's debug log and QEMU's (and the vsock daemon's) own output.
     pub fn log(&self) -> String {
+        let daemon = self
+            .daemon
+            .as_ref()
+            .map(|_| {
+                let log = self.opts.log.with_file_name("vhost-device-vsock.log");
+                format!("\n--- vhost-device-vsock ---\n{}", log_tail(&log, 2000))
+            })
+            .unwrap_or_default();
         format!(
-            "--- image log ---\n{}\n--- qemu ---\n{}",
+            "--- image log ---\n{}\n--- qemu ---\n{}{daemon}",
             log_tail(&self.opts.log, 6000),
             self.guard.log_tail(2000)
         )

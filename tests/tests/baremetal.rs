@@ -2,7 +2,8 @@
 //! host unix socket: every command it serves, the malformed inputs of docs/protocol.md
 //! §2.6, a host reconnect in the middle of a request, shutdown and reboot with QEMU's exit
 //! status checked, the machine types (`pc`, `q35`, `microvm` over virtio-mmio), all three transports (COM1, COM2,
-//! virtio-console), and the image's own self-tests through isa-debug-exit.
+//! virtio-console) plus vsock through `vhost-device-vsock` on `microvm` (MMIO) and `q35` (PCI),
+//! and the image's own self-tests through isa-debug-exit.
 //!
 //! Budget: the image boots in well under a second, so each test boots its own VM (one VM serves
 //! all the checks of one transport) and every QEMU is killed by PID when its guard drops, also
@@ -487,7 +488,7 @@ fn suite(machine: Machine, transport: Transport) {
     check_commands(
         &mut vm,
         &mut c,
-        transport == Transport::Virtio,
+        matches!(transport, Transport::Virtio | Transport::Vsock),
         machine != Machine::Microvm,
     );
     check_malformed(&mut c);
@@ -499,8 +500,8 @@ fn suite(machine: Machine, transport: Transport) {
     drop(c);
     std::thread::sleep(Duration::from_millis(300));
     let mut c2 = vm.connect().expect("reconnect");
-    if transport == Transport::Virtio {
-        // The port close reached the image, which dropped the half request: a whole new
+    if matches!(transport, Transport::Virtio | Transport::Vsock) {
+        // The port close (the vsock reset) reached the image, which dropped the half request: a whole new
         // request is answered as such (upstream would glue the two together).
         c2.send_raw(br#"{"execute":"guest-ping","id":"after-reconnect"}"#)
             .expect("send");
@@ -530,9 +531,9 @@ fn suite(machine: Machine, transport: Transport) {
 /// output and exits with their status (the image's one exit status besides 0 is 2, for a bad
 /// argument).
 fn check_cli(vm: &BareMetalVm) {
-    let sock = vm.opts.agent_socket.to_str().expect("utf-8 socket path");
+    let address = vm.address().to_string();
     let cli = |args: &[&str], stdin: &[u8]| {
-        let mut all = vec![sock, "--timeout", "60"];
+        let mut all = vec![address.as_str(), "--timeout", "60"];
         all.extend_from_slice(args);
         client_cli::run(&all, stdin, Duration::from_secs(180))
             .unwrap_or_else(|e| panic!("qga-client {args:?}: {e}\n{}", vm.log()))
@@ -823,4 +824,113 @@ fn build_time_configuration_and_command_line_override() {
     );
     let os = c.execute("guest-get-osinfo", None).expect("osinfo");
     assert_eq!(os["name"], "Overridden", "{os}");
+}
+
+#[test]
+fn vsock_on_microvm_serves_every_command() {
+    suite(Machine::Microvm, Transport::Vsock);
+}
+
+#[test]
+fn vsock_on_q35_serves_every_command() {
+    suite(Machine::Q35, Transport::Vsock);
+}
+
+/// One connection at a time (a second one is reset while the first lasts, and served after it),
+/// a 100-request pipeline answered in order, and a host that stops reading while the image has
+/// megabytes to send: every byte arrives once it reads again (credit, not drops), and the
+/// requests it sent meanwhile are all answered.
+#[test]
+fn vsock_one_connection_at_a_time_pipelines_and_a_slow_reader() {
+    for machine in [Machine::Microvm, Machine::Q35] {
+        let mut vm = boot(machine, Transport::Vsock, "");
+        let mut c = client(&mut vm);
+        c.ping().expect("ping");
+
+        // A second connection while the first is open: the image resets it, so the daemon
+        // closes the socket instead of answering OK.
+        {
+            use std::io::{Read as _, Write as _};
+            let mut s = std::os::unix::net::UnixStream::connect(&vm.opts.agent_socket)
+                .expect("the daemon's socket");
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(b"CONNECT 1234\n").expect("CONNECT");
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            assert!(
+                !got.starts_with(b"OK"),
+                "{machine:?}: a second connection was accepted: {:?}\n{}",
+                String::from_utf8_lossy(&got),
+                vm.log()
+            );
+        }
+        c.ping().expect("the first connection still works");
+
+        // 100 requests in one write, 100 answers in order.
+        let mut batch = Vec::new();
+        for i in 0..100 {
+            batch.extend_from_slice(format!(r#"{{"execute":"guest-ping","id":{i}}}"#).as_bytes());
+        }
+        c.send_raw(&batch).expect("pipeline");
+        for i in 0..100 {
+            let v = c
+                .read_value()
+                .unwrap_or_else(|e| panic!("{machine:?}: answer {i}: {e}\n{}", vm.log()));
+            assert_eq!(v, json!({"return": {}, "id": i}), "{machine:?}");
+        }
+
+        // A slow reader: 40 reads of 48 KiB (about 2.5 MiB of base64 answers) sent at once, then
+        // nothing read for 3 s; the image waits for credit, then everything arrives whole.
+        let data: Vec<u8> = (0..48 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+        c.push(&data, "/slow", 16 * 1024).expect("push");
+        let h = c.file_open("/slow", "r").expect("open");
+        let mut batch = Vec::new();
+        for i in 0..40 {
+            batch.extend_from_slice(
+                format!(
+                    r#"{{"execute":"guest-file-seek","arguments":{{"handle":{h},"offset":0,"whence":"set"}},"id":"s{i}"}}{{"execute":"guest-file-read","arguments":{{"handle":{h},"count":49152}},"id":"r{i}"}}"#
+                )
+                .as_bytes(),
+            );
+        }
+        c.send_raw(&batch).expect("batch");
+        std::thread::sleep(Duration::from_secs(3));
+        c.set_timeout(Duration::from_secs(60));
+        for i in 0..40 {
+            let s = c.read_value().expect("seek answer");
+            assert_eq!(s["id"], format!("s{i}"), "{s}");
+            let r = c
+                .read_value()
+                .unwrap_or_else(|e| panic!("{machine:?}: read {i}: {e}\n{}", vm.log()));
+            assert_eq!(r["id"], format!("r{i}"), "{machine:?}");
+            let got = r["return"]["buf-b64"].as_str().expect("buf-b64");
+            assert_eq!(
+                base64_decode(got),
+                data,
+                "{machine:?}: read {i} arrived whole"
+            );
+        }
+        c.file_close(h).expect("close");
+        drop(c);
+
+        // After the first connection ends, a new one is served with a clean parser.
+        let mut c = vm.connect().expect("reconnect");
+        let v = c
+            .request(&json!({"execute": "guest-ping", "id": "next"}))
+            .unwrap_or_else(|e| panic!("{machine:?}: next connection: {e}\n{}", vm.log()));
+        assert_eq!(v, json!({"return": {}, "id": "next"}));
+        let log = vm.log();
+        assert!(log.contains("agent on vsock port 1234"), "{log}");
+        let refused = log
+            .lines()
+            .rev()
+            .find_map(|l| l.split(" malformed packets dropped, ").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u32>().ok());
+        assert!(refused.is_some_and(|n| n >= 1), "{log}");
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    qga_client::b64_decode(s).expect("base64")
 }

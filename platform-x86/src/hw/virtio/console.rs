@@ -15,9 +15,9 @@
 //! Queue memory and buffers are one `static` (no heap), taken once; the device reads and
 //! writes the buffers behind the compiler's back, so they are copied with volatile accesses.
 
-use super::queue::{Queue, RING_BYTES, Ring, copy_in, copy_out, phys};
+pub use super::queue::TxTimeout;
+use super::queue::{Queue, RING_BYTES, Ring, copy_in, copy_out, phys, wait_used};
 use super::{Error, F_VERSION_1, Transport, driver_ok, negotiate};
-use crate::hw::tsc;
 use crate::sync::TakeOnce;
 
 /// The port name the agent serves.
@@ -126,10 +126,6 @@ pub enum Event {
     /// The host closed the port (the client went away).
     Closed,
 }
-
-/// The transmit path failed (device did not consume the buffer in time).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TxTimeout;
 
 /// The driver.
 pub struct Console<T: Transport> {
@@ -325,21 +321,6 @@ impl<T: Transport> Console<T> {
             wait_used(tx)?;
         }
         Ok(())
-    }
-}
-
-/// Wait (bounded: 5 s) for the device to return the one in-flight descriptor.
-fn wait_used(q: &mut Queue) -> Result<(), TxTimeout> {
-    let start = tsc::rdtsc();
-    let limit = tsc::hz().saturating_mul(5);
-    loop {
-        if q.pop().is_some() {
-            return Ok(());
-        }
-        if tsc::rdtsc().wrapping_sub(start) > limit {
-            return Err(TxTimeout);
-        }
-        core::hint::spin_loop();
     }
 }
 

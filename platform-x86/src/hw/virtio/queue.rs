@@ -13,6 +13,7 @@
 use core::sync::atomic::{Ordering, fence};
 
 use super::{QueueNotify, QueueRings, Transport};
+use crate::hw::tsc;
 
 /// The queue size used (the device's, if smaller).
 pub const MAX_QUEUE: u16 = 16;
@@ -150,6 +151,25 @@ impl Queue {
     pub fn notify<T: Transport>(&self, t: &T) {
         fence(Ordering::SeqCst);
         t.notify(self.notify);
+    }
+}
+
+/// The transmit path failed (the device did not consume the buffer in time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxTimeout;
+
+/// Wait (bounded: 5 s) for the device to return the one in-flight descriptor.
+pub fn wait_used(q: &mut Queue) -> Result<(), TxTimeout> {
+    let start = tsc::rdtsc();
+    let limit = tsc::hz().saturating_mul(5);
+    loop {
+        if q.pop().is_some() {
+            return Ok(());
+        }
+        if tsc::rdtsc().wrapping_sub(start) > limit {
+            return Err(TxTimeout);
+        }
+        core::hint::spin_loop();
     }
 }
 
