@@ -9,11 +9,11 @@ use agent_core::commands::core::SyncArgs;
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
-        Command::GuestSync | Command::GuestSyncDelimited => decoded::<SyncArgs<'_>>(v, |_| true),
+        Command::GuestSync | Command::GuestSyncDelimited => decoded::<SyncArgs<'_>>(v, |a| j.int("id", a.id)),
         _ => no_args(),
     }
 }

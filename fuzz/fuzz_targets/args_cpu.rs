@@ -9,11 +9,18 @@ use agent_core::commands::cpu::SetVcpusArgs;
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args, same_elems};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
-        Command::GuestSetVcpus => decoded::<SetVcpusArgs<'_>>(v, |a| a.vcpus.iter().count() == a.vcpus.len()),
+        Command::GuestSetVcpus => decoded::<SetVcpusArgs<'_>>(v, |a| {
+            a.vcpus.iter().count() == a.vcpus.len()
+                && same_elems(j, "vcpus", a.vcpus.iter(), |e, p| {
+                    e.int("logical-id", p.logical_id)
+                        && e.bool("online", p.online)
+                        && e.opt_bool("can-offline", p.can_offline)
+                })
+        }),
         _ => no_args(),
     }
 }

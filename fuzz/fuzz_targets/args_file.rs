@@ -9,19 +9,32 @@ use agent_core::commands::file::*;
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
-        Command::GuestFileOpen => decoded::<FileOpenArgs<'_>>(v, |_| true),
-        Command::GuestFileRead => decoded::<FileReadArgs<'_>>(v, |_| true),
-        Command::GuestFileWrite => decoded::<FileWriteArgs<'_>>(v, |_| true),
-        // A whence that decoded maps to a seek mode or to the "invalid whence code" error.
-        Command::GuestFileSeek => decoded::<FileSeekArgs<'_>>(v, |a| match a.whence {
-            Whence::Name(_) => a.whence.to_seek().is_ok(),
-            Whence::Value(n) => a.whence.to_seek().is_ok() == (0..=2).contains(&n),
+        Command::GuestFileOpen => {
+            decoded::<FileOpenArgs<'_>>(v, |a| j.str("path", a.path) && j.opt_str("mode", a.mode))
+        }
+        Command::GuestFileRead => {
+            decoded::<FileReadArgs<'_>>(v, |a| j.int("handle", a.handle) && j.opt_int("count", a.count))
+        }
+        Command::GuestFileWrite => decoded::<FileWriteArgs<'_>>(v, |a| {
+            j.int("handle", a.handle) && j.str("buf-b64", a.buf_b64) && j.opt_int("count", a.count)
         }),
-        _ => decoded::<FileHandleArgs<'_>>(v, |_| true),
+        // A whence that decoded is the input's name or number, and maps to a seek mode or to
+        // the "invalid whence code" error.
+        Command::GuestFileSeek => decoded::<FileSeekArgs<'_>>(v, |a| {
+            j.int("handle", a.handle)
+                && j.int("offset", a.offset)
+                && match a.whence {
+                    Whence::Name(s) => a.whence.to_seek().is_ok() && j.str("whence", s.as_str()),
+                    Whence::Value(n) => {
+                        a.whence.to_seek().is_ok() == (0..=2).contains(&n) && j.int("whence", n)
+                    }
+                }
+        }),
+        _ => decoded::<FileHandleArgs<'_>>(v, |a| j.int("handle", a.handle)),
     }
 }
 

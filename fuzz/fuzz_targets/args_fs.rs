@@ -9,14 +9,15 @@ use agent_core::commands::fs::{FreezeListArgs, FstrimArgs};
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
         Command::GuestFsfreezeFreezeList => decoded::<FreezeListArgs<'_>>(v, |a| {
             a.mountpoints.as_ref().is_none_or(|l| l.iter().count() == l.len())
+                && j.opt_strs("mountpoints", a.mountpoints.as_ref().map(|l| l.iter()))
         }),
-        Command::GuestFstrim => decoded::<FstrimArgs<'_>>(v, |_| true),
+        Command::GuestFstrim => decoded::<FstrimArgs<'_>>(v, |a| j.opt_int("minimum", a.minimum)),
         _ => no_args(),
     }
 }

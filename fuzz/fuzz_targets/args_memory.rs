@@ -9,11 +9,18 @@ use agent_core::commands::memory::SetMemoryBlocksArgs;
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args, same_elems};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
-        Command::GuestSetMemoryBlocks => decoded::<SetMemoryBlocksArgs<'_>>(v, |a| a.mem_blks.iter().count() == a.mem_blks.len()),
+        Command::GuestSetMemoryBlocks => decoded::<SetMemoryBlocksArgs<'_>>(v, |a| {
+            a.mem_blks.iter().count() == a.mem_blks.len()
+                && same_elems(j, "mem-blks", a.mem_blks.iter(), |e, b| {
+                    e.uint("phys-index", b.phys_index)
+                        && e.bool("online", b.online)
+                        && e.opt_bool("can-offline", b.can_offline)
+                })
+        }),
         _ => no_args(),
     }
 }

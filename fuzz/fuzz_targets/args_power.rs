@@ -9,11 +9,11 @@ use agent_core::commands::power::ShutdownArgs;
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
-        Command::GuestShutdown => decoded::<ShutdownArgs<'_>>(v, |_| true),
+        Command::GuestShutdown => decoded::<ShutdownArgs<'_>>(v, |a| j.opt_str("mode", a.mode)),
         _ => no_args(),
     }
 }

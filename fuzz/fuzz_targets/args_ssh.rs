@@ -9,13 +9,22 @@ use agent_core::commands::ssh::{SshAddArgs, SshGetArgs, SshRemoveArgs};
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
-        Command::GuestSshGetAuthorizedKeys => decoded::<SshGetArgs<'_>>(v, |_| true),
-        Command::GuestSshAddAuthorizedKeys => decoded::<SshAddArgs<'_>>(v, |a| a.keys.iter().count() == a.keys.len()),
-        _ => decoded::<SshRemoveArgs<'_>>(v, |a| a.keys.iter().count() == a.keys.len()),
+        Command::GuestSshGetAuthorizedKeys => decoded::<SshGetArgs<'_>>(v, |a| j.str("username", a.username)),
+        Command::GuestSshAddAuthorizedKeys => decoded::<SshAddArgs<'_>>(v, |a| {
+            a.keys.iter().count() == a.keys.len()
+                && j.str("username", a.username)
+                && j.opt_strs("keys", Some(a.keys.iter()))
+                && j.opt_bool("reset", a.reset)
+        }),
+        _ => decoded::<SshRemoveArgs<'_>>(v, |a| {
+            a.keys.iter().count() == a.keys.len()
+                && j.str("username", a.username)
+                && j.opt_strs("keys", Some(a.keys.iter()))
+        }),
     }
 }
 

@@ -9,11 +9,11 @@ use agent_core::commands::time::SetTimeArgs;
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
-        Command::GuestSetTime => decoded::<SetTimeArgs<'_>>(v, |_| true),
+        Command::GuestSetTime => decoded::<SetTimeArgs<'_>>(v, |a| j.opt_int("time", a.time)),
         _ => no_args(),
     }
 }

@@ -9,11 +9,13 @@ use agent_core::commands::user::SetUserPasswordArgs;
 
 mod common;
 #[allow(unused_imports)]
-use common::{Decoded, decoded, no_args};
+use common::{Decoded, Input, decoded, no_args};
 
-fn typed(cmd: Command, v: Value<'_>) -> Decoded {
+fn typed(cmd: Command, v: Value<'_>, j: Input<'_>) -> Decoded {
     match cmd {
-        Command::GuestSetUserPassword => decoded::<SetUserPasswordArgs<'_>>(v, |_| true),
+        Command::GuestSetUserPassword => decoded::<SetUserPasswordArgs<'_>>(v, |a| {
+            j.str("username", a.username) && j.str("password", a.password) && j.bool("crypted", a.crypted)
+        }),
         _ => no_args(),
     }
 }

@@ -130,6 +130,281 @@ fn check_line_start(out: &[u8], at: usize) {
     );
 }
 
+/// Parses every response line of `out` (which passed [`check_responses`]) with serde_json and
+/// checks its shape: an object with exactly one of `return` and `error`, and an `id` at most; an
+/// `error` is `{"class": <GenericError|CommandNotFound>, "desc": <string>}`; a line after the
+/// 0xFF sentinel answers `guest-sync-delimited`, so it is a `return` of an integer. Returns
+/// each reply with whether it carried the 0xFF.
+pub fn parse_replies(out: &[u8]) -> Vec<(bool, serde_json::Value)> {
+    let show = || String::from_utf8_lossy(out).into_owned();
+    let mut replies = Vec::new();
+    for line in out.split_inclusive(|&b| b == b'\n') {
+        let (delimited, body) = match line.strip_prefix(&[0xFF]) {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let body = non_finite_as_null(body);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!("a response is not JSON ({e}): {:?} in {}", String::from_utf8_lossy(&body), show())
+        });
+        let o = v.as_object().unwrap_or_else(|| panic!("a response is not an object: {v}"));
+        assert!(
+            o.keys().all(|k| k == "return" || k == "error" || k == "id")
+                && (o.contains_key("return") != o.contains_key("error")),
+            "a response must have `return` or `error` (and `id` at most): {v}"
+        );
+        if let Some(e) = o.get("error") {
+            let e = e.as_object().unwrap_or_else(|| panic!("`error` is not an object: {v}"));
+            assert!(
+                e.len() == 2
+                    && matches!(e.get("class").and_then(|c| c.as_str()), Some("GenericError" | "CommandNotFound"))
+                    && e.get("desc").is_some_and(|d| d.is_string()),
+                "`error` must be {{class, desc}}: {v}"
+            );
+        }
+        if delimited {
+            assert!(
+                o.get("return").is_some_and(|r| r.is_i64()),
+                "0xFF before something other than guest-sync-delimited's answer: {v}"
+            );
+        }
+        replies.push((delimited, v));
+    }
+    replies
+}
+
+/// The response with the number tokens `nan`, `-nan`, `inf` and `-inf` replaced by `null`.
+/// They are the one place where the wire is not JSON, on purpose: upstream writes doubles with
+/// `%.17g`, which prints them for non-finite values (qobject/qjson.c says so in a FIXME), and
+/// the engine matches it byte for byte. The fuzz platform's load average has a NaN to reach
+/// that path.
+fn non_finite_as_null(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !body.windows(3).any(|w| w == b"nan" || w == b"inf") {
+        return std::borrow::Cow::Borrowed(body);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let (mut in_str, mut esc) = (false, false);
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_str = true;
+        } else if let Some(t) = [&b"-nan"[..], b"nan", b"-inf", b"inf"].iter().find(|t| body[i..].starts_with(t)) {
+            out.extend_from_slice(b"null");
+            i += t.len();
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The buffers an agent was given, as far as they decide how a stream is cut into requests.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    /// Frame buffer bytes.
+    pub frame: usize,
+    /// Nesting slots: the deepest request that parses.
+    pub nesting: usize,
+}
+
+/// How many responses a byte stream must get, from a model of the protocol's framing that does
+/// not share code with the engine (serde_json finds the values).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Expected {
+    /// At least this many.
+    pub min: usize,
+    /// At most this many, when every part of the stream could be modelled.
+    pub max: Option<usize>,
+    /// At most this many with the 0xFF sentinel (`guest-sync-delimited` requests), when known.
+    pub delimited_max: Option<usize>,
+}
+
+/// A byte that resets the parser wherever it comes (reference §2.3): 0xFE, 0xFF and the control
+/// characters other than `\t`, `\r` and `\n`. Each gets exactly one error response (`stray
+/// '…'`, quoting whatever partial token it ended), and what was queued is dropped.
+fn is_resync(b: u8) -> bool {
+    b >= 0xFE || (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n'))
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// What a segment between resync bytes gets: `(must, may)` responses, and how many of them may
+/// carry the 0xFF; `None` when the segment holds something the model does not cover (lexical
+/// errors, the lexer's extensions such as single quotes, values deeper than the limit, a
+/// partial value long enough to overflow the frame): then only the lower bound is kept.
+fn segment(seg: &[u8], fresh: bool, last: bool, limits: Limits) -> Option<(usize, usize, usize)> {
+    let start = seg.iter().position(|&b| !is_ws(b));
+    let Some(start) = start else { return Some((0, 0, 0)) };
+    // After a resync byte the lexer is in recovery, which skips everything but structural
+    // characters: a value that does not start with `{` or `[` would be skipped.
+    if !fresh && !matches!(seg[start], b'{' | b'[') {
+        return None;
+    }
+    // The lexer reads `0e5` as the integer 0 and the keyword `e5` (upstream's json-lexer has no
+    // exponent after a leading zero); serde_json reads one number. Outside the model.
+    let (mut in_str, mut esc) = (false, false);
+    for (i, &b) in seg.iter().enumerate() {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_str = true;
+        } else if b == b'0'
+            && matches!(seg.get(i + 1), Some(b'e' | b'E'))
+            && !(i > 0 && (seg[i - 1].is_ascii_digit() || seg[i - 1] == b'.'))
+        {
+            return None;
+        }
+    }
+    let (mut must, mut may, mut delimited) = (0, 0, 0);
+    let mut values = serde_json::Deserializer::from_slice(seg).into_iter::<serde_json::Value>();
+    loop {
+        let before = values.byte_offset();
+        match values.next() {
+            None => break,
+            Some(Ok(v)) => {
+                let end = values.byte_offset();
+                if depth(&v) > limits.nesting {
+                    return None;
+                }
+                let scalar = matches!(
+                    v,
+                    serde_json::Value::Number(_) | serde_json::Value::Bool(_) | serde_json::Value::Null
+                );
+                if scalar && end == seg.len() {
+                    // A number or keyword is complete only when the next byte arrives: at the
+                    // end of the stream it waits; before a resync byte, the model stops.
+                    if last {
+                        break;
+                    }
+                    return None;
+                }
+                let cmd = v.get("execute").and_then(|c| c.as_str());
+                if cmd == Some("guest-sync-delimited") {
+                    delimited += 1;
+                }
+                // A successful `success-response: false` command answers nothing.
+                let silent = cmd.is_some_and(|name| {
+                    Command::ALL.iter().any(|c| c.name() == name && !c.success_response())
+                });
+                if silent { may += 1 } else { must += 1 }
+            }
+            Some(Err(e)) if e.is_eof() => {
+                // A partial value: it waits for more bytes (or is flushed by the resync byte
+                // after it, whose error is counted there). Unless it is already big or deep
+                // enough to have been refused.
+                let tail = &seg[before..];
+                // A partial number or keyword at the top level is ended by the resync byte
+                // (the lexer's lookahead) and answered before it: the model stops there.
+                let first = tail.iter().copied().find(|&b| !is_ws(b));
+                if !last && !matches!(first, Some(b'{' | b'[' | b'"')) {
+                    return None;
+                }
+                // The lexer ends a string at the quote after any escape (`"\u"` is a whole
+                // string token, refused later by the parser); serde_json would wait for hex
+                // digits. Outside the model.
+                if tail.contains(&b'\\') {
+                    return None;
+                }
+                let mut open = 0usize;
+                let mut deepest = 0usize;
+                let mut in_str = false;
+                let mut esc = false;
+                for &b in tail {
+                    if in_str {
+                        match (esc, b) {
+                            (true, _) => esc = false,
+                            (false, b'\\') => esc = true,
+                            (false, b'"') => in_str = false,
+                            _ => {}
+                        }
+                    } else {
+                        match b {
+                            b'"' => in_str = true,
+                            b'{' | b'[' => {
+                                open += 1;
+                                deepest = deepest.max(open);
+                            }
+                            b'}' | b']' => open = open.saturating_sub(1),
+                            _ => {}
+                        }
+                    }
+                }
+                if deepest > limits.nesting || tail.len() * 8 >= limits.frame {
+                    return None;
+                }
+                break;
+            }
+            Some(Err(_)) => return None,
+        }
+    }
+    Some((must, may, delimited))
+}
+
+/// The responses `input`, fed to a fresh agent with these limits, must get.
+pub fn expected(input: &[u8], limits: Limits) -> Expected {
+    let mut e = Expected { min: 0, max: Some(0), delimited_max: Some(0) };
+    let segments: Vec<&[u8]> = input.split(|&b| is_resync(b)).collect();
+    let resyncs = segments.len() - 1;
+    e.min += resyncs;
+    e.max = e.max.map(|m| m + resyncs);
+    for (i, seg) in segments.iter().enumerate() {
+        match segment(seg, i == 0, i + 1 == segments.len(), limits) {
+            Some((must, may, delimited)) => {
+                e.min += must;
+                e.max = e.max.map(|m| m + must + may);
+                e.delimited_max = e.delimited_max.map(|d| d + delimited);
+            }
+            None => {
+                e.max = None;
+                e.delimited_max = None;
+            }
+        }
+    }
+    e
+}
+
+/// Every response is JSON of the right shape, and their number (and the number with 0xFF) is
+/// what [`expected`] says `input` must get.
+pub fn check_stream(input: &[u8], out: &[u8], limits: Limits) {
+    check_responses(out);
+    let replies = parse_replies(out);
+    let e = expected(input, limits);
+    let n = replies.len();
+    let show = || format!("input {:?}\noutput {}", String::from_utf8_lossy(input), String::from_utf8_lossy(out));
+    assert!(n >= e.min, "{n} responses, expected at least {}: {}", e.min, show());
+    if let Some(max) = e.max {
+        assert!(n <= max, "{n} responses, expected at most {max}: {}", show());
+    }
+    if let Some(d) = e.delimited_max {
+        let got = replies.iter().filter(|(delimited, _)| *delimited).count();
+        assert!(got <= d, "{got} responses with 0xFF for {d} guest-sync-delimited requests: {}", show());
+    }
+}
+
 #[derive(Default)]
 pub struct Mem {
     files: BTreeMap<i64, (Vec<u8>, usize)>,
@@ -366,6 +641,115 @@ impl Full {
     }
 }
 
+/// The arguments object as serde_json reads it, to compare what a typed decoder made of it
+/// with: an oracle that shares no code with the engine. Each check holds trivially when
+/// serde_json could not read the value (`None`: the lexer's extensions, such as single quotes,
+/// or more than one value).
+#[derive(Clone, Copy)]
+pub struct Input<'j>(pub Option<&'j serde_json::Map<String, serde_json::Value>>);
+
+/// An integer as QAPI `int` reads it (serde_json reads `-0` as a float).
+fn json_int(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64().or_else(|| (v.as_f64() == Some(0.0) && v.to_string() == "-0.0").then_some(0))
+}
+
+impl<'j> Input<'j> {
+    fn check(&self, f: impl FnOnce(&serde_json::Map<String, serde_json::Value>) -> bool) -> bool {
+        self.0.is_none_or(f)
+    }
+
+    /// Required `int` member `name` decoded as `got`.
+    pub fn int(&self, name: &str, got: i64) -> bool {
+        self.check(|m| m.get(name).and_then(json_int) == Some(got))
+    }
+
+    /// Optional `int` member: absent exactly when `got` is `None`.
+    pub fn opt_int(&self, name: &str, got: Option<i64>) -> bool {
+        self.check(|m| m.get(name).map(json_int) == got.map(Some))
+    }
+
+    /// Required `str` member.
+    pub fn str(&self, name: &str, got: &str) -> bool {
+        self.check(|m| m.get(name).and_then(|v| v.as_str()) == Some(got))
+    }
+
+    /// Optional `str` member.
+    pub fn opt_str(&self, name: &str, got: Option<&str>) -> bool {
+        self.check(|m| m.get(name).map(|v| v.as_str()) == got.map(Some))
+    }
+
+    /// Required `bool` member.
+    pub fn bool(&self, name: &str, got: bool) -> bool {
+        self.check(|m| m.get(name).and_then(|v| v.as_bool()) == Some(got))
+    }
+
+    /// Optional `bool` member.
+    pub fn opt_bool(&self, name: &str, got: Option<bool>) -> bool {
+        self.check(|m| m.get(name).map(|v| v.as_bool()) == got.map(Some))
+    }
+
+    /// Optional `['str']` member: the same strings in the same order.
+    pub fn opt_strs<'a>(&self, name: &str, got: Option<impl Iterator<Item = &'a str>>) -> bool {
+        self.check(|m| match (m.get(name), got) {
+            (None, None) => true,
+            (Some(v), Some(got)) => v.as_array().is_some_and(|l| {
+                let got: Vec<&str> = got.collect();
+                l.len() == got.len() && l.iter().zip(&got).all(|(a, b)| a.as_str() == Some(*b))
+            }),
+            _ => false,
+        })
+    }
+
+    /// The elements of list member `name`, each as an `Input`, to compare struct elements.
+    pub fn elems(&self, name: &str) -> Option<Vec<Input<'j>>> {
+        let m = self.0?;
+        let l = m.get(name)?.as_array()?;
+        Some(l.iter().map(|e| Input(e.as_object())).collect())
+    }
+
+    /// Required `uint64` member (negative int64 values wrap, as upstream accepts them).
+    pub fn uint(&self, name: &str, got: u64) -> bool {
+        self.check(|m| {
+            m.get(name).and_then(|v| v.as_u64().or_else(|| json_int(v).map(|i| i as u64)))
+                == Some(got)
+        })
+    }
+
+    /// `capture-output` (bool or mode name) resolved to the mode `got`: `true` is
+    /// `separated`, `false` is `none`.
+    pub fn check_capture(&self, got: Option<&str>) -> bool {
+        self.check(|m| {
+            let want = m.get("capture-output").map(|v| match v {
+                serde_json::Value::Bool(true) => Some("separated"),
+                serde_json::Value::Bool(false) => Some("none"),
+                v => v.as_str(),
+            });
+            want == got.map(Some)
+        })
+    }
+
+    /// Whether serde_json read the value (the checks above then mean something).
+    pub fn known(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Compares a decoded list of structs with the input's elements, pairwise: same length, and
+/// `same(input element, decoded element)` for each.
+pub fn same_elems<'j, T>(
+    input: Input<'j>,
+    name: &str,
+    got: impl Iterator<Item = T>,
+    same: impl Fn(Input<'j>, &T) -> bool,
+) -> bool {
+    if !input.known() {
+        return true;
+    }
+    let Some(want) = input.elems(name) else { return false };
+    let got: Vec<T> = got.collect();
+    want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| same(*w, g))
+}
+
 /// What a family's typed decoder made of an arguments object.
 pub struct Decoded {
     /// The member table the decoder is declared with.
@@ -384,8 +768,8 @@ pub fn no_args() -> Decoded {
     Decoded { members: &[], ok: true }
 }
 
-/// A family's decoders by command.
-pub type Typed = for<'t> fn(Command, Value<'t>) -> Decoded;
+/// A family's decoders by command; the decoded values are compared with the [`Input`].
+pub type Typed = for<'t, 'j> fn(Command, Value<'t>, Input<'j>) -> Decoded;
 
 /// Largest arguments value, as bytes of JSON (libFuzzer's `-max_len` for these targets).
 pub const ARGS_MAX: usize = 1024;
@@ -428,10 +812,10 @@ const ERROR_PREFIX: &[u8] = b"{\"error\": {\"class\": \"GenericError\", \"desc\"
 ///
 /// 1. The value is parsed alone and, if it is an object, checked with `args::validate`
 ///    against the command's member table, and decoded with the family's typed decoder (which
-///    must not panic on any object, and must succeed, with every list element kept, when
-///    validation passed).
+///    must not panic on any object, and must succeed, with every list element kept and the
+///    values serde_json reads from the same bytes ([`Input`]), when validation passed).
 /// 2. The value is sent as `{"execute":"<command>","arguments":<value>}` to an agent with
-///    every family over memory. No panic; every response is one ASCII line. If the value was
+///    every family over memory. No panic; [`check_stream`] holds. If the value was
 ///    exactly one object, exactly one response comes back (none for a successful command
 ///    without success response): the validator's error with its text, or no argument error
 ///    and no "not currently supported" (what the engine answers when a decoder fails after
@@ -441,6 +825,9 @@ pub fn fuzz_args(family: Family, data: &[u8], typed: Typed) {
     let in_family = || Command::ALL.iter().copied().filter(|c| c.family() == family);
     let n = in_family().count();
     let cmd = in_family().nth(pick as usize % n).unwrap();
+    // The same value as serde_json reads it, for the decoded values' comparison.
+    let json: Option<serde_json::Value> = serde_json::from_slice(value).ok();
+    let input = Input(json.as_ref().and_then(|v| v.as_object()));
     ARGS_RIG.with_borrow_mut(|rig| {
         // 1. The value alone.
         let mut framer = Framer::new();
@@ -460,7 +847,7 @@ pub fn fuzz_args(family: Family, data: &[u8], typed: Typed) {
             if v.kind() != Kind::Object {
                 continue;
             }
-            let d = typed(cmd, v);
+            let d = typed(cmd, v, input);
             let table = agent_core::commands::members(cmd);
             assert!(
                 d.members.len() == table.len()
@@ -470,7 +857,13 @@ pub fn fuzz_args(family: Family, data: &[u8], typed: Typed) {
             );
             match args::validate(table, v) {
                 Ok(()) => {
-                    assert!(d.ok, "{}: validated arguments did not decode", cmd.name());
+                    assert!(
+                        d.ok,
+                        "{}: validated arguments did not decode, or decoded to other values than \
+                         serde_json reads: {}",
+                        cmd.name(),
+                        String::from_utf8_lossy(value)
+                    );
                     verdict = Some(true);
                 }
                 Err(e) => {
@@ -494,6 +887,7 @@ pub fn fuzz_args(family: Family, data: &[u8], typed: Typed) {
         let mut out = Collect::take();
         rig.agent.feed(&rig.request, &mut platform, &mut out).unwrap();
         let lines = check_responses(&out.0);
+        check_stream(&rig.request, &out.0, Limits { frame: ARGS_FRAME + 256, nesting: ARGS_NEST + 1 });
         if single {
             let o = &out.0;
             let show = || String::from_utf8_lossy(o).into_owned();

@@ -1,7 +1,8 @@
 //! Dispatch and argument decoding: arbitrary request streams against a platform with every
-//! family over memory. No panic; every response is one ASCII line. The frame buffer is 1 KiB,
-//! so inputs of up to 2 KiB (`-max_len`) also reach the oversized-request path; large
-//! argument values are the `args_*` targets' business (4 KiB frame).
+//! family over memory. No panic; every response is one ASCII line of JSON of the right shape,
+//! and as many come back as the stream holds requests (`common::check_stream`). The frame
+//! buffer is 1 KiB, so inputs of up to 2 KiB (`-max_len`) also reach the oversized-request
+//! path; large argument values are the `args_*` targets' business (4 KiB frame).
 #![no_main]
 
 use std::cell::RefCell;
@@ -10,7 +11,7 @@ use agent_core::{Agent, Chunk, Frame, Nesting, StaticBuffers, Tx};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
-use common::{Collect, Full, check_responses};
+use common::{Collect, Full, Limits, check_stream};
 
 thread_local! {
     /// One agent for the whole run, as a real agent serves one connection after another: its
@@ -26,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         let mut platform = Full::default();
         let mut out = Collect::take();
         agent.feed(data, &mut platform, &mut out).unwrap();
-        check_responses(&out.0);
+        check_stream(data, &out.0, Limits { frame: 1024, nesting: 64 });
         out.put_back();
     });
 });

@@ -1,5 +1,6 @@
 //! Framing: arbitrary bytes, fed whole and in arbitrary pieces, with a small frame buffer and
-//! a shallow nesting limit. No panic; every response is one ASCII line; any split of the
+//! a shallow nesting limit. No panic; every response is one ASCII line of JSON of the right
+//! shape, as many as the stream holds requests (`common::check_stream`); any split of the
 //! stream gives the same responses as the whole stream.
 #![no_main]
 
@@ -8,7 +9,7 @@ use agent_core::{Agent, Buffers};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
-use common::{Bare, Collect, check_responses};
+use common::{Bare, Collect, Limits, check_stream};
 
 /// Feeds `pieces` to a fresh agent (a few hundred bytes of stack: nothing to reuse) with a
 /// 7-byte transmit buffer, so that responses leave in many small pieces.
@@ -28,7 +29,7 @@ fn run<'d>(pieces: impl Iterator<Item = &'d [u8]>) -> Collect {
 fuzz_target!(|data: &[u8]| {
     let Some((&split, data)) = data.split_first() else { return };
     let whole = run(std::iter::once(data));
-    check_responses(&whole.0);
+    check_stream(data, &whole.0, Limits { frame: 256, nesting: 8 });
     let step = (split as usize % 13) + 1;
     let pieces = run(data.chunks(step));
     assert!(whole.0 == pieces.0, "split into pieces of {step}: {:?} != {:?}", String::from_utf8_lossy(&whole.0), String::from_utf8_lossy(&pieces.0));

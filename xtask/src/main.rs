@@ -39,7 +39,7 @@ enum Command {
         /// Skip the setup stage
         #[arg(long)]
         no_setup: bool,
-        /// Seconds per fuzz target (15 targets: about 2.5 minutes at the default)
+        /// Seconds per fuzz target (12 targets: about 2 minutes at the default)
         #[arg(long, default_value_t = 10, value_name = "N")]
         fuzz_seconds: u64,
     },
