@@ -8,9 +8,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use agent_core::Result;
 use agent_core::commands::Platform;
-use agent_core::commands::Result;
-use agent_core::commands::file::{Files, GuestFileSeek, GuestFileWrite, Seek};
+use agent_core::commands::files::{Files, GuestFileSeek, GuestFileWrite, Seek};
 use agent_core::{Frame, StaticBuffers, Transmit, TxError};
 
 struct Count(usize);

@@ -4,7 +4,8 @@
 //! allocation); `main` plays the host.
 
 mod platform {
-    use agent_core::commands::{Result, time::Clock};
+    use agent_core::Result;
+    use agent_core::commands::clock::Clock;
     use agent_core::{Platform, Transmit, TxError};
 
     /// The host end of the channel: responses collect in `.0[..len]` until the host reads them.

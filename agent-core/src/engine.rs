@@ -37,7 +37,8 @@ use core::fmt;
 use crate::commands::args::{self, args_value};
 use crate::commands::platform::Platform;
 use crate::commands::{
-    self, cpu, disk, exec, file, fs, memory, network, power, ssh, system, time, user,
+    self, clock, cpus, disks, exec, files, filesystems, memory, network, power, ssh_keys, system,
+    users,
 };
 use crate::json::tape::Kind;
 use crate::json::{Event, Framer, Value};
@@ -491,7 +492,7 @@ impl Dispatch<'_> {
         r.cmd = cmd;
         let frozen = platform
             .filesystems()
-            .is_some_and(|f| f.status() == crate::commands::fs::FsfreezeStatus::Frozen);
+            .is_some_and(|f| f.status() == crate::commands::filesystems::FsfreezeStatus::Frozen);
         if !self.policy.enabled(cmd, frozen) {
             r.error(tape, "CommandNotFound", |o| {
                 o.string_body(b"Command ");
@@ -560,16 +561,16 @@ fn run_command(
     }
     match cmd.family() {
         Family::Core => commands::core::run(cmd, r, frame, args, platform, policy, frozen),
-        Family::Clock => route!(clock, |b| time::run(cmd, r, frame, args, b)),
+        Family::Clock => route!(clock, |b| clock::run(cmd, r, frame, args, b)),
         Family::Power => route!(power, |b| power::run(cmd, r, frame, args, b)),
-        Family::Files => route!(files, |b| file::run(cmd, r, frame, args, chunk, b)),
-        Family::Filesystems => route!(filesystems, |b| fs::run(cmd, r, frame, args, b)),
-        Family::Disks => route!(disks, |b| disk::run(cmd, r, frame, args, b)),
+        Family::Files => route!(files, |b| files::run(cmd, r, frame, args, chunk, b)),
+        Family::Filesystems => route!(filesystems, |b| filesystems::run(cmd, r, frame, args, b)),
+        Family::Disks => route!(disks, |b| disks::run(cmd, r, frame, args, b)),
         Family::Network => route!(network, |b| network::run(cmd, r, frame, args, b)),
-        Family::Cpus => route!(cpus, |b| cpu::run(cmd, r, frame, args, b)),
+        Family::Cpus => route!(cpus, |b| cpus::run(cmd, r, frame, args, b)),
         Family::Memory => route!(memory, |b| memory::run(cmd, r, frame, args, b)),
-        Family::Users => route!(users, |b| user::run(cmd, r, frame, args, b)),
-        Family::SshKeys => route!(ssh_keys, |b| ssh::run(cmd, r, frame, args, b)),
+        Family::Users => route!(users, |b| users::run(cmd, r, frame, args, b)),
+        Family::SshKeys => route!(ssh_keys, |b| ssh_keys::run(cmd, r, frame, args, b)),
         Family::Exec => route!(exec, |b| exec::run(cmd, r, frame, args, b)),
         Family::System => route!(system, |b| system::run(cmd, r, frame, args, b)),
     }

@@ -48,6 +48,7 @@ pub mod error;
 pub mod json;
 pub mod out;
 pub mod policy;
+pub mod prelude;
 mod qdict;
 pub mod reply;
 pub mod schema;
@@ -56,7 +57,9 @@ pub mod schema;
 mod tests;
 
 pub use commands::Platform;
-pub use engine::{Agent, BufferError, Buffers, Chunk, Frame, Nesting, Policy, StaticBuffers, Tx};
-pub use error::Error;
+pub use engine::{
+    Agent, BufferError, Buffers, Chunk, Frame, NestSlot, Nesting, Policy, StaticBuffers, Tx, run,
+};
+pub use error::{Error, Result};
 pub use out::{Transmit, TxError};
 pub use schema::Command;

@@ -10,25 +10,25 @@
 pub enum Family {
     /// Answered by the engine itself: sync, sync-delimited, ping, info.
     Core,
-    /// [`crate::commands::time::Clock`]
+    /// [`crate::commands::clock::Clock`]
     Clock,
     /// [`crate::commands::power::Power`]
     Power,
-    /// [`crate::commands::file::Files`]
+    /// [`crate::commands::files::Files`]
     Files,
-    /// [`crate::commands::fs::Filesystems`]
+    /// [`crate::commands::filesystems::Filesystems`]
     Filesystems,
-    /// [`crate::commands::disk::Disks`]
+    /// [`crate::commands::disks::Disks`]
     Disks,
     /// [`crate::commands::network::Network`]
     Network,
-    /// [`crate::commands::cpu::Cpus`]
+    /// [`crate::commands::cpus::Cpus`]
     Cpus,
     /// [`crate::commands::memory::Memory`]
     Memory,
-    /// [`crate::commands::user::Users`]
+    /// [`crate::commands::users::Users`]
     Users,
-    /// [`crate::commands::ssh::SshKeys`]
+    /// [`crate::commands::ssh_keys::SshKeys`]
     SshKeys,
     /// [`crate::commands::exec::Exec`]
     Exec,

@@ -6,13 +6,14 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use agent_core::Command;
-use agent_core::commands::cpu::{
+use agent_core::Result;
+use agent_core::commands::clock::Clock;
+use agent_core::commands::cpus::{
     Cpus, GuestLinuxCpuStats, GuestLoadAverage, GuestLogicalProcessor,
 };
-use agent_core::commands::file::{Files, GuestFileSeek, GuestFileWrite, Seek};
+use agent_core::commands::files::{Files, GuestFileSeek, GuestFileWrite, Seek};
 use agent_core::commands::system::{GuestOsInfo, GuestTimezone, System as SystemFamily};
-use agent_core::commands::time::Clock;
-use agent_core::commands::{Emitter, List, Platform, Result};
+use agent_core::commands::{Emitter, List, Platform};
 use agent_core::{Error, StaticBuffers, Transmit, TxError};
 
 thread_local! {

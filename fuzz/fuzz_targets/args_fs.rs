@@ -5,7 +5,7 @@
 use agent_core::json::Value;
 use agent_core::schema::{Command, Family};
 use libfuzzer_sys::fuzz_target;
-use agent_core::commands::fs::{FreezeListArgs, FstrimArgs};
+use agent_core::commands::filesystems::{FreezeListArgs, FstrimArgs};
 
 mod common;
 #[allow(unused_imports)]

@@ -4,19 +4,20 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use agent_core::commands::cpu::*;
-use agent_core::commands::disk::*;
+use agent_core::commands::cpus::*;
+use agent_core::commands::disks::*;
 use agent_core::commands::exec::*;
-use agent_core::commands::file::*;
-use agent_core::commands::fs::*;
+use agent_core::commands::files::*;
+use agent_core::commands::filesystems::*;
 use agent_core::commands::memory::*;
 use agent_core::commands::network::*;
 use agent_core::commands::power::*;
-use agent_core::commands::ssh::*;
+use agent_core::commands::ssh_keys::*;
 use agent_core::commands::system::*;
-use agent_core::commands::time::*;
-use agent_core::commands::user::*;
-use agent_core::commands::{Emitter, List, Platform, Result, StrList};
+use agent_core::commands::clock::*;
+use agent_core::commands::users::*;
+use agent_core::commands::{Emitter, List, Platform, StrList};
+use agent_core::{Result};
 use agent_core::commands::args::{self, Args, Member};
 use agent_core::engine::NestSlot;
 use agent_core::json::tape::Kind;

@@ -8,7 +8,7 @@
 
 use agent_core::Platform;
 use agent_core::commands::exec::{CaptureMode, Exec};
-use agent_core::commands::file::{Files, Seek};
+use agent_core::commands::files::{Files, Seek};
 use agent_core::out::{Transmit, TxError};
 
 use crate::config::Config;
@@ -64,7 +64,7 @@ impl Sink {
 struct ClockOnly<'a>(&'a mut crate::commands::time::RtcClock);
 
 impl Platform for ClockOnly<'_> {
-    fn clock(&mut self) -> Option<&mut dyn agent_core::commands::time::Clock> {
+    fn clock(&mut self) -> Option<&mut dyn agent_core::commands::clock::Clock> {
         Some(self.0)
     }
 }

@@ -25,26 +25,33 @@
 //! borrowed structs, and lists are handed element by element to an [`Emitter`], so the engine
 //! never collects a list and a list's length is not bounded by memory.
 //!
-//! Each file here is named after its family, as are the platform files that implement it
-//! (`platform-linux/src/commands/file.rs`, `platform-x86/src/commands/file.rs`).
+//! Each module here is named after its family: `Family::Clock`, the `Clock` trait, the
+//! `Platform::clock` accessor and `commands::clock` are one name (the platform crates' files
+//! still use the older short names: `platform-linux/src/commands/file.rs` serves `files`).
 
 pub mod args;
+pub mod clock;
 pub mod core;
-pub mod cpu;
-pub mod disk;
+pub mod cpus;
+pub mod disks;
 pub mod exec;
-pub mod file;
-pub mod fs;
+pub mod files;
+pub mod filesystems;
 pub mod memory;
 pub mod network;
 pub mod platform;
 pub mod power;
-pub mod ssh;
+pub mod ssh_keys;
 pub mod system;
-pub mod time;
-pub mod user;
+pub mod users;
 
-pub use crate::error::{Error, Result};
+// The modules' names before they were named after their families, for code written then.
+#[doc(hidden)]
+pub use self::{
+    clock as time, cpus as cpu, disks as disk, files as file, filesystems as fs, ssh_keys as ssh,
+    users as user,
+};
+
 pub use crate::out::{Base64, Element, Emitter, ItemSink, Member, WriteWith};
 pub use args::{FromArg, List, StrList};
 pub use platform::{Platform, supported};
@@ -56,15 +63,15 @@ use args::Member as ArgMember;
 pub fn members(cmd: Command) -> &'static [ArgMember] {
     match cmd.family() {
         Family::Core => self::core::members(cmd),
-        Family::Clock => time::members(cmd),
+        Family::Clock => clock::members(cmd),
         Family::Power => power::members(cmd),
-        Family::Files => file::members(cmd),
-        Family::Filesystems => fs::members(cmd),
+        Family::Files => files::members(cmd),
+        Family::Filesystems => filesystems::members(cmd),
         Family::Disks | Family::Network | Family::System => &[],
-        Family::Cpus => cpu::members(cmd),
+        Family::Cpus => cpus::members(cmd),
         Family::Memory => memory::members(cmd),
-        Family::Users => user::members(cmd),
-        Family::SshKeys => ssh::members(cmd),
+        Family::Users => users::members(cmd),
+        Family::SshKeys => ssh_keys::members(cmd),
         Family::Exec => exec::members(cmd),
     }
 }

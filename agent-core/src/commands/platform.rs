@@ -1,7 +1,9 @@
 //! What a platform provides: one accessor per family, and whether a command is served. Below
 //! `guest-info` (which reports it) and above the families (whose traits it hands out).
 
-use super::{cpu, disk, exec, file, fs, memory, network, power, ssh, system, time, user};
+use super::{
+    clock, cpus, disks, exec, files, filesystems, memory, network, power, ssh_keys, system, users,
+};
 use crate::schema::{Command, Family};
 
 /// What a platform provides. Every method has a default of "not provided".
@@ -10,7 +12,8 @@ use crate::schema::{Command, Family};
 /// [`supported`] and [the rule](super#guest-info-tells-the-truth)):
 ///
 /// ```
-/// use agent_core::commands::{Result, supported, time::Clock};
+/// use agent_core::Result;
+/// use agent_core::commands::{clock::Clock, supported};
 /// use agent_core::{Command, Platform};
 ///
 /// struct Counter(i64);
@@ -42,7 +45,7 @@ pub trait Platform {
         env!("CARGO_PKG_VERSION")
     }
     /// `guest-get-time`, `guest-set-time`.
-    fn clock(&mut self) -> Option<&mut dyn time::Clock> {
+    fn clock(&mut self) -> Option<&mut dyn clock::Clock> {
         None
     }
     /// `guest-shutdown`, `guest-suspend-*`.
@@ -50,15 +53,15 @@ pub trait Platform {
         None
     }
     /// `guest-file-*`.
-    fn files(&mut self) -> Option<&mut dyn file::Files> {
+    fn files(&mut self) -> Option<&mut dyn files::Files> {
         None
     }
     /// `guest-fsfreeze-*`, `guest-fstrim`.
-    fn filesystems(&mut self) -> Option<&mut dyn fs::Filesystems> {
+    fn filesystems(&mut self) -> Option<&mut dyn filesystems::Filesystems> {
         None
     }
     /// `guest-get-fsinfo`, `guest-get-disks`, `guest-get-diskstats`.
-    fn disks(&mut self) -> Option<&mut dyn disk::Disks> {
+    fn disks(&mut self) -> Option<&mut dyn disks::Disks> {
         None
     }
     /// `guest-network-get-interfaces`, `guest-network-get-route`.
@@ -66,7 +69,7 @@ pub trait Platform {
         None
     }
     /// `guest-get-vcpus`, `guest-set-vcpus`, `guest-get-cpustats`, `guest-get-load`.
-    fn cpus(&mut self) -> Option<&mut dyn cpu::Cpus> {
+    fn cpus(&mut self) -> Option<&mut dyn cpus::Cpus> {
         None
     }
     /// `guest-get-memory-blocks`, `guest-set-memory-blocks`, `guest-get-memory-block-info`.
@@ -74,11 +77,11 @@ pub trait Platform {
         None
     }
     /// `guest-get-users`, `guest-set-user-password`.
-    fn users(&mut self) -> Option<&mut dyn user::Users> {
+    fn users(&mut self) -> Option<&mut dyn users::Users> {
         None
     }
     /// `guest-ssh-*-authorized-keys`.
-    fn ssh_keys(&mut self) -> Option<&mut dyn ssh::SshKeys> {
+    fn ssh_keys(&mut self) -> Option<&mut dyn ssh_keys::SshKeys> {
         None
     }
     /// `guest-exec`, `guest-exec-status`.

@@ -1,20 +1,21 @@
 //! An in-memory platform: every family implemented over memory, so that dispatch, argument
 //! decoding and result writing are exercised for real.
 
-use crate::commands::cpu::*;
-use crate::commands::disk::*;
+use crate::commands::clock::*;
+use crate::commands::cpus::*;
+use crate::commands::disks::*;
 use crate::commands::exec::*;
-use crate::commands::file::*;
-use crate::commands::fs::*;
+use crate::commands::files::*;
+use crate::commands::filesystems::*;
 use crate::commands::memory::*;
 use crate::commands::network::*;
 use crate::commands::power::*;
-use crate::commands::ssh::*;
+use crate::commands::ssh_keys::*;
 use crate::commands::system::*;
-use crate::commands::time::*;
-use crate::commands::user::*;
-use crate::commands::{Emitter, List, Platform, Result, StrList};
+use crate::commands::users::*;
+use crate::commands::{Emitter, List, Platform, StrList};
 use crate::error::Error;
+use crate::error::Result;
 use crate::schema::Command;
 
 #[derive(Default)]

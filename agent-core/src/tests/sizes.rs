@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use super::{Cfg, MemPlatform, Store, run_pieces};
 use crate::commands::Platform;
-use crate::commands::time::Clock;
+use crate::commands::clock::Clock;
 use crate::engine::{
     Agent, BufferError, Buffers, MIN_CHUNK, MIN_FRAME, MIN_NESTING, MIN_TX, NestSlot,
 };

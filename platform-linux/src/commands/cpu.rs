@@ -17,10 +17,11 @@ use std::path::PathBuf;
 
 use agent_core::Command;
 use agent_core::Error;
-use agent_core::commands::cpu::{
+use agent_core::Result;
+use agent_core::commands::cpus::{
     Cpus, GuestLinuxCpuStats, GuestLoadAverage, GuestLogicalProcessor,
 };
-use agent_core::commands::{Emitter, List, Result};
+use agent_core::commands::{Emitter, List};
 
 use super::system::{errno_msg, errno_of, strerror};
 

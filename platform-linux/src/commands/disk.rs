@@ -23,11 +23,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use agent_core::Error;
-use agent_core::commands::disk::{
+use agent_core::Result;
+use agent_core::commands::Emitter;
+use agent_core::commands::disks::{
     Disks, GuestCcwAddress, GuestDiskAddress, GuestDiskBusType as Bus, GuestDiskInfo,
     GuestDiskStats, GuestDiskStatsInfo, GuestFilesystemInfo, GuestNvmeSmart, GuestPciAddress,
 };
-use agent_core::commands::{Emitter, Result};
 
 use super::system::errno_msg;
 

@@ -32,7 +32,7 @@ use std::process::{Command as Process, Stdio};
 
 use agent_core::commands::Base64;
 use agent_core::commands::exec::{CaptureMode, Exec, ExecArgs, GuestExecStatus, MAX_OUTPUT};
-use agent_core::{Error, commands::Result};
+use agent_core::{Error, Result};
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 use rustix::process::{Pid, WaitOptions};

@@ -31,8 +31,8 @@
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 
-use agent_core::commands::file::{Files, GuestFileSeek, GuestFileWrite, Seek};
-use agent_core::{Error, commands::Result};
+use agent_core::commands::files::{Files, GuestFileSeek, GuestFileWrite, Seek};
+use agent_core::{Error, Result};
 use rustix::fs::{Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
 

@@ -23,9 +23,9 @@
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
-use agent_core::commands::fs::{Filesystems, FsfreezeStatus, GuestFilesystemTrimResult};
+use agent_core::commands::filesystems::{Filesystems, FsfreezeStatus, GuestFilesystemTrimResult};
 use agent_core::commands::{Emitter, StrList};
-use agent_core::{Error, commands::Result};
+use agent_core::{Error, Result};
 use rustix::fs::{Mode, OFlags};
 
 use crate::log::Level;

@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 
 use agent_core::Command;
 use agent_core::Error;
+use agent_core::Result;
 use agent_core::commands::memory::{
     GuestMemoryBlock, GuestMemoryBlockInfo, GuestMemoryBlockResponse,
     GuestMemoryBlockResponseType as Resp, Memory,
 };
-use agent_core::commands::{Emitter, List, Result};
+use agent_core::commands::{Emitter, List};
 
 use super::system::{errno_msg, errno_of};
 

@@ -19,11 +19,12 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+use agent_core::Result;
+use agent_core::commands::Emitter;
 use agent_core::commands::network::{
     GuestIpAddress, GuestIpAddressType, GuestNetworkInterface, GuestNetworkInterfaceStat,
     GuestNetworkRoute, Network,
 };
-use agent_core::commands::{Emitter, Result};
 
 use super::system::errno_msg;
 

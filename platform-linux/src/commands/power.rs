@@ -22,7 +22,7 @@ use std::process::{Command as Process, Stdio};
 
 use agent_core::Command;
 use agent_core::commands::power::{Power, ShutdownMode, SuspendMode};
-use agent_core::{Error, commands::Result};
+use agent_core::{Error, Result};
 use rustix::system::RebootCommand;
 
 const SYS_POWER_STATE: &str = "/sys/power/state";

@@ -23,8 +23,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use agent_core::Error;
-use agent_core::commands::ssh::SshKeys;
-use agent_core::commands::{Emitter, Result, StrList};
+use agent_core::Result;
+use agent_core::commands::ssh_keys::SshKeys;
+use agent_core::commands::{Emitter, StrList};
 
 use super::system::{errno_of, strerror};
 

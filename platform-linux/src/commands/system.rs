@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use agent_core::Error;
-use agent_core::commands::Result;
+use agent_core::Result;
 use agent_core::commands::system::{GuestOsInfo, GuestTimezone, System};
 
 pub(crate) use crate::config::strerror;
@@ -240,8 +240,8 @@ pub(crate) mod testing {
 
     /// Run `f` with an emitter and return the rendered elements.
     pub fn emitted<T: Element + ?Sized>(
-        f: impl FnOnce(&mut Emitter<'_, T>) -> agent_core::commands::Result<()>,
-    ) -> agent_core::commands::Result<Vec<String>> {
+        f: impl FnOnce(&mut Emitter<'_, T>) -> agent_core::Result<()>,
+    ) -> agent_core::Result<Vec<String>> {
         let mut r = Rendered::default();
         let mut e = Emitter::new(&mut r);
         f(&mut e)?;

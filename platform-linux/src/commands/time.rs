@@ -19,9 +19,9 @@
     reason = "agent_core::Error holds its message inline, by design: no allocation"
 )]
 
-use agent_core::commands::time::Clock;
+use agent_core::commands::clock::Clock;
 use agent_core::schema::Command;
-use agent_core::{Error, commands::Result};
+use agent_core::{Error, Result};
 use rustix::time::{ClockId, Timespec};
 
 use crate::sys::dev::RtcTime;

@@ -17,8 +17,9 @@
 use std::path::PathBuf;
 
 use agent_core::Command;
-use agent_core::commands::user::{GuestUser, Users};
-use agent_core::commands::{Emitter, Result};
+use agent_core::Result;
+use agent_core::commands::Emitter;
+use agent_core::commands::users::{GuestUser, Users};
 
 /// The Linux users backend.
 #[derive(Debug)]

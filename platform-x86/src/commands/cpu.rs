@@ -5,11 +5,12 @@
 //! processor only and never starts or stops the others, so `can-offline` is false and
 //! `guest-set-vcpus` is unsupported. Without a MADT the boot processor alone is reported.
 
-use agent_core::commands::cpu::{
+use agent_core::commands::cpus::{
     Cpus, GuestLinuxCpuStats, GuestLoadAverage, GuestLogicalProcessor,
 };
-use agent_core::commands::{Emitter, Error, List, Result};
+use agent_core::commands::{Emitter, List};
 use agent_core::schema::Command;
+use agent_core::{Error, Result};
 
 use crate::hw::acpi::Cpu;
 

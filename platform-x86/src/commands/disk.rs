@@ -2,8 +2,9 @@
 //! mounted filesystem, so all three lists are empty (the RAM file store of
 //! [`super::file`] is not a block device). KubeVirt polls fsinfo and expects an answer.
 
-use agent_core::commands::disk::{Disks, GuestDiskInfo, GuestDiskStatsInfo, GuestFilesystemInfo};
-use agent_core::commands::{Emitter, Result};
+use agent_core::Result;
+use agent_core::commands::Emitter;
+use agent_core::commands::disks::{Disks, GuestDiskInfo, GuestDiskStatsInfo, GuestFilesystemInfo};
 
 /// No disks.
 pub struct NoDisks;

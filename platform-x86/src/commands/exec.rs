@@ -17,7 +17,8 @@
 use core::fmt;
 
 use agent_core::commands::exec::{CaptureMode, Exec, ExecArgs, GuestExecStatus};
-use agent_core::commands::{Base64, Error, Result, StrList};
+use agent_core::commands::{Base64, StrList};
+use agent_core::{Error, Result};
 
 /// Captured standard output kept per process.
 pub const OUT_CAP: usize = 8192;

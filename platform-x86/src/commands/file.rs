@@ -15,8 +15,8 @@
 //!
 //! Handles count up from 1000, as upstream's `fd_counter` starts.
 
-use agent_core::commands::file::{Files, GuestFileSeek, GuestFileWrite, Seek};
-use agent_core::commands::{Error, Result};
+use agent_core::commands::files::{Files, GuestFileSeek, GuestFileWrite, Seek};
+use agent_core::{Error, Result};
 
 /// Bytes per block.
 pub const BLOCK: usize = 4096;

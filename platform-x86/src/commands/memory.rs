@@ -10,8 +10,9 @@
 use agent_core::commands::memory::{
     GuestMemoryBlock, GuestMemoryBlockInfo, GuestMemoryBlockResponse, Memory,
 };
-use agent_core::commands::{Emitter, Error, List, Result};
+use agent_core::commands::{Emitter, List};
 use agent_core::schema::Command;
+use agent_core::{Error, Result};
 
 use crate::pvh::{Region, RegionKind};
 

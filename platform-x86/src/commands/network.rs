@@ -1,8 +1,9 @@
 //! `guest-network-get-interfaces` and `guest-network-get-route`: the image has no network
 //! stack, so both lists are empty (an honest answer; KubeVirt polls the interfaces).
 
+use agent_core::Result;
+use agent_core::commands::Emitter;
 use agent_core::commands::network::{GuestNetworkInterface, GuestNetworkRoute, Network};
-use agent_core::commands::{Emitter, Result};
 
 /// No interfaces.
 pub struct NoNetwork;

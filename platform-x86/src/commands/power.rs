@@ -9,8 +9,8 @@
 //! if the machine is still running a second later the command fails with a message.
 
 use agent_core::commands::power::{Power, ShutdownMode, SuspendMode};
-use agent_core::commands::{Error, Result};
 use agent_core::schema::Command;
+use agent_core::{Error, Result};
 
 use crate::hw::acpi::{self, Fadt};
 use crate::hw::{i8042, tsc};

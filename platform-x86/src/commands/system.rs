@@ -2,7 +2,7 @@
 //! ([`crate::config`]): build-time defaults, overridden on the kernel command line. The RTC
 //! keeps UTC, so the time zone is UTC with offset 0.
 
-use agent_core::commands::Result;
+use agent_core::Result;
 use agent_core::commands::system::{GuestOsInfo, GuestTimezone, System};
 
 use crate::config::Config;

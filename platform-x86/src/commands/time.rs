@@ -11,8 +11,8 @@
 //! Times are reported in whole microseconds (×1000), as upstream's `g_get_real_time` gives them.
 
 use agent_core::Command;
-use agent_core::commands::time::Clock;
-use agent_core::commands::{Error, Result};
+use agent_core::commands::clock::Clock;
+use agent_core::{Error, Result};
 
 use crate::hw::{rtc, tsc};
 

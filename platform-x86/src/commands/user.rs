@@ -1,9 +1,10 @@
 //! `guest-get-users`: bare metal has no users or sessions, so the list is empty (KubeVirt polls
 //! it and expects an answer). `guest-set-user-password` is unsupported.
 
-use agent_core::commands::user::{GuestUser, Users};
-use agent_core::commands::{Emitter, Error, Result};
+use agent_core::commands::Emitter;
+use agent_core::commands::users::{GuestUser, Users};
 use agent_core::schema::Command;
+use agent_core::{Error, Result};
 
 /// No users.
 pub struct NoUsers;

@@ -58,7 +58,8 @@ pub(crate) fn run(
 /// A clock that can be set implements `set_time` and claims it in `supports`:
 ///
 /// ```
-/// use agent_core::commands::{Result, time::Clock};
+/// use agent_core::Result;
+/// use agent_core::commands::clock::Clock;
 /// use agent_core::{Command, Platform, StaticBuffers, Transmit, TxError};
 ///
 /// struct Rtc {

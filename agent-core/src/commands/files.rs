@@ -318,7 +318,7 @@ pub trait Files {
 
     /// `guest-file-open`: open `path` with an fopen `mode` (already validated by the engine:
     /// r, rb, w, wb, a, ab, r+, rb+, r+b, w+, wb+, w+b, a+, ab+, a+b) and return a new handle.
-    /// An [`super::Error::Os`] becomes `failed to open file '<path>' (mode: '<mode>'): <text>`.
+    /// An [`crate::Error::Os`] becomes `failed to open file '<path>' (mode: '<mode>'): <text>`.
     fn open(&mut self, path: &str, mode: &str) -> Result<i64>;
 
     /// `guest-file-close`. An OS error becomes `failed to close handle: <text>`.
