@@ -134,6 +134,10 @@ struct RunArgs {
     /// The bare-metal image on a pc machine with the agent on COM1
     #[arg(long)]
     com1: bool,
+    /// The bare-metal image on QEMU's microvm (virtio-mmio, no PCI) with the agent on vsock,
+    /// reached through vhost-device-vsock's hybrid-vsock socket
+    #[arg(long)]
+    microvm: bool,
     /// A Linux guest with our qga inside
     #[arg(long)]
     linux: bool,
@@ -315,8 +319,17 @@ fn cmd_image(no_linux: bool) -> Result<(), String> {
 
 /// Prints how to talk to an agent on `socket`, with example requests that fit that agent.
 fn print_usage_for(socket: &Path, examples: &[&str], exec: &str) {
-    let s = socket.display();
-    println!("agent socket: {s}");
+    print_usage_at(&socket.display().to_string(), examples, exec);
+    println!(
+        "  (or any client: socat - UNIX-CONNECT:{})",
+        socket.display()
+    );
+    println!("Ctrl-C stops it.");
+}
+
+/// Prints how to talk to an agent at `address` (as `qga-client` takes it).
+fn print_usage_at(s: &str, examples: &[&str], exec: &str) {
+    println!("agent address: {s}");
     println!("talk to it from another terminal, e.g.:");
     println!("  cargo xtask qga {s} guest-info");
     for e in examples {
@@ -325,8 +338,6 @@ fn print_usage_for(socket: &Path, examples: &[&str], exec: &str) {
     println!("  cargo run -q -p qga-client -- {s} exec {exec}");
     println!("  cargo xtask push {s} ./local-file /remote-file");
     println!("  cargo xtask pull {s} /remote-file ./copy");
-    println!("  (or any client: socat - UNIX-CONNECT:{s})");
-    println!("Ctrl-C stops it.");
 }
 
 /// Examples for a Linux agent.
@@ -397,11 +408,14 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo xtask run`: the bare-metal image in QEMU, agent on virtio-serial (or `--com1`).
+/// `cargo xtask run`: the bare-metal image in QEMU, agent on virtio-serial (or `--com1`, or
+/// vsock on microvm with `--microvm`).
 fn run_baremetal(a: RunArgs, flag: &std::sync::atomic::AtomicBool) -> Result<(), String> {
     use ::tests::baremetal::{BareMetalVm, Machine, Transport};
     let (machine, transport) = if a.com1 {
         (Machine::Pc, Transport::Com1)
+    } else if a.microvm {
+        (Machine::Microvm, Transport::Vsock)
     } else {
         (Machine::Q35, Transport::Virtio)
     };
@@ -416,11 +430,25 @@ fn run_baremetal(a: RunArgs, flag: &std::sync::atomic::AtomicBool) -> Result<(),
         transport.name(),
         vm.started.elapsed().as_secs_f64()
     );
-    print_usage_for(
-        &vm.opts.agent_socket,
-        &["guest-get-osinfo", "guest-get-vcpus"],
-        "pci",
-    );
+    if transport == Transport::Vsock {
+        let s = vm.opts.agent_socket.display();
+        print_usage_at(
+            &vm.address().to_string(),
+            &["guest-get-osinfo", "guest-get-vcpus"],
+            "cpuid",
+        );
+        println!(
+            "  (or any client: socat - UNIX-CONNECT:{s}, then type `CONNECT {}` and wait for OK)",
+            ::tests::baremetal::VSOCK_PORT
+        );
+        println!("Ctrl-C stops it.");
+    } else {
+        print_usage_for(
+            &vm.opts.agent_socket,
+            &["guest-get-osinfo", "guest-get-vcpus"],
+            "pci",
+        );
+    }
     println!("image debug log: {}", vm.opts.log.display());
     while !flag.load(Ordering::Relaxed) {
         if let Some(st) = vm.try_status() {
