@@ -21,6 +21,8 @@
 //!   one on the ISA serial port `/dev/ttyS1` (state `/run/qga1`, log `/run/qga1.log`). Both run
 //!   with `-F/etc/qemu/fsfreeze-hook`, which appends `<action> <unix time>` to
 //!   `/run/fsfreeze-hook.log` and fails (exit 1) while `/run/fsfreeze-hook.fail` exists.
+//! - With `qga.vsock=PORT` on the kernel command line, a third agent listens on vsock port PORT
+//!   (any CID; state `/run/qga2`, its PID in `/run/qga2.pid`, log `/run/qga2.log`).
 //! - It prints `qga-guest: ready` on the console (ttyS0) when the agents have been started, and
 //!   `qga-guest: <agent> agent exited with status N` if an agent ever exits.
 //! - Users: `root` (uid 0, home `/root`) and `tester` (uid/gid 1000, home `/home/tester`, owned
@@ -40,11 +42,16 @@ use std::process::Command;
 
 use crate::paths::{target_dir, workspace_root};
 
-/// The modules the guest needs beyond what Debian's kernel has built in: virtio over PCI, the
-/// console (virtio-serial), the block device, the network card and ext4. Their dependencies are
-/// resolved from `modules.dep` and `modules.softdep`.
+/// The modules the guest needs beyond what Debian's kernel has built in: virtio over PCI and
+/// over MMIO (QEMU `microvm`, found through ACPI: Debian's kernel lacks
+/// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`), vsock over virtio, the console (virtio-serial), the
+/// block device, the network card and ext4. Their dependencies (`vsock`,
+/// `vmw_vsock_virtio_transport_common`, …) are resolved from `modules.dep` and
+/// `modules.softdep`.
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_pci",
+    "virtio_mmio",
+    "vmw_vsock_virtio_transport",
     "virtio_console",
     "virtio_blk",
     "virtio_net",
@@ -64,6 +71,10 @@ pub const READY_MARKER: &str = "qga-guest: ready";
 
 /// The virtio-serial port name of the agent.
 pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
+
+/// The vsock port of the agent started when the kernel command line has `qga.vsock=PORT`
+/// (the suites pass this one).
+pub const VSOCK_PORT: u32 = 1024;
 
 /// The unprivileged user in the image.
 pub const TEST_USER: &str = "tester";
@@ -738,6 +749,20 @@ cd /
     -F/etc/qemu/fsfreeze-hook -l /run/qga0.log -v; say "virtio agent exited with status $?") &
 (/usr/bin/qga -m isa-serial -p /dev/ttyS1 -t /run/qga1 \
     -F/etc/qemu/fsfreeze-hook -l /run/qga1.log -v; say "isa agent exited with status $?") &
+# A third agent on vsock when the command line asks for one (qga.vsock=PORT); it listens on any
+# CID, so it needs no wait for the virtio-vsock device to be probed.
+vport=
+for w in $(cat /proc/cmdline); do
+    case "$w" in qga.vsock=*) vport=${w#qga.vsock=} ;; esac
+done
+if [ -n "$vport" ]; then
+    mkdir -p /run/qga2
+    # The agent writes a pid file only when it daemonizes: the shell writes it, then execs.
+    (sh -c 'echo $$ > /run/qga2.pid; exec "$@"' qga /usr/bin/qga -m vsock-listen \
+        -p "4294967295:$vport" -t /run/qga2 -F/etc/qemu/fsfreeze-hook -l /run/qga2.log -v
+        say "vsock agent exited with status $?") &
+    say "vsock agent on port $vport"
+fi
 say "ready"
 "#;
 

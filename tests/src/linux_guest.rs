@@ -45,8 +45,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::initramfs::{self, InitramfsSpec, Kernel};
-use crate::qemu::{ProcessGuard, agent_chardev, log_tail, qemu_base_command};
-use qga_client::Client;
+use crate::qemu::{
+    ProcessGuard, VirtioTransport, agent_chardev, log_tail, qemu_base_command, shared_memory_args,
+    vhost_user_vsock_args,
+};
+use crate::vsock::VsockDaemon;
+use qga_client::{Address, Client};
 
 /// PCI slot of the virtio-net card.
 pub const NET_PCI_SLOT: u32 = 3;
@@ -56,6 +60,8 @@ pub const SERIAL_PCI_SLOT: u32 = 4;
 pub const DATA_DISK_PCI_SLOT: u32 = 5;
 /// The test disk's serial number.
 pub const DATA_DISK_SERIAL: &str = "qga-data-disk";
+/// The vsock context id of a guest booted with [`GuestOptions::vsock`].
+pub const VSOCK_GUEST_CID: u32 = 3;
 /// The guest NIC's MAC address.
 pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 
@@ -117,6 +123,13 @@ pub struct GuestOptions {
     /// 392 MiB), and when it lands in block 2 no block of a 512 MiB guest can go offline
     /// (block 3 also holds the firmware's reserved top of RAM, which answers EINVAL).
     pub append: String,
+    /// A virtio-vsock device with a third agent on [`initramfs::VSOCK_PORT`], reached through
+    /// the hybrid socket of a `vhost-device-vsock` daemon ([`LinuxGuest::vsock_agent`]).
+    /// `None` (the default) boots the `pc` machine as before. `Some(Pci)` boots `q35` with
+    /// `vhost-user-vsock-pci` and the same devices otherwise. `Some(Mmio)` boots `microvm`
+    /// (ACPI on, which is how Debian's kernel finds virtio-mmio devices) with every device on
+    /// virtio-mmio and the console as its only serial port: there is no ISA-serial agent.
+    pub vsock: Option<VirtioTransport>,
 }
 
 impl GuestOptions {
@@ -135,6 +148,7 @@ impl GuestOptions {
             disk_mib: 64,
             boot_timeout: Duration::from_secs(180),
             append: "movablecore=256M nokaslr".to_string(),
+            vsock: None,
         }
     }
 }
@@ -145,11 +159,13 @@ pub struct LinuxGuest {
     // Field order is drop order: the watchdog must go before QEMU is reaped.
     _watchdog: Watchdog,
     qemu: ProcessGuard,
+    // After QEMU, which is its client.
+    vsock: Option<VsockDaemon>,
     qmp: Option<Qmp>,
     dir: tempfile::TempDir,
     /// The virtio-serial agent's socket.
     pub virtio_socket: PathBuf,
-    /// The ISA-serial agent's socket.
+    /// The ISA-serial agent's socket (none on `microvm`: nothing listens there).
     pub isa_socket: PathBuf,
     /// QMP.
     pub qmp_socket: PathBuf,
@@ -162,9 +178,9 @@ pub struct LinuxGuest {
 }
 
 impl LinuxGuest {
-    /// Starts QEMU and waits until the guest prints its ready line and both agents answer a
-    /// `guest-sync-delimited`; a QMP connection is opened before the guest runs far, so no
-    /// event is missed.
+    /// Starts QEMU and waits until the guest prints its ready line and its agents (virtio-serial,
+    /// ISA serial unless on `microvm`, vsock if asked for) answer a `guest-sync-delimited`; a
+    /// QMP connection is opened before the guest runs far, so no event is missed.
     pub fn boot(opts: &GuestOptions) -> Result<Self, String> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
@@ -181,21 +197,46 @@ impl LinuxGuest {
         );
         make_ext4(&disk_image, opts.disk_mib)?;
 
+        let vsock = match opts.vsock {
+            Some(_) => Some(VsockDaemon::start(dir.path(), VSOCK_GUEST_CID)?),
+            None => None,
+        };
+        let microvm = opts.vsock == Some(VirtioTransport::Mmio);
+        // On microvm every virtio device sits on MMIO and has no PCI slot.
+        let virtio = |pci: &str, slot: u32, rest: &str| {
+            if microvm {
+                format!("{}-device{rest}", pci.trim_end_matches("-pci"))
+            } else {
+                format!("{pci}{rest},addr={slot:#x}")
+            }
+        };
+
         let mut cmd = qemu_base_command()?;
         // `no_timer_check`: under TCG on a loaded host the kernel's check that the 8254 timer
         // ticks through the IO-APIC can time out, and the kernel then panics ("IO-APIC + timer
         // doesn't work") before the agent starts; the emulated timer is fine, the check is not.
-        let append = format!(
+        let mut append = format!(
             "console=ttyS0 panic=-1 loglevel=4 mitigations=off no_timer_check {}",
             opts.append
         );
-        cmd.args(["-machine", "pc", "-cpu", "max"]);
-        cmd.args([
-            "-m",
-            &opts.memory_mib.to_string(),
-            "-smp",
-            &opts.cpus.to_string(),
-        ]);
+        let machine = match opts.vsock {
+            None => "pc",
+            Some(VirtioTransport::Pci) => "q35",
+            Some(VirtioTransport::Mmio) => "microvm",
+        };
+        cmd.args(["-machine", machine, "-cpu", "max"]);
+        match &vsock {
+            Some(daemon) => {
+                cmd.args(shared_memory_args(opts.memory_mib));
+                let transport = opts.vsock.unwrap_or(VirtioTransport::Pci);
+                cmd.args(vhost_user_vsock_args(daemon.vhost_socket(), transport));
+                append.push_str(&format!(" qga.vsock={}", initramfs::VSOCK_PORT));
+            }
+            None => {
+                cmd.args(["-m", &opts.memory_mib.to_string()]);
+            }
+        }
+        cmd.args(["-smp", &opts.cpus.to_string()]);
         cmd.arg("-kernel")
             .arg(&opts.kernel)
             .arg("-initrd")
@@ -207,15 +248,17 @@ impl LinuxGuest {
             "-serial",
             "chardev:con0",
         ]);
-        cmd.args([
-            "-chardev",
-            &agent_chardev("qga1", &isa_socket),
-            "-serial",
-            "chardev:qga1",
-        ]);
+        if !microvm {
+            cmd.args([
+                "-chardev",
+                &agent_chardev("qga1", &isa_socket),
+                "-serial",
+                "chardev:qga1",
+            ]);
+        }
         cmd.args([
             "-device",
-            &format!("virtio-serial-pci,id=vser0,addr={SERIAL_PCI_SLOT:#x}"),
+            &virtio("virtio-serial-pci", SERIAL_PCI_SLOT, ",id=vser0"),
         ]);
         cmd.args(["-chardev", &agent_chardev("qga0", &virtio_socket)]);
         cmd.args([
@@ -229,25 +272,36 @@ impl LinuxGuest {
                 disk_image.display()
             ),
             "-device",
-            &format!(
-                "virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL},addr={DATA_DISK_PCI_SLOT:#x}"
+            &virtio(
+                "virtio-blk-pci",
+                DATA_DISK_PCI_SLOT,
+                &format!(",drive=data,serial={DATA_DISK_SERIAL}"),
             ),
         ]);
         cmd.args([
             "-netdev",
             "user,id=n0,restrict=on",
             "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC},addr={NET_PCI_SLOT:#x}"),
+            &virtio(
+                "virtio-net-pci",
+                NET_PCI_SLOT,
+                &format!(",netdev=n0,mac={GUEST_MAC}"),
+            ),
         ]);
         cmd.args([
             "-qmp",
             &format!("unix:{},server=on,wait=off", qmp_socket.display()),
         ]);
         let qemu = ProcessGuard::spawn("qemu", cmd, p("qemu.log"))?;
-        let watchdog = Watchdog::start(qemu.pid(), dir.path())?;
+        let mut pids = vec![qemu.pid()];
+        if let Some(d) = &vsock {
+            pids.push(d.pid());
+        }
+        let watchdog = Watchdog::start(&pids, dir.path())?;
         let mut guest = LinuxGuest {
             _watchdog: watchdog,
             qemu,
+            vsock,
             qmp: None,
             dir,
             virtio_socket,
@@ -268,9 +322,15 @@ impl LinuxGuest {
         guest
             .agent_until(deadline)
             .map_err(|e| guest.failure(&format!("virtio-serial agent: {e}")))?;
-        guest
-            .isa_agent_until(deadline)
-            .map_err(|e| guest.failure(&format!("ISA-serial agent: {e}")))?;
+        if !microvm {
+            guest
+                .isa_agent_until(deadline)
+                .map_err(|e| guest.failure(&format!("ISA-serial agent: {e}")))?;
+        }
+        if let Some(address) = guest.vsock_address() {
+            connect_synced(&address, deadline)
+                .map_err(|e| guest.failure(&format!("vsock agent: {e}")))?;
+        }
         guest.boot_time = started.elapsed();
         Ok(guest)
     }
@@ -285,12 +345,33 @@ impl LinuxGuest {
         self.isa_agent_until(Instant::now() + Duration::from_secs(60))
     }
 
+    /// A new synced client on the vsock agent, through the daemon's hybrid socket.
+    pub fn vsock_agent(&self) -> Result<Client, String> {
+        let address = self
+            .vsock_address()
+            .ok_or("this guest was booted without vsock")?;
+        connect_synced(&address, Instant::now() + Duration::from_secs(60))
+    }
+
+    /// The client address of the vsock agent (`vsock-uds:HYBRID_SOCKET:PORT`), if the guest has
+    /// vsock.
+    pub fn vsock_address(&self) -> Option<Address> {
+        self.vsock
+            .as_ref()
+            .map(|d| d.address(initramfs::VSOCK_PORT))
+    }
+
+    /// The vsock daemon, if the guest has vsock.
+    pub fn vsock_daemon(&mut self) -> Option<&mut VsockDaemon> {
+        self.vsock.as_mut()
+    }
+
     fn agent_until(&self, deadline: Instant) -> Result<Client, String> {
-        connect_synced(&self.virtio_socket, deadline)
+        connect_synced(&Address::Unix(self.virtio_socket.clone()), deadline)
     }
 
     fn isa_agent_until(&self, deadline: Instant) -> Result<Client, String> {
-        connect_synced(&self.isa_socket, deadline)
+        connect_synced(&Address::Unix(self.isa_socket.clone()), deadline)
     }
 
     /// The QMP connection opened at boot.
@@ -355,8 +436,15 @@ impl LinuxGuest {
     /// `what`, followed by the tails of the console and of QEMU's own output: the text a failed
     /// test should show.
     pub fn failure(&self, what: &str) -> String {
+        let daemon = match &self.vsock {
+            Some(d) => format!(
+                "\n--- vhost-device-vsock output (tail) ---\n{}",
+                log_tail(d.log_path(), 2000)
+            ),
+            None => String::new(),
+        };
         format!(
-            "{what}\n--- guest console (tail) ---\n{}\n--- qemu output (tail) ---\n{}",
+            "{what}\n--- guest console (tail) ---\n{}\n--- qemu output (tail) ---\n{}{daemon}",
             tail(&self.console(), 6000),
             log_tail(self.qemu.log_path(), 2000)
         )
@@ -374,11 +462,11 @@ fn tail(s: &str, max: usize) -> &str {
 /// Connects and syncs with the 0xFF handshake, retrying (new connection each time) until the
 /// agent answers or `deadline` passes: before the guest opens its end, bytes sent to the port
 /// may be lost.
-fn connect_synced(socket: &Path, deadline: Instant) -> Result<Client, String> {
+fn connect_synced(address: &Address, deadline: Instant) -> Result<Client, String> {
     let mut last = String::from("no attempt");
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
-        match Client::connect_retry(socket, left) {
+        match Client::connect_to_within(address, left) {
             Ok(mut c) => {
                 c.set_timeout(Duration::from_secs(3).min(left.max(Duration::from_millis(100))));
                 match c.sync_delimited() {
@@ -393,7 +481,7 @@ fn connect_synced(socket: &Path, deadline: Instant) -> Result<Client, String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Err(format!("no answer on {} ({last})", socket.display()))
+    Err(format!("no answer on {address} ({last})"))
 }
 
 /// Creates a sparse file of `mib` MiB and formats it ext4 (inode tables and journal initialised
@@ -430,8 +518,8 @@ fn make_ext4(path: &Path, mib: u64) -> Result<(), String> {
     }
 }
 
-/// Kills QEMU by PID and removes the guest directory if this process dies without dropping the
-/// guest (see the module docs).
+/// Kills QEMU (and the vsock daemon) by PID and removes the guest directory if this process dies
+/// without dropping the guest (see the module docs).
 #[derive(Debug)]
 struct Watchdog {
     child: Child,
@@ -440,14 +528,14 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn start(qemu_pid: u32, dir: &Path) -> Result<Self, String> {
+    fn start(pids: &[u32], dir: &Path) -> Result<Self, String> {
         // It ignores the signals a runner sends a whole process group (`timeout`, Ctrl-C), so
         // it outlives the test process and still cleans up when the pipe closes.
-        let script = "trap '' HUP INT TERM; read -r _ignored; kill -KILL \"$1\" 2>/dev/null; rm -rf -- \"$2\"";
+        let script = "trap '' HUP INT TERM; read -r _ignored; d=$1; shift; kill -KILL \"$@\" 2>/dev/null; rm -rf -- \"$d\"";
         let mut child = Command::new("/bin/sh")
             .args(["-c", script, "qga-guest-watchdog"])
-            .arg(qemu_pid.to_string())
             .arg(dir)
+            .args(pids.iter().map(u32::to_string))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

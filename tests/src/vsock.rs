@@ -104,6 +104,16 @@ impl VsockDaemon {
         }
     }
 
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// The daemon's log.
+    pub fn log_path(&self) -> &Path {
+        self.guard.log_path()
+    }
+
     /// The daemon's process guard (its PID, whether it still runs, its log).
     pub fn guard(&mut self) -> &mut ProcessGuard {
         &mut self.guard
