@@ -701,6 +701,9 @@ macro_rules! json_enum {
             /// Every value, in schema order.
             pub const ALL: &'static [$name] = &[$($name::$variant),*];
 
+            /// Every wire name, in schema order (argument checks take them from here).
+            pub const NAMES: &'static [&'static str] = &[$($json),*];
+
             /// The wire name.
             pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $json,)* }

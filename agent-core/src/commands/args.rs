@@ -49,10 +49,11 @@ pub enum Ty {
     Str,
     /// An enum with these wire names.
     Enum(&'static [&'static str]),
-    /// The alternate `GuestFileWhence`: int or `QGASeek`.
-    Whence,
-    /// The alternate `GuestExecCaptureOutput`: bool or `GuestExecCaptureOutputMode`.
-    Capture,
+    /// The alternate `GuestFileWhence`: int or `QGASeek` (these wire names).
+    Whence(&'static [&'static str]),
+    /// The alternate `GuestExecCaptureOutput`: bool or `GuestExecCaptureOutputMode` (these
+    /// wire names).
+    Capture(&'static [&'static str]),
     /// A list.
     List(Elem),
 }
@@ -367,11 +368,6 @@ impl ArgError<'_> {
     }
 }
 
-/// `QGASeek`'s wire names.
-pub const SEEK_NAMES: &[&str] = &["set", "cur", "end"];
-/// `GuestExecCaptureOutputMode`'s wire names.
-pub const CAPTURE_NAMES: &[&str] = &["none", "stdout", "stderr", "separated", "merged"];
-
 /// What [`Args::decode`] reports if a struct's Rust field types disagree with its member table
 /// (a declaration error that the fixtures and fuzz targets would show, never a request's).
 pub const MISMATCH: ArgError<'static> = ArgError {
@@ -514,17 +510,17 @@ fn check<'t>(m: &Member, v: Value<'t>, path: Path<'t>, top: bool) -> Result<(), 
             _ => err(ArgErrorKind::Type("string")),
         },
         Ty::Enum(names) => enum_check(names),
-        Ty::Whence => match v.kind() {
+        Ty::Whence(names) => match v.kind() {
             Kind::Number => match v.as_number() {
                 Some(Number::Int(_)) => Ok(()),
                 _ => err(ArgErrorKind::Type("integer")),
             },
-            Kind::String => enum_check(SEEK_NAMES),
+            Kind::String => enum_check(names),
             _ => err(ArgErrorKind::Type("GuestFileWhence")),
         },
-        Ty::Capture => match v.kind() {
+        Ty::Capture(names) => match v.kind() {
             Kind::Bool => Ok(()),
-            Kind::String => enum_check(CAPTURE_NAMES),
+            Kind::String => enum_check(names),
             _ => err(ArgErrorKind::Type("GuestExecCaptureOutput")),
         },
         Ty::List(elem) => {

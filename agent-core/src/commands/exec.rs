@@ -33,7 +33,7 @@ crate::args! {
         env: Option<StrList<'t>> = ("env", Ty::List(Elem::Str), OPTIONAL),
         /// Decoded in place by the engine: see [`ExecArgs::input_data`].
         input_data: Option<Raw<'t>> = ("input-data", Ty::Str, OPTIONAL),
-        capture_output: Option<CaptureOutput> = ("capture-output", Ty::Capture, OPTIONAL),
+        capture_output: Option<CaptureOutput> = ("capture-output", Ty::Capture(CaptureMode::NAMES), OPTIONAL),
     }
 }
 

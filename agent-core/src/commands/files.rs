@@ -110,7 +110,7 @@ crate::args! {
     pub struct FileSeekArgs<'t> {
         handle: i64 = ("handle", Ty::Int, REQUIRED),
         offset: i64 = ("offset", Ty::Int, REQUIRED),
-        whence: Whence = ("whence", Ty::Whence, REQUIRED),
+        whence: Whence = ("whence", Ty::Whence(Seek::NAMES), REQUIRED),
     }
 }
 
