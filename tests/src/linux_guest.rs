@@ -231,6 +231,13 @@ impl LinuxGuest {
                 let transport = opts.vsock.unwrap_or(VirtioTransport::Pci);
                 cmd.args(vhost_user_vsock_args(daemon.vhost_socket(), transport));
                 append.push_str(&format!(" qga.vsock={}", initramfs::VSOCK_PORT));
+                if microvm {
+                    // microvm has no HPET nor ACPI PM timer, and under TCG the kernel cannot
+                    // calibrate the TSC against the PIT either: it then stalls in early boot.
+                    // Give it the rates instead (the guest's clock runs off by the ratio to the
+                    // real rate, which nothing here measures).
+                    append.push_str(" tsc_early_khz=2000000 lpj=8000000");
+                }
             }
             None => {
                 cmd.args(["-m", &opts.memory_mib.to_string()]);

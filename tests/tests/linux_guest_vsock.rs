@@ -1,7 +1,7 @@
 //! `qga -m vsock-listen` inside a Linux guest, reached from the host through the hybrid-vsock
 //! socket of `vhost-device-vsock` (the way Firecracker and cloud-hypervisor expose a guest's
-//! vsock), on `q35` (virtio-vsock over PCI). `microvm` (over MMIO) is not covered yet: Debian's
-//! kernel does not get past early boot there under these options.
+//! vsock), on `q35` (virtio-vsock over PCI) and on `microvm` (over MMIO, devices found through
+//! ACPI).
 //!
 //! One guest per machine kind serves every check (a TCG boot is the expensive part): the
 //! read-only commands (answered, and equal to the same agent's answers over virtio-serial where
@@ -254,4 +254,9 @@ fn all_checks(transport: VirtioTransport, name: &str) {
 #[test]
 fn qga_over_vsock_on_q35_pci() {
     all_checks(VirtioTransport::Pci, "q35");
+}
+
+#[test]
+fn qga_over_vsock_on_microvm_mmio() {
+    all_checks(VirtioTransport::Mmio, "microvm");
 }
