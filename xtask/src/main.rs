@@ -112,11 +112,12 @@ enum Command {
         quick: bool,
     },
     /// Our qga against Debian's qemu-ga, side by side (median of rounds): CPU, latency,
-    /// throughput, startup, memory, size, and the kernel floor of a sequential ping; `bench
-    /// core`: the protocol engine alone (agent-core's bench_core example)
+    /// throughput, startup, memory, size, and the kernel floor of a sequential ping, then both
+    /// over vsock in a Linux guest; `bench core`: the protocol engine alone (agent-core's
+    /// bench_core example); `bench vsock`: the vsock figures alone
     Bench {
-        /// `core` for the protocol engine alone
-        #[arg(value_parser = ["core"])]
+        /// `core` for the protocol engine alone, `vsock` for the vsock figures alone
+        #[arg(value_parser = ["core", "vsock"])]
         what: Option<String>,
         /// Rounds (the median is printed)
         #[arg(long, default_value_t = 3, value_name = "N")]
@@ -274,8 +275,16 @@ fn cmd_bench(what: Option<&str>, rounds: usize) -> Result<(), String> {
     if cfg!(debug_assertions) {
         let mut c = pipeline::cargo();
         c.args(["run", "--quiet", "--release", "-p", "xtask", "--", "bench"])
+            .args(what)
             .args(["--rounds", &rounds.to_string()]);
         return pipeline::run_limited(c, Duration::from_secs(3600));
+    }
+    if what == Some("vsock") {
+        let ours = match std::env::var_os(::tests::host_agent::QGA_BIN_ENV) {
+            Some(p) => PathBuf::from(p),
+            None => ::tests::host_agent::our_static_release_binary()?,
+        };
+        return xtask::bench::run_vsock(rounds.max(1), &ours);
     }
     xtask::bench::run(&xtask::bench::BenchOptions { rounds })
 }

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+mod vsock;
+
+pub use vsock::run as run_vsock;
+
 use crate::procfs::{cpu_seconds, cpu_seconds_of_task, status_kb};
 
 use ::tests::host_agent::{
@@ -686,11 +690,42 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
     metrics.extend(m_write_cpu);
     metrics.extend([m_start, m_idle, m_end, m_peak_common, m_peak_all, m_size]);
     println!();
+    print_table(&metrics);
+    println!(
+        "ratio = qga / qemu-ga: below 1 is better for times, memory and size; above 1 is better for req/s and MiB/s"
+    );
+    if !floors.is_empty() {
+        floors.sort_by(f64::total_cmp);
+        println!(
+            "kernel floor: a blocking read()/write() loop on the same socket costs {:.2} µs of CPU per sequential ping (median of {}); no agent can go below it",
+            floors[floors.len() / 2],
+            floors.len()
+        );
+    }
+    println!("peak RSS came from: {}", peak_steps.join("; "));
+    for (i, n) in restarts.iter().enumerate() {
+        if *n > 0 {
+            println!(
+                "{} died {n} time(s) during the runs and was started again",
+                KINDS[i].label()
+            );
+        }
+    }
+    println!("sizes:");
+    for t in size_text {
+        println!("  {t}");
+    }
+    println!();
+    vsock::run(rounds, &ours)
+}
+
+/// The side-by-side table: median per agent, ratio, which is better.
+fn print_table(metrics: &[Metric]) {
     println!(
         "{:<42} {:>6} {:>12} {:>12} {:>7}  better",
         "metric (median of rounds)", "unit", "qga", "qemu-ga", "ratio"
     );
-    for m in &metrics {
+    for m in metrics {
         let a = m.summary(0);
         let b = m.summary(1);
         let (ratio, better) = match (&a, &b) {
@@ -727,31 +762,6 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
             }
         }
     }
-    println!(
-        "ratio = qga / qemu-ga: below 1 is better for times, memory and size; above 1 is better for req/s and MiB/s"
-    );
-    if !floors.is_empty() {
-        floors.sort_by(f64::total_cmp);
-        println!(
-            "kernel floor: a blocking read()/write() loop on the same socket costs {:.2} µs of CPU per sequential ping (median of {}); no agent can go below it",
-            floors[floors.len() / 2],
-            floors.len()
-        );
-    }
-    println!("peak RSS came from: {}", peak_steps.join("; "));
-    for (i, n) in restarts.iter().enumerate() {
-        if *n > 0 {
-            println!(
-                "{} died {n} time(s) during the runs and was started again",
-                KINDS[i].label()
-            );
-        }
-    }
-    println!("sizes:");
-    for t in size_text {
-        println!("  {t}");
-    }
-    Ok(())
 }
 
 fn reconnect(agent: &HostAgent) -> Result<Client, String> {
