@@ -376,16 +376,40 @@ impl BareMetalVm {
     }
 
     /// Boot `image` with `opts` as given.
-    pub fn boot_image(image: &Path, mut opts: BootOptions) -> Result<Self, String> {
-        let daemon = if opts.transport == Transport::Vsock {
-            let dir = opts.log.parent().unwrap_or(Path::new("."));
-            let d = VsockDaemon::start(dir, VSOCK_CID)?;
-            opts.agent_socket = d.hybrid_socket().to_path_buf();
-            opts.vhost_socket = d.vhost_socket().to_path_buf();
-            Some(d)
-        } else {
-            None
-        };
+    pub fn boot_image(image: &Path, opts: BootOptions) -> Result<Self, String> {
+        if opts.transport != Transport::Vsock {
+            return Self::start(image, opts, None);
+        }
+        // vhost-device-vsock now and then never delivers any host connection to a freshly
+        // booted image (about one boot in six with three suites at once on this machine; the
+        // image is up and listening, the daemon holds every CONNECT unanswered; not
+        // root-caused, see the vsock driver's notes). Such a boot is detected by its first
+        // connection and replaced, at most twice, saying so on stderr; a third hang fails.
+        let dir = opts.log.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            let sub = dir.join(format!("vsock-{attempt}"));
+            std::fs::create_dir_all(&sub).map_err(|e| format!("mkdir {}: {e}", sub.display()))?;
+            let d = VsockDaemon::start(&sub, VSOCK_CID)?;
+            let mut o = opts.clone();
+            o.agent_socket = d.hybrid_socket().to_path_buf();
+            o.vhost_socket = d.vhost_socket().to_path_buf();
+            let vm = Self::start(image, o, Some(d))?;
+            match Client::connect_to_within(&vm.address(), Duration::from_secs(10)) {
+                Ok(_) => return Ok(vm),
+                Err(e) => {
+                    last = format!("{e}; log:\n{}", vm.log());
+                    eprintln!(
+                        "baremetal: boot {attempt}: no vsock connection delivered within 10 s \
+                         (vhost-device-vsock); booting again"
+                    );
+                }
+            }
+        }
+        Err(format!("three boots, no vsock connection: {last}"))
+    }
+
+    fn start(image: &Path, opts: BootOptions, daemon: Option<VsockDaemon>) -> Result<Self, String> {
         let cmd = qemu_command(image, &opts)?;
         let qemu_log = opts.log.with_extension("qemu.log");
         let started = Instant::now();
@@ -432,7 +456,9 @@ impl BareMetalVm {
     /// `within`). Over a UART, bytes sent before the image set the UART up are lost, hence
     /// the retries.
     pub fn client_within(&mut self, within: Duration) -> Result<Client, String> {
-        let mut c = self.connect()?;
+        let mut c = self
+            .connect()
+            .map_err(|e| format!("{e}; log:\n{}", self.log()))?;
         let deadline = Instant::now() + within;
         c.set_timeout(Duration::from_millis(500));
         loop {
@@ -461,7 +487,10 @@ impl BareMetalVm {
             .daemon
             .as_ref()
             .map(|_| {
-                let log = self.opts.log.with_file_name("vhost-device-vsock.log");
+                let log = self
+                    .opts
+                    .agent_socket
+                    .with_file_name("vhost-device-vsock.log");
                 format!("\n--- vhost-device-vsock ---\n{}", log_tail(&log, 2000))
             })
             .unwrap_or_default();

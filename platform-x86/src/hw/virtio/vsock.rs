@@ -38,6 +38,16 @@
 //!
 //! Memory is one `static` taken once (no heap); each packet is one descriptor, header and
 //! payload together (virtio 1.x lets a device take either layout).
+//!
+//! # Known issue
+//!
+//! Under `vhost-device-vsock` 0.3.0 (the test set-up's host side) about one boot in six,
+//! with several VMs starting at once on a loaded machine, never receives any host
+//! connection: the image has set DRIVER_OK, posted its receive buffers and notified, and the
+//! daemon holds every `CONNECT` unanswered for as long as the VM runs. Posting the buffers
+//! after DRIVER_OK (as Linux does, kept) and re-notifying the receive queue every 10 ms
+//! (tried, dropped) did not change the rate. Not root-caused; the test harness detects such a
+//! boot by its first connection and boots again (`tests::baremetal::BareMetalVm`).
 
 use super::queue::{Queue, RING_BYTES, Ring, TxTimeout, copy_in, copy_out, phys, wait_used};
 use super::{Error, F_VERSION_1, Transport, driver_ok, negotiate};
@@ -253,9 +263,9 @@ static SHARED: TakeOnce<Shared> = TakeOnce::new(Shared {
     stash: Stash::new(),
 });
 
-/// The open connection.
+/// The open connection: the peer and the credit counters of both sides.
 #[derive(Clone, Copy, Debug)]
-struct Conn {
+pub struct Conn {
     peer_cid: u64,
     peer_port: u32,
     peer_buf_alloc: u32,
@@ -320,6 +330,9 @@ impl<T: Transport> Vsock<T> {
             stash: &mut shared.stash,
             counters: Counters::default(),
         };
+        // As Linux does: DRIVER_OK first, then the receive buffers and the notify (a
+        // vhost-user back end starts at DRIVER_OK).
+        driver_ok(&v.t);
         for i in 0..RX_BUFS as u16 {
             let addr = phys(v.rx_buf) + i as u64 * RX_BUF as u64;
             v.rx.set_desc(i, addr, RX_BUF as u32, true);
@@ -330,7 +343,6 @@ impl<T: Transport> Vsock<T> {
             v.ev.set_desc(i, addr, EVENT_BUF as u32, true);
             v.ev.push(i);
         }
-        driver_ok(&v.t);
         v.rx.notify(&v.t);
         v.ev.notify(&v.t);
         Ok(v)
@@ -506,38 +518,49 @@ impl<T: Transport> Vsock<T> {
         let buf = self.rx_buf.wrapping_add(i * RX_BUF);
         let mut hdr = [0u8; HDR];
         let used = (used as usize).min(RX_BUF);
+        // A packet shorter than a header reads as all zeros, which `decide` drops.
         let header = if used >= HDR {
             copy_in(buf, &mut hdr);
-            Header::parse(&hdr)
+            Header::parse(&hdr).unwrap_or_default()
         } else {
-            None
+            Header::default()
         };
-        let ev = match header {
-            Some(h) if h.len as usize <= used - HDR => self.on_packet(h, buf.wrapping_add(HDR)),
-            _ => {
-                self.counters.malformed += 1;
-                Event::Idle
-            }
-        };
+        let action = decide(
+            &header,
+            used,
+            Listener {
+                cid: self.cid,
+                port: self.port,
+            },
+            self.conn.as_ref(),
+            self.stash.free(),
+        );
+        let ev = self.act(action, &header, buf.wrapping_add(HDR));
         self.rx.push(id);
         self.rx.notify(&self.t);
         Some(ev)
     }
 
-    /// Act on a well-sized packet whose payload (`h.len` bytes) lies at `payload`.
-    fn on_packet(&mut self, h: Header, payload: *const u8) -> Event {
-        if h.kind != TYPE_STREAM
-            || h.dst_cid != self.cid
-            || !(op::REQUEST..=op::CREDIT_REQUEST).contains(&h.op)
-        {
-            self.counters.malformed += 1;
-            return Event::Idle;
+    /// Carry out [`decide`]'s verdict on packet `h`, whose payload lies at `payload`.
+    fn act(&mut self, action: Action, h: &Header, payload: *const u8) -> Event {
+        if let (Some(c), true) = (self.conn.as_mut(), action.is_from_peer()) {
+            c.peer_buf_alloc = h.buf_alloc;
+            c.peer_fwd_cnt = h.fwd_cnt;
         }
-        let ours = self.conn.as_mut().filter(|c| {
-            c.peer_cid == h.src_cid && c.peer_port == h.src_port && h.dst_port == self.port
-        });
-        let Some(c) = ours else {
-            if h.op == op::REQUEST && h.dst_port == self.port && self.conn.is_none() {
+        match action {
+            Action::Malformed => {
+                self.counters.malformed += 1;
+                Event::Idle
+            }
+            Action::Refuse => {
+                if h.op == op::REQUEST {
+                    self.counters.refused += 1;
+                }
+                let _ = self.packet(op::RST, h.src_cid, h.src_port, 0, &[]);
+                Event::Idle
+            }
+            Action::Ignore | Action::Credit => Event::Idle,
+            Action::Accept => {
                 self.conn = Some(Conn {
                     peer_cid: h.src_cid,
                     peer_port: h.src_port,
@@ -548,34 +571,22 @@ impl<T: Transport> Vsock<T> {
                     fwd_told: 0,
                 });
                 self.stash.clear();
-                return match self.reply(op::RESPONSE) {
-                    Ok(()) => Event::Opened,
+                match self.reply(op::RESPONSE) {
+                    Ok(()) => {
+                        crate::log!("vsock: connection from port {}", h.src_port);
+                        Event::Opened
+                    }
                     Err(_) => {
+                        crate::log!("vsock: the device did not take the RESPONSE");
                         self.close();
                         Event::Idle
                     }
-                };
-            }
-            if h.op != op::RST {
-                if h.op == op::REQUEST {
-                    self.counters.refused += 1;
                 }
-                let _ = self.packet(op::RST, h.src_cid, h.src_port, 0, &[]);
             }
-            return Event::Idle;
-        };
-        c.peer_buf_alloc = h.buf_alloc;
-        c.peer_fwd_cnt = h.fwd_cnt;
-        match h.op {
-            op::RW => {
+            Action::Data => {
                 let mut chunk = [0u8; 512];
                 let mut at = 0usize;
                 let len = h.len as usize;
-                if len > self.stash.free() {
-                    // Beyond the credit we gave: the host broke the contract.
-                    self.counters.malformed += 1;
-                    return Event::Idle;
-                }
                 while at < len {
                     let n = (len - at).min(chunk.len());
                     let part = chunk.get_mut(..n).unwrap_or(&mut []);
@@ -585,22 +596,99 @@ impl<T: Transport> Vsock<T> {
                 }
                 Event::Idle
             }
-            op::CREDIT_REQUEST => {
+            Action::CreditRequest => {
                 let _ = self.reply(op::CREDIT_UPDATE);
                 Event::Idle
             }
-            op::SHUTDOWN => {
+            Action::Shutdown => {
                 let _ = self.reply(op::RST);
                 self.close();
                 Event::Closed
             }
-            op::RST => {
+            Action::Reset => {
                 self.close();
                 Event::Closed
             }
-            // CREDIT_UPDATE (credit taken above), a stray REQUEST or RESPONSE.
-            _ => Event::Idle,
         }
+    }
+}
+
+/// Who the driver is: its CID and listening port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// The guest's CID.
+    pub cid: u64,
+    /// The port listened on.
+    pub port: u32,
+}
+
+/// What to do with a received packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Drop it and count it (bad length, type, CID, op, or payload beyond the credit given).
+    Malformed,
+    /// Answer `RST` (a connection request while one is open or to another port, or a packet
+    /// of a connection that does not exist).
+    Refuse,
+    /// Nothing to do (an `RST` for a connection that does not exist).
+    Ignore,
+    /// Open the connection and answer `RESPONSE`.
+    Accept,
+    /// Stash the payload.
+    Data,
+    /// Only the credit it carries (a `CREDIT_UPDATE`, or a stray `REQUEST`/`RESPONSE` on the
+    /// open connection).
+    Credit,
+    /// Answer with our credit.
+    CreditRequest,
+    /// The host shut down: answer `RST`, end the connection.
+    Shutdown,
+    /// The host reset the connection.
+    Reset,
+}
+
+impl Action {
+    /// Whether the packet came from the open connection's peer (so its credit counts).
+    fn is_from_peer(self) -> bool {
+        matches!(
+            self,
+            Action::Data
+                | Action::Credit
+                | Action::CreditRequest
+                | Action::Shutdown
+                | Action::Reset
+        )
+    }
+}
+
+/// The verdict on packet `h` of which the device wrote `used` bytes (header included), for
+/// listener `me` with connection `conn` and `room` bytes of stash free. Pure, so that every
+/// malformed case is tested on the host.
+pub fn decide(h: &Header, used: usize, me: Listener, conn: Option<&Conn>, room: usize) -> Action {
+    if used < HDR
+        || h.len as usize > used - HDR
+        || h.kind != TYPE_STREAM
+        || h.dst_cid != me.cid
+        || !(op::REQUEST..=op::CREDIT_REQUEST).contains(&h.op)
+    {
+        return Action::Malformed;
+    }
+    let ours = conn.is_some_and(|c| c.peer_cid == h.src_cid && c.peer_port == h.src_port)
+        && h.dst_port == me.port;
+    if !ours {
+        return match h.op {
+            op::REQUEST if h.dst_port == me.port && conn.is_none() => Action::Accept,
+            op::RST => Action::Ignore,
+            _ => Action::Refuse,
+        };
+    }
+    match h.op {
+        op::RW if h.len as usize > room => Action::Malformed,
+        op::RW => Action::Data,
+        op::CREDIT_REQUEST => Action::CreditRequest,
+        op::SHUTDOWN => Action::Shutdown,
+        op::RST => Action::Reset,
+        _ => Action::Credit,
     }
 }
 
@@ -642,6 +730,103 @@ mod tests {
         assert_eq!(n, 30);
         assert_eq!(&rest[10..30], b"0123456789abcdefghij");
         assert!(s.is_empty());
+    }
+
+    const ME: Listener = Listener { cid: 3, port: 1234 };
+
+    fn pkt(op: u16, src_port: u32, len: u32) -> Header {
+        Header {
+            src_cid: HOST_CID,
+            dst_cid: 3,
+            src_port,
+            dst_port: 1234,
+            len,
+            kind: TYPE_STREAM,
+            op,
+            flags: 0,
+            buf_alloc: 65536,
+            fwd_cnt: 0,
+        }
+    }
+
+    fn conn(peer_port: u32) -> Conn {
+        Conn {
+            peer_cid: HOST_CID,
+            peer_port,
+            peer_buf_alloc: 65536,
+            peer_fwd_cnt: 0,
+            tx_cnt: 0,
+            fwd_cnt: 0,
+            fwd_told: 0,
+        }
+    }
+
+    #[test]
+    fn malformed_packets_are_dropped() {
+        let c = conn(7);
+        let ok = pkt(op::RW, 7, 10);
+        assert_eq!(decide(&ok, HDR + 10, ME, Some(&c), STASH), Action::Data);
+        // Shorter than a header; len past what the device wrote.
+        assert_eq!(decide(&ok, HDR - 1, ME, Some(&c), STASH), Action::Malformed);
+        assert_eq!(decide(&ok, HDR + 9, ME, Some(&c), STASH), Action::Malformed);
+        // Not a stream; another CID; unknown ops.
+        let dgram = Header { kind: 3, ..ok };
+        assert_eq!(
+            decide(&dgram, HDR + 10, ME, Some(&c), STASH),
+            Action::Malformed
+        );
+        let other = Header { dst_cid: 4, ..ok };
+        assert_eq!(
+            decide(&other, HDR + 10, ME, Some(&c), STASH),
+            Action::Malformed
+        );
+        for bad_op in [0, 8, 0xffff] {
+            let h = Header { op: bad_op, ..ok };
+            assert_eq!(decide(&h, HDR + 10, ME, Some(&c), STASH), Action::Malformed);
+        }
+        // More than the credit we gave.
+        assert_eq!(decide(&ok, HDR + 10, ME, Some(&c), 9), Action::Malformed);
+    }
+
+    #[test]
+    fn one_connection_at_a_time() {
+        let req = pkt(op::REQUEST, 7, 0);
+        assert_eq!(decide(&req, HDR, ME, None, STASH), Action::Accept);
+        let wrong_port = Header {
+            dst_port: 22,
+            ..req
+        };
+        assert_eq!(decide(&wrong_port, HDR, ME, None, STASH), Action::Refuse);
+        let c = conn(7);
+        let second = pkt(op::REQUEST, 8, 0);
+        assert_eq!(decide(&second, HDR, ME, Some(&c), STASH), Action::Refuse);
+        // Data of a connection that does not exist is reset; a reset for one is ignored.
+        assert_eq!(
+            decide(&pkt(op::RW, 8, 1), HDR + 1, ME, Some(&c), STASH),
+            Action::Refuse
+        );
+        assert_eq!(
+            decide(&pkt(op::RST, 8, 0), HDR, ME, Some(&c), STASH),
+            Action::Ignore
+        );
+        // Ours: shutdown, reset, credit.
+        assert_eq!(
+            decide(&pkt(op::SHUTDOWN, 7, 0), HDR, ME, Some(&c), STASH),
+            Action::Shutdown
+        );
+        assert_eq!(
+            decide(&pkt(op::RST, 7, 0), HDR, ME, Some(&c), STASH),
+            Action::Reset
+        );
+        assert_eq!(
+            decide(&pkt(op::CREDIT_UPDATE, 7, 0), HDR, ME, Some(&c), STASH),
+            Action::Credit
+        );
+        assert_eq!(
+            decide(&pkt(op::CREDIT_REQUEST, 7, 0), HDR, ME, Some(&c), STASH),
+            Action::CreditRequest
+        );
+        assert_eq!(decide(&req, HDR, ME, Some(&c), STASH), Action::Credit);
     }
 
     #[test]
