@@ -23,6 +23,9 @@
 //!   `/run/fsfreeze-hook.log` and fails (exit 1) while `/run/fsfreeze-hook.fail` exists.
 //! - With `qga.vsock=PORT` on the kernel command line, a third agent listens on vsock port PORT
 //!   (any CID; state `/run/qga2`, its PID in `/run/qga2.pid`, log `/run/qga2.log`).
+//! - With [`InitramfsSpec::reference`] set, `/usr/bin/qemu-ga` is in the image too (with its
+//!   shared libraries), and `qga.vsock_ref=PORT` starts it on vsock port PORT (state
+//!   `/run/qga3`, PID in `/run/qga3.pid`, log `/run/qga3.log`).
 //! - It prints `qga-guest: ready` on the console (ttyS0) when the agents have been started, and
 //!   `qga-guest: <agent> agent exited with status N` if an agent ever exits.
 //! - Users: `root` (uid 0, home `/root`) and `tester` (uid/gid 1000, home `/home/tester`, owned
@@ -75,6 +78,10 @@ pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
 /// The vsock port of the agent started when the kernel command line has `qga.vsock=PORT`
 /// (the suites pass this one).
 pub const VSOCK_PORT: u32 = 1024;
+
+/// The vsock port of the reference agent (`qga.vsock_ref=PORT`, see
+/// [`InitramfsSpec::reference`]).
+pub const VSOCK_REFERENCE_PORT: u32 = 1025;
 
 /// The unprivileged user in the image.
 pub const TEST_USER: &str = "tester";
@@ -173,6 +180,10 @@ pub struct InitramfsSpec {
     pub shutdown_helpers: bool,
     /// Where to write the archive.
     pub output: PathBuf,
+    /// A reference agent (Debian's `qemu-ga`) installed as `/usr/bin/qemu-ga` with its shared
+    /// libraries, started on vsock when the command line has `qga.vsock_ref=PORT`, so a suite
+    /// can ask both agents the same thing in the same guest.
+    pub reference: Option<PathBuf>,
 }
 
 impl InitramfsSpec {
@@ -185,6 +196,7 @@ impl InitramfsSpec {
             kernel: find_kernel()?,
             shutdown_helpers: true,
             output: output.into(),
+            reference: None,
         })
     }
 }
@@ -195,11 +207,23 @@ pub fn build_initramfs(spec: &InitramfsSpec) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot read the agent {}: {e}", spec.qga.display()))?;
     // A dynamically linked agent (e.g. Debian's qemu-ga, to check the suite against the
     // reference) gets its shared libraries copied in at the paths `ldd` reports.
-    let qga_libraries = if is_static_elf(&qga) {
+    let mut qga_libraries = if is_static_elf(&qga) {
         Vec::new()
     } else {
         shared_libraries(&spec.qga)?
     };
+    let reference = match &spec.reference {
+        Some(p) => {
+            let bin = fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            if !is_static_elf(&bin) {
+                qga_libraries.extend(shared_libraries(p)?);
+            }
+            Some(bin)
+        }
+        None => None,
+    };
+    qga_libraries.sort();
+    qga_libraries.dedup();
     let busybox = fs::read(&spec.busybox).map_err(|e| {
         format!(
             "cannot read busybox {}: {e} (install busybox-static)",
@@ -263,6 +287,9 @@ pub fn build_initramfs(spec: &InitramfsSpec) -> Result<PathBuf, String> {
     }
     a.symlink("init", "/bin/busybox");
     a.file("usr/bin/qga", 0o755, &qga);
+    if let Some(bin) = &reference {
+        a.file("usr/bin/qemu-ga", 0o755, bin);
+    }
     for lib in &qga_libraries {
         let data = fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
         let rel = lib.to_string_lossy().trim_start_matches('/').to_string();
@@ -762,6 +789,18 @@ if [ -n "$vport" ]; then
         -p "4294967295:$vport" -t /run/qga2 -F/etc/qemu/fsfreeze-hook -l /run/qga2.log -v
         say "vsock agent exited with status $?") &
     say "vsock agent on port $vport"
+fi
+# The reference agent on vsock, if the image has one and the command line asks for it.
+rport=
+for w in $(cat /proc/cmdline); do
+    case "$w" in qga.vsock_ref=*) rport=${w#qga.vsock_ref=} ;; esac
+done
+if [ -n "$rport" ] && [ -x /usr/bin/qemu-ga ]; then
+    mkdir -p /run/qga3
+    (sh -c 'echo $$ > /run/qga3.pid; exec "$@"' qemu-ga /usr/bin/qemu-ga -m vsock-listen \
+        -p "4294967295:$rport" -t /run/qga3 -F/etc/qemu/fsfreeze-hook -l /run/qga3.log -v
+        say "reference vsock agent exited with status $?") &
+    say "reference vsock agent on port $rport"
 fi
 say "ready"
 "#;
