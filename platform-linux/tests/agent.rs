@@ -654,6 +654,46 @@ fn proc_state(pid: i64) -> Option<char> {
         .and_then(|(_, rest)| rest.chars().next())
 }
 
+/// The agent's cap on kept processes (platform-linux's `exec::MAX_PROCS`).
+const MAX_PROCS: usize = 512;
+
+#[test]
+fn exec_entries_are_capped() {
+    let dir = TempDir::new("execcap");
+    let a = Agent::start(dir.path(), &[]);
+    let mut c = a.connect();
+    let pids: Vec<i64> = (0..MAX_PROCS)
+        .map(|_| {
+            c.ok("guest-exec", json!({"path": "/bin/true"}))["pid"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    // Finished or not, unread statuses count: the next one is refused, clearly.
+    assert_eq!(
+        c.err("guest-exec", json!({"path": "/bin/true"})),
+        format!(
+            "guest-exec: {MAX_PROCS} processes are running or have a status nobody read, the agent's limit; read their status with guest-exec-status"
+        )
+    );
+    // Reading one final status frees a place.
+    exec_wait_known(&mut c, pids[0]);
+    let st = exec_wait(&mut c, json!({"path": "/bin/true"}));
+    assert_eq!(st, json!({"exited": true, "exitcode": 0}));
+    for &p in &pids[1..] {
+        exec_wait_known(&mut c, p);
+    }
+}
+
+/// Wait for the final status of `pid`, started already.
+fn exec_wait_known(c: &mut Client, pid: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.ok("guest-exec-status", json!({"pid": pid}))["exited"] != true {
+        assert!(Instant::now() < deadline, "child {pid} did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn children_are_reaped_without_a_status_query() {
     let dir = TempDir::new("reap");

@@ -18,6 +18,14 @@
 //! not exist` (master's format string lacks the `%`, so master literally says "PID ld does not
 //! exist"). Beyond upstream, each child runs in a session of its own, so it does not share the
 //! agent's controlling terminal or receive signals meant for the agent's process group.
+//!
+//! Also beyond upstream, which keeps every process until its status is read: at most
+//! [`MAX_PROCS`] processes, running or finished and unread, are kept (the next `guest-exec`
+//! fails with a text that says so), and a finished process whose status nobody read within
+//! [`RESULT_TTL`] is forgotten, its output with it. Each entry can hold 2 × 16 MiB of output
+//! plus its input, so without both limits a client that never asks grows the agent's memory
+//! without end. 512 leaves room for any real client (libvirt and Proxmox read each status as
+//! they go); ten minutes is far longer than any client waits between two status polls.
 
 #![allow(
     clippy::result_large_err,
@@ -36,6 +44,11 @@ use agent_core::{Error, Result};
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 use rustix::process::{Pid, WaitOptions};
+
+/// The most processes kept, running or finished with their status unread.
+pub const MAX_PROCS: usize = 512;
+/// How long a finished process's status waits to be read before it is forgotten.
+pub const RESULT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Bytes read from one pipe per wake-up, so that one chatty child cannot starve the channel.
 const READ_BUDGET: usize = 1 << 20;
@@ -106,6 +119,8 @@ struct Proc {
     out: Option<Stream>,
     err: Option<Stream>,
     input: Option<Input>,
+    /// When the process was seen finished (reaped, pipes closed).
+    finished_at: Option<std::time::Instant>,
 }
 
 impl Proc {
@@ -137,11 +152,23 @@ impl Proc {
 }
 
 /// Running and finished-but-unreported programs, by pid.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LinuxExec {
     procs: BTreeMap<i64, Proc>,
     /// The process whose final status is being answered (its buffers are borrowed by it).
     reported: Option<Proc>,
+    /// How long an unread final status is kept ([`RESULT_TTL`]; shorter in tests).
+    result_ttl: std::time::Duration,
+}
+
+impl Default for LinuxExec {
+    fn default() -> Self {
+        LinuxExec {
+            procs: BTreeMap::new(),
+            reported: None,
+            result_ttl: RESULT_TTL,
+        }
+    }
 }
 
 /// The spawn error as GLib words it.
@@ -226,6 +253,27 @@ impl LinuxExec {
                 p.input = None;
             }
         }
+        self.expire();
+    }
+
+    /// Note when processes finished, and forget those whose status went unread too long.
+    fn expire(&mut self) {
+        let now = std::time::Instant::now();
+        let ttl = self.result_ttl;
+        self.procs.retain(|pid, p| {
+            if p.finished_at.is_none() && p.finished() {
+                p.finished_at = Some(now);
+            }
+            let keep = p.finished_at.is_none_or(|t| now.duration_since(t) < ttl);
+            if !keep {
+                crate::log!(
+                    crate::log::Level::Info,
+                    "guest-exec: forgetting the status of pid {pid}, unread for {} s",
+                    ttl.as_secs()
+                );
+            }
+            keep
+        });
     }
 }
 
@@ -259,6 +307,12 @@ impl Exec for LinuxExec {
                 })
                 .collect()
         });
+        self.service();
+        if self.procs.len() >= MAX_PROCS {
+            return Err(Error::msg(format_args!(
+                "guest-exec: {MAX_PROCS} processes are running or have a status nobody read, the agent's limit; read their status with guest-exec-status"
+            )));
+        }
         let program = resolve(args.path, env.as_deref()).map_err(|e| spawn_error(args.path, e))?;
         let mut cmd = Process::new(&program);
         cmd.arg0(args.path);
@@ -333,6 +387,7 @@ impl Exec for LinuxExec {
             out,
             err,
             input,
+            finished_at: None,
         };
         proc.feed_input();
         self.procs.insert(i64::from(pid), proc);
@@ -389,6 +444,44 @@ impl Exec for LinuxExec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_true(e: &mut LinuxExec) -> i64 {
+        e.exec(ExecArgs {
+            path: "/bin/true",
+            arg: None,
+            env: None,
+            input_data: None,
+            capture: CaptureMode::None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn unread_results_are_forgotten_after_their_time() {
+        let mut e = LinuxExec {
+            result_ttl: std::time::Duration::from_millis(300),
+            ..LinuxExec::default()
+        };
+        let old = run_true(&mut e);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Wait until it is seen finished, then past the time.
+        while e.procs.get(&old).is_some_and(|p| p.finished_at.is_none()) {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            e.service();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let fresh = run_true(&mut e);
+        assert_eq!(
+            e.status(old).unwrap_err(),
+            Error::msg(format_args!("PID {old} does not exist"))
+        );
+        // A result read in time is answered.
+        while !e.status(fresh).unwrap().exited {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 
     #[test]
     fn search_like_glib() {
