@@ -529,9 +529,9 @@ pub fn measure_first_answer(machine: Machine, transport: Transport) -> Result<Du
 }
 
 /// Pings timed by [`measure_transport`].
-const PINGS: u32 = 200;
+pub const PINGS: u32 = 200;
 /// The file [`measure_transport`] reads back.
-const FILE_BYTES: usize = 192 * 1024;
+pub const FILE_BYTES: usize = 192 * 1024;
 
 /// Boot on `machine` with the agent on `transport`: QEMU start to first answer, the time of
 /// [`PINGS`] sequential pings, and `guest-file-read` throughput (MiB/s) over a
