@@ -9,7 +9,8 @@
 //!
 //! One guest per machine kind serves every check (a TCG boot is the expensive part): the
 //! read-only commands (answered, and equal to the same agent's answers over virtio-serial where
-//! the answer does not change between two calls), guest-exec with input and output, a 16 MiB
+//! the answer does not change between two calls), guest-exec with input and output, the
+//! `qga-client` command with a `vsock-uds:` address (exec, push, pull), a 16 MiB
 //! push and pull checked with SHA-256 on both sides, connections dropped in the middle of a
 //! request and of a reply, and last SIGTERM to the vsock agent while a client is attached.
 //!
@@ -131,6 +132,32 @@ fn exec(guest: &LinuxGuest, name: &str) {
         cmdline.contains(&format!("qga.vsock={}", tests::initramfs::VSOCK_PORT)),
         "{name}: {cmdline}"
     );
+}
+
+/// The `qga-client` command with a `vsock-uds:` address: exec's exit code and output, and
+/// a push/pull round trip through files.
+fn client_command(guest: &LinuxGuest, name: &str) {
+    let address = guest.vsock_address().unwrap().to_string();
+    let within = Duration::from_secs(120);
+    let r = tests::client_cli::run(
+        &[&address, "exec", "/bin/sh", "-c", "echo from $0; exit 3"],
+        b"",
+        within,
+    )
+    .unwrap();
+    assert_eq!(r.status, Some(3), "{name}: {}", r.err());
+    assert_eq!(r.out(), "from /bin/sh\n", "{name}: {}", r.err());
+    let dir = tempfile::tempdir().unwrap();
+    let (local, back) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&local, noise(300_000)).unwrap();
+    for args in [
+        [&address, "push", local.to_str().unwrap(), "/tmp/cli.bin"],
+        [&address, "pull", "/tmp/cli.bin", back.to_str().unwrap()],
+    ] {
+        let r = tests::client_cli::run(&args, b"", within).unwrap();
+        assert_eq!(r.status, Some(0), "{name}: {args:?}: {}", r.err());
+    }
+    assert_eq!(std::fs::read(&back).unwrap(), noise(300_000), "{name}");
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -321,6 +348,7 @@ fn all_checks(transport: VirtioTransport, name: &str, reference: bool) {
     }
     read_only_commands(&guest, name);
     exec(&guest, name);
+    client_command(&guest, name);
     push_pull_16_mib(&guest, name);
     reconnects(&guest, name);
     sigterm_with_a_client_attached(&mut guest, name);
