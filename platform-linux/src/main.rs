@@ -225,9 +225,11 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
         }
     };
     *agent.policy_mut() = config.policy();
+    // At the default level (upstream logs nothing): `-b guest-exce` leaves guest-exec enabled,
+    // and whoever wrote it should learn that at once. The agent still starts, as upstream.
     for name in config.unknown_names() {
         crate::log!(
-            Level::Debug,
+            Level::Critical,
             "ignoring unknown command name in the block/allow list: {name}"
         );
     }

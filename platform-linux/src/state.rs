@@ -9,12 +9,21 @@
 //!
 //! Where upstream differs: the counter is 64-bit (GLib's key file reads it as a 32-bit `int`),
 //! an unreadable counter restarts at 1000 instead of 0, and a missing state directory is
-//! created rather than being a fatal error (an initramfs often has no `/var/run`).
+//! created (with a log line) rather than being a fatal error (an initramfs often has no
+//! `/var/run`). A state directory writable by group or others is refused at start: anyone who
+//! can write there could plant links for the root agent to follow. The counter is written to a
+//! temporary file with a random name, created `O_EXCL | O_NOFOLLOW` in the opened directory and
+//! renamed into place there (upstream's `qga.state.tmp<pid>` is predictable and opened without
+//! `O_EXCL`, so it follows a planted link).
 
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::keyfile::{KeyFile, Writer};
 use crate::log::Level;
@@ -44,6 +53,18 @@ impl PersistentState {
     pub fn load(statedir: &Path, frozen: bool) -> Result<PersistentState, String> {
         let mut st = PersistentState::new(statedir);
         let display = st.path.display().to_string();
+        if !frozen && !statedir.exists() {
+            crate::log!(
+                Level::Info,
+                "creating the state directory {}",
+                statedir.display()
+            );
+            let _ = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(statedir);
+        }
+        check_statedir(statedir)?;
         match fs::read(&st.path) {
             Ok(data) => {
                 let kf = KeyFile::parse(&data).map_err(|m| {
@@ -56,12 +77,6 @@ impl PersistentState {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if !frozen {
-                    if !statedir.exists() {
-                        let _ = fs::DirBuilder::new()
-                            .recursive(true)
-                            .mode(0o755)
-                            .create(statedir);
-                    }
                     st.save().map_err(|e| {
                         crate::log!(Level::Critical, "{display}: {}", crate::config::io_text(&e));
                         format!("unable to create state file at path {display}")
@@ -94,31 +109,73 @@ impl PersistentState {
         Ok(handle)
     }
 
-    /// Write the file atomically (temporary file, fsync, rename), as `g_file_set_contents`.
+    /// Write the file atomically, as `g_file_set_contents`: a new temporary file with a random
+    /// name in the opened state directory, fsync, `renameat`.
     fn save(&self) -> io::Result<()> {
         let mut w = Writer::default();
         w.group("global").integer("fd_counter", self.fd_counter);
         let text = w.finish();
-        let tmp = self
-            .path
-            .with_extension(format!("state.tmp{}", std::process::id()));
+        let dir_path = self.path.parent().unwrap_or(Path::new("."));
+        let dir = rustix::fs::open(
+            dir_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let (tmp, fd) = create_temp(dir.as_fd(), "qga.state.tmp.", 0o644)?;
         let result = (|| {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&tmp)?;
+            let mut f = fs::File::from(fd);
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
-            fs::rename(&tmp, &self.path)
+            rustix::fs::renameat(&dir, tmp.as_str(), &dir, "qga.state")?;
+            Ok(())
         })();
         if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
         }
         result
     }
+}
+
+/// Refuse a state directory that group or others may write to.
+fn check_statedir(statedir: &Path) -> Result<(), String> {
+    let Ok(m) = fs::metadata(statedir) else {
+        // A missing directory fails later with upstream's text.
+        return Ok(());
+    };
+    let mode = m.mode() & 0o7777;
+    if m.is_dir() && mode & 0o022 != 0 {
+        return Err(format!(
+            "state directory {} is writable by group or others (mode {mode:o}): refusing to keep the agent's state there",
+            statedir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Create a new file `<prefix><16 random hex digits>` in `dir` (`O_CREAT | O_EXCL |
+/// O_NOFOLLOW`, mode `mode`): a name nobody can guess in advance, which cannot be a file or link
+/// planted there. Retries a few times on a name that exists.
+pub(crate) fn create_temp(
+    dir: BorrowedFd<'_>,
+    prefix: &str,
+    mode: u32,
+) -> rustix::io::Result<(String, OwnedFd)> {
+    for _ in 0..8 {
+        let mut r = [0u8; 8];
+        rustix::rand::getrandom(&mut r, rustix::rand::GetRandomFlags::empty())?;
+        let name = format!("{prefix}{:016x}", u64::from_ne_bytes(r));
+        match rustix::fs::openat(
+            dir,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        ) {
+            Ok(fd) => return Ok((name, fd)),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::EXIST)
 }
 
 /// `qga.state.isfrozen`'s path.
@@ -155,6 +212,20 @@ mod tests {
         assert_eq!(st.next_handle().unwrap(), 1002);
         // No temporary files left behind.
         assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
+        // A link planted at upstream's predictable temporary name is not followed.
+        let victim = d.join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        std::os::unix::fs::symlink(
+            &victim,
+            d.join(format!("qga.state.tmp{}", std::process::id())),
+        )
+        .unwrap();
+        st.next_handle().unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(
+            fs::read_to_string(d.join("qga.state")).unwrap(),
+            "[global]\nfd_counter=1004\n"
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -188,6 +259,19 @@ mod tests {
             5_000_000_000
         );
         fs::remove_dir_all(&d).unwrap();
+        // A state directory others may write to is refused, with the reason.
+        let w = tmpdir("writable");
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(&w, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(
+            PersistentState::load(&w, false).unwrap_err(),
+            format!(
+                "state directory {} is writable by group or others (mode 1777): refusing to keep the agent's state there",
+                w.display()
+            )
+        );
+        assert!(!w.join("qga.state").exists());
+        fs::remove_dir_all(&w).unwrap();
         // A state path under a regular file cannot be created.
         let f = std::env::temp_dir().join(format!("qga-state-file-{}", std::process::id()));
         fs::write(&f, "").unwrap();

@@ -261,7 +261,10 @@ impl Channel {
     }
 }
 
-/// upstream's `unix_listen`: unlink a stale socket, bind, listen with a backlog of 1.
+/// upstream's `unix_listen`: unlink a stale socket, bind, listen with a backlog of 1. Unlike
+/// upstream, the socket is created mode 0600 whatever the umask (the umask is narrowed around
+/// `bind`, which is safe on the agent's one thread): only root, that is the host's side, may
+/// connect, never a local user.
 fn unix_listen(path: &str) -> Result<OwnedFd, String> {
     let addr = rustix::net::SocketAddrUnix::new(path)
         .map_err(|_| format!("UNIX socket path '{path}' is too long"))?;
@@ -276,8 +279,10 @@ fn unix_listen(path: &str) -> Result<OwnedFd, String> {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(e) => return Err(format!("Failed to unlink socket {path}: {}", errtext(e))),
     }
-    rustix::net::bind(&fd, &addr)
-        .map_err(|e| format!("Failed to bind socket to {path}: {}", errtext(e)))?;
+    let umask = rustix::process::umask(Mode::from_raw_mode(0o177));
+    let bound = rustix::net::bind(&fd, &addr);
+    rustix::process::umask(umask);
+    bound.map_err(|e| format!("Failed to bind socket to {path}: {}", errtext(e)))?;
     rustix::net::listen(&fd, 1)
         .map_err(|e| format!("Failed to listen on socket: {}", errtext(e)))?;
     Ok(fd)

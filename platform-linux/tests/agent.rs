@@ -321,6 +321,33 @@ fn system_changing_commands_are_blocked_here() {
 }
 
 #[test]
+fn socket_is_private_and_unknown_list_names_are_reported() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("private");
+    let blocked = format!("{BLOCKED},guest-exce");
+    let mut a = Agent::start(
+        dir.path(),
+        &["-b", &blocked, "-a", "guest-ping,guest-pingg"],
+    );
+    let mode = std::fs::metadata(&a.sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    // Still serving, and the typos are reported at the default log level.
+    let mut c = a.connect();
+    c.ok("guest-ping", json!({}));
+    drop(c);
+    assert_eq!(a.stop().code(), Some(0));
+    let log = a.stderr();
+    for name in ["guest-exce", "guest-pingg"] {
+        assert!(
+            log.contains(&format!(
+                "ignoring unknown command name in the block/allow list: {name}"
+            )),
+            "{log}"
+        );
+    }
+}
+
+#[test]
 fn file_round_trips() {
     let dir = TempDir::new("files");
     let a = Agent::start(dir.path(), &[]);

@@ -21,6 +21,7 @@
 )]
 
 use std::os::fd::AsFd as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use agent_core::commands::filesystems::{Filesystems, FsfreezeStatus, GuestFilesystemTrimResult};
@@ -166,14 +167,22 @@ fn stat_block(path: &str) -> Option<(u32, u32)> {
     Some((rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)))
 }
 
+/// Where the mount list is read: `/proc/self/mountinfo`, else `/proc/self/mounts`.
+const MOUNT_FILES: [&str; 2] = ["/proc/self/mountinfo", "/proc/self/mounts"];
+
 /// upstream's mount list of this system, in mount order.
 pub fn mount_list() -> Result<Vec<Mount>> {
-    match std::fs::read_to_string("/proc/self/mountinfo") {
+    mount_list_from(MOUNT_FILES)
+}
+
+/// The mount list from `[mountinfo, mounts]` (other files in tests).
+fn mount_list_from([mountinfo, mounts]: [&str; 2]) -> Result<Vec<Mount>> {
+    match std::fs::read_to_string(mountinfo) {
         Ok(text) => Ok(parse_mountinfo(&text, &stat_block)),
         Err(_) => {
-            let text = std::fs::read_to_string("/proc/self/mounts").map_err(|e| {
+            let text = std::fs::read_to_string(mounts).map_err(|e| {
                 Error::msg(format_args!(
-                    "failed to open /proc/self/mounts: {}",
+                    "failed to open {mounts}: {}",
                     crate::config::io_text(&e)
                 ))
             })?;
@@ -210,6 +219,8 @@ pub struct LinuxFilesystems {
     pub deferred_log: Option<String>,
     /// A `-d` pid file not written because the agent started frozen.
     pub deferred_pidfile: Option<String>,
+    /// Where the mount list is read ([`MOUNT_FILES`]; unreadable files in tests).
+    mount_files: [&'static str; 2],
 }
 
 impl Default for LinuxFilesystems {
@@ -227,6 +238,7 @@ impl LinuxFilesystems {
             hook,
             deferred_log: None,
             deferred_pidfile: None,
+            mount_files: MOUNT_FILES,
         }
     }
 
@@ -235,26 +247,30 @@ impl LinuxFilesystems {
         self.frozen
     }
 
-    /// upstream's `ga_set_frozen`.
+    /// upstream's `ga_set_frozen`, except that the marker is created (mode 0600, not following
+    /// a link) before logging is disabled, so that a failure to create it is logged.
     fn set_frozen(&mut self) {
         if self.frozen {
             return;
         }
-        crate::log!(Level::Warning, "disabling logging due to filesystem freeze");
-        crate::log::set_enabled(false);
         self.frozen = true;
         let created = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.isfrozen);
-        if created.is_err() {
+        if let Err(e) = created {
             crate::log!(
                 Level::Warning,
-                "unable to create {}, fsfreeze may not function properly",
-                self.isfrozen.display()
+                "unable to create {}, fsfreeze may not function properly: {}",
+                self.isfrozen.display(),
+                crate::config::io_text(&e)
             );
         }
+        crate::log!(Level::Warning, "disabling logging due to filesystem freeze");
+        crate::log::set_enabled(false);
     }
 
     /// upstream's `ga_unset_frozen`, with the deferred log and pid files.
@@ -337,7 +353,7 @@ impl LinuxFilesystems {
     }
 
     fn do_thaw(&self) -> Result<i64> {
-        let mounts = mount_list()?;
+        let mounts = mount_list_from(self.mount_files)?;
         let mut count = 0;
         for m in &mounts {
             let Ok(fd) = open_dir(&m.dir) else { continue };
@@ -366,7 +382,7 @@ impl Filesystems for LinuxFilesystems {
     fn freeze(&mut self, mountpoints: Option<StrList<'_>>) -> Result<i64> {
         crate::log!(Level::Info, "guest-fsfreeze called");
         self.run_hook("freeze")?;
-        let mounts = mount_list()?;
+        let mounts = mount_list_from(self.mount_files)?;
         self.set_frozen();
         let r = self.do_freeze(&mounts, mountpoints.as_ref());
         match r {
@@ -379,15 +395,13 @@ impl Filesystems for LinuxFilesystems {
         r
     }
 
+    /// Unlike upstream (which answers 0, stays frozen and skips the hook), a mount list that
+    /// cannot be read is the answer: the host learns that nothing was thawed and can retry.
     fn thaw(&mut self) -> Result<i64> {
-        match self.do_thaw() {
-            Ok(n) => {
-                self.unset_frozen();
-                self.run_hook("thaw")?;
-                Ok(n)
-            }
-            Err(_) => Ok(0),
-        }
+        let n = self.do_thaw()?;
+        self.unset_frozen();
+        self.run_hook("thaw")?;
+        Ok(n)
     }
 
     fn fstrim(
@@ -522,6 +536,58 @@ bad line
         assert!(!d.join("qga.state.isfrozen").exists());
         assert!(!fs.is_frozen());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn marker_is_private_and_its_failure_logged() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = crate::commands::system::tempdir();
+        let mut fs = LinuxFilesystems::new(&d, None, false);
+        fs.set_frozen();
+        let m = std::fs::metadata(d.join("qga.state.isfrozen")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+        fs.unset_frozen();
+        // A marker that cannot be created is logged (before logging is turned off).
+        let log = d.join("log");
+        crate::log::open_file(log.to_str().unwrap()).unwrap();
+        crate::log::set_verbose(true); // upstream's level for it: a warning
+        let mut fs = LinuxFilesystems::new(&d.join("missing"), None, false);
+        fs.set_frozen();
+        fs.unset_frozen();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains(&format!(
+                "unable to create {}/missing/qga.state.isfrozen, fsfreeze may not function properly: No such file or directory",
+                d.display()
+            )),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn thaw_reports_an_unreadable_mount_list() {
+        let d = crate::commands::system::tempdir();
+        let hook = d.join("hook");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\necho \"$1\" >> \"$(dirname \"$0\")/ran\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut fs = LinuxFilesystems::new(&d, Some(hook.to_str().unwrap().to_string()), true);
+        fs.mount_files = ["/nonexistent/qga/mountinfo", "/nonexistent/qga/mounts"];
+        assert_eq!(
+            fs.thaw().unwrap_err(),
+            Error::msg(format_args!(
+                "failed to open /nonexistent/qga/mounts: No such file or directory"
+            ))
+        );
+        // Still frozen, and the hook did not run: the host can retry.
+        assert_eq!(fs.status(), FsfreezeStatus::Frozen);
+        assert!(!d.join("ran").exists());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

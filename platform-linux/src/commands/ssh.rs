@@ -521,7 +521,7 @@ impl Dir {
     /// with `renameat` (which replaces a planted symbolic link itself, never its target).
     fn write_keys(&self, contents: &str, p: &Passwd) -> Result<()> {
         let path = self.path.join(KEYS);
-        let (tmp, fd) = create_temp(self.fd.as_fd(), ".authorized_keys.")
+        let (tmp, fd) = crate::state::create_temp(self.fd.as_fd(), ".authorized_keys.", 0o600)
             .map_err(|e| failed("write to", &path, e))?;
         let written = (|| {
             let mut f = std::fs::File::from(fd);
@@ -551,32 +551,6 @@ impl Dir {
         }
         written
     }
-}
-
-/// Create a new file `<prefix><16 random hex digits>` in `dir` (`O_CREAT | O_EXCL |
-/// O_NOFOLLOW`, mode 0600): a name nobody can guess in advance, which cannot be a file or link
-/// planted there. Retries a few times on a name that exists.
-pub(crate) fn create_temp(
-    dir: BorrowedFd<'_>,
-    prefix: &str,
-) -> rustix::io::Result<(String, OwnedFd)> {
-    let mut last = Errno::EXIST;
-    for _ in 0..8 {
-        let mut r = [0u8; 8];
-        rustix::rand::getrandom(&mut r, rustix::rand::GetRandomFlags::empty())?;
-        let name = format!("{prefix}{:016x}", u64::from_ne_bytes(r));
-        match openat(
-            dir,
-            name.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        ) {
-            Ok(fd) => return Ok((name, fd)),
-            Err(Errno::EXIST) => last = Errno::EXIST,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last)
 }
 
 #[cfg(test)]
