@@ -95,6 +95,11 @@ pub const DATA_MOUNT: &str = "/mnt/data";
 pub const HOOK_LOG: &str = "/run/fsfreeze-hook.log";
 /// While this file exists the fsfreeze hook fails.
 pub const HOOK_FAIL_FLAG: &str = "/run/fsfreeze-hook.fail";
+/// While this file exists the fsfreeze hook leaves a background `sleep` holding its stdout (its
+/// pid in [`HOOK_BACKGROUND_PID`]), as a hook that starts a daemon would.
+pub const HOOK_BACKGROUND_FLAG: &str = "/run/fsfreeze-hook.background";
+/// The pid of the hook's background child.
+pub const HOOK_BACKGROUND_PID: &str = "/run/fsfreeze-hook.bgpid";
 /// The guest's host name.
 pub const GUEST_HOSTNAME: &str = "qga-guest";
 /// The guest's IPv4 address on eth0, its prefix, and its gateway.
@@ -815,6 +820,10 @@ umount /mnt/data 2>/dev/null
 const FSFREEZE_HOOK: &str = r#"#!/bin/sh
 # Records each call; fails on demand so the tests can see the agent's hook error path.
 echo "$1 $(date +%s)" >> /run/fsfreeze-hook.log
+if [ -e /run/fsfreeze-hook.background ]; then
+    sleep 300 &
+    echo $! > /run/fsfreeze-hook.bgpid
+fi
 if [ -e /run/fsfreeze-hook.fail ]; then
     echo "hook refused $1" >&2
     exit 1

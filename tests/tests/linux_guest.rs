@@ -1275,6 +1275,152 @@ fn ssh_authorized_keys_for_the_test_user() {
     });
 }
 
+/// The attacks of issue 15 that an unprivileged user can plant, against `qga` as root: each
+/// planted file belongs to the test user (made by root and `chown -h`ed, which is what the
+/// user could make alone), the host drives the agent, and the test checks that no secret reaches
+/// the user, that nothing outside the user's files changes, and that the agent answers the
+/// next request.
+#[test]
+fn hostile_user_cannot_turn_the_agent_against_the_guest() {
+    with_guest("hostile user", |g| {
+        let mut a = g.agent().unwrap();
+        a.set_timeout(Duration::from_secs(30));
+        let home = initramfs::TEST_HOME;
+        let keys = format!("{home}/.ssh/authorized_keys");
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostile test@hostile";
+        let fingerprint = |a: &mut Client| {
+            sh(
+                a,
+                "stat -c '%a %u %g %s' /etc/shadow /root/.ssh /root/.ssh/authorized_keys; sha256sum /etc/shadow /root/.ssh/authorized_keys",
+            )
+        };
+        sh(
+            &mut a,
+            "mkdir -p /root/.ssh && chmod 700 /root/.ssh && echo 'ssh-ed25519 AAAA root@host' > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
+        );
+        let before = fingerprint(&mut a);
+        let plant = |a: &mut Client, what: &str| {
+            sh(
+                a,
+                &format!(
+                    "rm -rf {home}/.ssh && mkdir -m 700 {home}/.ssh && {what} && chown -h -R 1000:1000 {home}/.ssh"
+                ),
+            );
+        };
+        let add = |a: &mut Client| {
+            a.execute(
+                "guest-ssh-add-authorized-keys",
+                Some(json!({"username": "tester", "keys": [key]})),
+            )
+        };
+        let get = |a: &mut Client| {
+            a.execute(
+                "guest-ssh-get-authorized-keys",
+                Some(json!({"username": "tester"})),
+            )
+        };
+        let remove = |a: &mut Client| {
+            a.execute(
+                "guest-ssh-remove-authorized-keys",
+                Some(json!({"username": "tester", "keys": [key]})),
+            )
+        };
+        // 1. The keys file is a link to /etc/shadow.
+        plant(&mut a, &format!("ln -s /etc/shadow {keys}"));
+        for (what, r) in [
+            ("add", add(&mut a).map(|_| ())),
+            ("get", get(&mut a).map(|_| ())),
+            ("remove", remove(&mut a).map(|_| ())),
+        ] {
+            let (_, desc) = agent_err(r, what);
+            assert_eq!(
+                desc,
+                format!("refusing '{keys}': it is a symbolic link"),
+                "{what}"
+            );
+        }
+        // No file the user owns holds a line of /etc/shadow.
+        let leaked = sh(
+            &mut a,
+            &format!(
+                "find {home} -type f -user 1000 -exec grep -l '^root:' {{}} \\; 2>/dev/null; true"
+            ),
+        );
+        assert_eq!(leaked, "", "shadow lines reached the user");
+        // 2. ~/.ssh is a link to root's.
+        sh(
+            &mut a,
+            &format!(
+                "rm -rf {home}/.ssh && ln -s /root/.ssh {home}/.ssh && chown -h 1000:1000 {home}/.ssh"
+            ),
+        );
+        let (_, desc) = agent_err(add(&mut a), "add through a linked .ssh");
+        assert_eq!(
+            desc,
+            format!("refusing '{home}/.ssh': it is a symbolic link")
+        );
+        // 3. A FIFO, and 4. a link to /dev/zero: refused, and the agent answers at once.
+        plant(&mut a, &format!("mkfifo {keys}"));
+        let (_, desc) = agent_err(add(&mut a), "add with a FIFO");
+        assert_eq!(desc, format!("refusing '{keys}': it is not a regular file"));
+        ok(a.ping(), "ping after the FIFO");
+        plant(&mut a, &format!("ln -s /dev/zero {keys}"));
+        let (_, desc) = agent_err(get(&mut a), "get with /dev/zero");
+        assert_eq!(desc, format!("refusing '{keys}': it is a symbolic link"));
+        ok(a.ping(), "ping after /dev/zero");
+        // 5. A group-writable ~/.ssh.
+        plant(&mut a, "true");
+        sh(&mut a, &format!("chmod 770 {home}/.ssh"));
+        let (_, desc) = agent_err(add(&mut a), "add to a group-writable .ssh");
+        assert_eq!(
+            desc,
+            format!("refusing '{home}/.ssh': writable by group or others (mode 770)")
+        );
+        assert_eq!(
+            fingerprint(&mut a),
+            before,
+            "files outside the user's changed"
+        );
+        // The honest case still works, with the user's ownership.
+        sh(&mut a, &format!("rm -rf {home}/.ssh"));
+        ok(add(&mut a), "add for real");
+        assert_eq!(
+            sh(&mut a, &format!("stat -c '%a %u %g' {home}/.ssh {keys}")),
+            "700 1000 1000\n600 1000 1000\n"
+        );
+        sh(&mut a, &format!("rm -rf {home}/.ssh"));
+
+        // 6. A freeze hook that leaves a background child holding its stdout: the agent
+        // answers (the old runner waited for the child, 300 s) and the filesystems end thawed.
+        sh(
+            &mut a,
+            &format!(
+                "rm -f {} {} && touch {}",
+                initramfs::HOOK_FAIL_FLAG,
+                initramfs::HOOK_BACKGROUND_PID,
+                initramfs::HOOK_BACKGROUND_FLAG
+            ),
+        );
+        let frozen = a.execute("guest-fsfreeze-freeze", None);
+        let thawed = a.execute("guest-fsfreeze-thaw", None);
+        let status = a.execute("guest-fsfreeze-status", None);
+        // The hook's background child was still running when the agent had answered both.
+        let alive = sh(
+            &mut a,
+            &format!(
+                "rm -f {}; p=$(cat {}); kill -0 $p && echo alive; kill $p; true",
+                initramfs::HOOK_BACKGROUND_FLAG,
+                initramfs::HOOK_BACKGROUND_PID
+            ),
+        );
+        assert_eq!(alive, "alive\n", "the hook's background child");
+        let n = ok(frozen, "freeze with a backgrounding hook");
+        assert!(n.as_i64().is_some_and(|n| n >= 1), "froze {n}");
+        ok(thawed, "thaw with a backgrounding hook");
+        assert_eq!(ok(status, "status"), json!("thawed"));
+    });
+}
+
 #[test]
 fn vcpus_offline_and_online() {
     with_guest("vcpus", |g| {
