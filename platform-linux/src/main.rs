@@ -348,6 +348,12 @@ fn serve(
                 Some(_) => None,
                 None => Some(next_probe.saturating_duration_since(Instant::now())),
             };
+            // A shutdown a helper accepted but nobody carried out (see commands::power).
+            let timeout = match (timeout, platform.power.deadline()) {
+                (t, None) => t,
+                (None, Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+                (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(Instant::now()))),
+            };
             let mut fds = vec![PollFd::from_borrowed_fd(signals.fd(), PollFlags::IN)];
             if let Some((fd, ev)) = chan {
                 fds.push(PollFd::from_borrowed_fd(fd, ev));
@@ -380,6 +386,10 @@ fn serve(
         }
         let _ = signals::take_child_exited();
         platform.exec.service();
+        if signals::term_requested().is_some() {
+            return LoopEnd::Term;
+        }
+        platform.power.service();
         if signals::term_requested().is_some() {
             return LoopEnd::Term;
         }

@@ -183,6 +183,10 @@ pub struct InitramfsSpec {
     pub kernel: Kernel,
     /// Whether `/sbin/poweroff`, `/sbin/halt` and `/sbin/reboot` exist.
     pub shutdown_helpers: bool,
+    /// Whether `/init` is a plain shell script ([`SHELL_INIT`]) that runs `rcS` and then waits
+    /// ignoring SIGUSR1, SIGUSR2 and SIGTERM (what BusyBox's halt, poweroff and reboot send),
+    /// instead of BusyBox's init.
+    pub shell_init: bool,
     /// Where to write the archive.
     pub output: PathBuf,
     /// A reference agent (Debian's `qemu-ga`) installed as `/usr/bin/qemu-ga` with its shared
@@ -200,6 +204,7 @@ impl InitramfsSpec {
             busybox: PathBuf::from("/bin/busybox"),
             kernel: find_kernel()?,
             shutdown_helpers: true,
+            shell_init: false,
             output: output.into(),
             reference: None,
         })
@@ -290,7 +295,11 @@ pub fn build_initramfs(spec: &InitramfsSpec) -> Result<PathBuf, String> {
         }
         a.symlink(applet, "/bin/busybox");
     }
-    a.symlink("init", "/bin/busybox");
+    if spec.shell_init {
+        a.file("init", 0o755, SHELL_INIT.as_bytes());
+    } else {
+        a.symlink("init", "/bin/busybox");
+    }
     a.file("usr/bin/qga", 0o755, &qga);
     if let Some(bin) = &reference {
         a.file("usr/bin/qemu-ga", 0o755, bin);
@@ -808,6 +817,15 @@ if [ -n "$rport" ] && [ -x /usr/bin/qemu-ga ]; then
     say "reference vsock agent on port $rport"
 fi
 say "ready"
+"#;
+
+/// `/init` for [`InitramfsSpec::shell_init`]: the agents are started first (so they do not
+/// inherit the ignored signals), then PID 1 ignores what BusyBox's helpers send it.
+pub const SHELL_INIT: &str = r#"#!/bin/sh
+/etc/init.d/rcS
+trap '' USR1 USR2 TERM
+echo "qga-guest: shell init waiting, ignoring USR1 USR2 TERM"
+while :; do sleep 1; done
 "#;
 
 const RC_K: &str = r#"#!/bin/sh

@@ -74,6 +74,8 @@ pub struct GuestImages {
     pub initramfs: PathBuf,
     /// The image without them (the agent must use `reboot(2)`).
     pub initramfs_no_helpers: PathBuf,
+    /// The image with the helpers whose `/init` is a shell script that ignores their signals.
+    pub initramfs_shell_init: PathBuf,
     /// The static agent inside both.
     pub qga: PathBuf,
 }
@@ -92,10 +94,15 @@ impl GuestImages {
         spec.shutdown_helpers = false;
         spec.output = dir.join("initramfs-no-helpers.cpio");
         let initramfs_no_helpers = initramfs::build_initramfs(&spec)?;
+        spec.shutdown_helpers = true;
+        spec.shell_init = true;
+        spec.output = dir.join("initramfs-shell-init.cpio");
+        let initramfs_shell_init = initramfs::build_initramfs(&spec)?;
         Ok(GuestImages {
             kernel: spec.kernel,
             initramfs,
             initramfs_no_helpers,
+            initramfs_shell_init,
             qga: qga.to_path_buf(),
         })
     }

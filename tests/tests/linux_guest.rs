@@ -1782,7 +1782,32 @@ enum Ends {
 }
 
 fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends, via_cli: bool) {
-    let mut own = boot_own(name, helpers);
+    shutdown_case_on(name, mode, helpers, false, ends, via_cli);
+}
+
+/// [`shutdown_case`], on the image whose `/init` is a shell script that ignores the helpers'
+/// signals when `shell_init` (then the helpers are present, exit 0 and do nothing, and the
+/// agent must bring the guest down itself).
+fn shutdown_case_on(
+    name: &str,
+    mode: &str,
+    helpers: bool,
+    shell_init: bool,
+    ends: Ends,
+    via_cli: bool,
+) {
+    let mut own = if shell_init {
+        let images = images();
+        let slot = Slot::acquire();
+        let mut opts = GuestOptions::new(images, true);
+        opts.initrd = images.initramfs_shell_init.clone();
+        match LinuxGuest::boot(&opts) {
+            Ok(guest) => OwnGuest { guest, _slot: slot },
+            Err(e) => panic!("{name}: the guest did not boot: {e}"),
+        }
+    } else {
+        boot_own(name, helpers)
+    };
     let t = Instant::now();
     let g = &mut own.guest;
     let mut a = g.agent().unwrap();
@@ -1896,7 +1921,13 @@ fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends, via_cli: boo
         }
     }
     let console = g.console();
-    if helpers {
+    if shell_init {
+        assert!(
+            console.contains("qga-guest: shell init waiting")
+                && !console.contains("qga-guest: shutdown actions"),
+            "{name}: PID 1 was the shell script, which ignored the helper:\n{console}"
+        );
+    } else if helpers {
         assert!(
             console.contains("qga-guest: shutdown actions"),
             "{name}: busybox init ran rcK:\n{console}"
@@ -1911,6 +1942,42 @@ fn shutdown_case(name: &str, mode: &str, helpers: bool, ends: Ends, via_cli: boo
         "{name}: done {:.1}s after boot",
         t.elapsed().as_secs_f64()
     ));
+}
+
+#[test]
+fn shutdown_powerdown_with_a_shell_init() {
+    shutdown_case_on(
+        "shutdown powerdown (shell init)",
+        "powerdown",
+        true,
+        true,
+        Ends::Exit("guest-shutdown"),
+        false,
+    );
+}
+
+#[test]
+fn shutdown_reboot_with_a_shell_init() {
+    shutdown_case_on(
+        "shutdown reboot (shell init)",
+        "reboot",
+        true,
+        true,
+        Ends::Exit("guest-reset"),
+        false,
+    );
+}
+
+#[test]
+fn shutdown_halt_with_a_shell_init() {
+    shutdown_case_on(
+        "shutdown halt (shell init)",
+        "halt",
+        true,
+        true,
+        Ends::Halted,
+        false,
+    );
 }
 
 #[test]

@@ -9,6 +9,16 @@
 //! - the agent is PID 1 (an initramfs whose init is `qga`): the helpers work by signalling
 //!   init, which would be us, so the agent does the same `sync` + `reboot(2)` directly.
 //!
+//! And a third, which upstream misses: a helper that exits 0 without anything happening.
+//! BusyBox's `poweroff`, `halt` and `reboot` only signal PID 1; when PID 1 is a plain shell
+//! script (a common initramfs), it ignores the signal and the guest keeps running while the host
+//! was told nothing. The rule: after a helper exited 0, the agent expects to be stopped (SIGTERM)
+//! as part of the shutdown. If it is still running [`FALLBACK_SHELL_INIT`] later and PID 1 is a
+//! shell (its `argv[0]` is `sh`, `ash`, `bash`, `dash`, `hush`, `ksh`, `mksh`, `zsh` or
+//! `busybox`), or [`FALLBACK_ANY_INIT`] later whatever PID 1 is, it syncs and calls `reboot(2)`
+//! itself with the requested mode. A real init (systemd, BusyBox init, sysvinit) stops the agent
+//! long before either limit, so on those systems nothing changes.
+//!
 //! Suspend tries upstream's three mechanisms in upstream's order with upstream's texts:
 //! systemd (`systemctl status systemd-<unit>` exiting 1-3 means the unit exists), pm-utils
 //! (`pm-is-supported`), and `/sys/power/state` (`disk` / `mem`; hybrid has no sysfs method).
@@ -19,6 +29,7 @@
 )]
 
 use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant};
 
 use agent_core::Command;
 use agent_core::commands::power::{Power, ShutdownMode, SuspendMode};
@@ -27,9 +38,76 @@ use rustix::system::RebootCommand;
 
 const SYS_POWER_STATE: &str = "/sys/power/state";
 
+/// How long the agent waits to be stopped after a shutdown helper exited 0, when PID 1 is a
+/// shell that cannot act on the helper's signal.
+pub const FALLBACK_SHELL_INIT: Duration = Duration::from_secs(5);
+/// How long it waits whatever PID 1 is: a shutdown that leaves the agent running this long
+/// is not happening.
+pub const FALLBACK_ANY_INIT: Duration = Duration::from_secs(300);
+
 /// The Linux power control.
 #[derive(Debug, Default)]
-pub struct LinuxPower {}
+pub struct LinuxPower {
+    /// A shutdown a helper accepted: when to do it ourselves, and how.
+    pending: Option<(Instant, RebootCommand)>,
+}
+
+impl LinuxPower {
+    /// When [`Self::service`] has something to do, for the event loop's timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.pending.map(|(t, _)| t)
+    }
+
+    /// Carry out a pending shutdown whose time has come (see the module docs).
+    pub fn service(&mut self) {
+        let Some((when, cmd)) = self.pending else {
+            return;
+        };
+        if Instant::now() < when {
+            return;
+        }
+        self.pending = None;
+        crate::log!(
+            crate::log::Level::Critical,
+            "the shutdown helper exited 0 but the system is still up: calling reboot(2) directly"
+        );
+        rustix::fs::sync();
+        if let Err(e) = rustix::system::reboot(cmd) {
+            crate::log!(
+                crate::log::Level::Critical,
+                "reboot(2) failed: {}",
+                crate::config::strerror(e.raw_os_error())
+            );
+        }
+    }
+
+    /// Arm the fallback after a helper accepted the request.
+    fn expect_stop(&mut self, cmd: RebootCommand) {
+        let wait = if init_is_a_shell(&std::fs::read("/proc/1/cmdline").unwrap_or_default()) {
+            FALLBACK_SHELL_INIT
+        } else {
+            FALLBACK_ANY_INIT
+        };
+        crate::log!(
+            crate::log::Level::Info,
+            "shutdown helper succeeded; reboot(2) in {} s unless the agent is stopped",
+            wait.as_secs()
+        );
+        self.pending = Some((Instant::now() + wait, cmd));
+    }
+}
+
+/// Whether PID 1's command line (`/proc/1/cmdline`) names a shell, which cannot act on the
+/// signals BusyBox's helpers send (a script run as init has the interpreter as `argv[0]`).
+fn init_is_a_shell(cmdline: &[u8]) -> bool {
+    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    let name = argv0.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    let name = name.strip_prefix(b"-").unwrap_or(name); // a login shell's "-sh"
+    matches!(
+        name,
+        b"sh" | b"ash" | b"bash" | b"dash" | b"hush" | b"ksh" | b"mksh" | b"zsh" | b"busybox"
+    )
+}
 
 impl Power for LinuxPower {
     fn supports(&self, _cmd: Command) -> bool {
@@ -50,15 +128,18 @@ impl Power for LinuxPower {
         let shutdown = "/sbin/shutdown";
         if std::process::id() != 1 {
             if crate::run::executable(helper) {
-                return crate::run::run_command(&[helper], None, "shutdown").map(|_| ());
+                crate::run::run_command(&[helper], None, "shutdown")?;
+                self.expect_stop(reboot_cmd);
+                return Ok(());
             }
             if crate::run::executable(shutdown) {
-                return crate::run::run_command(
+                crate::run::run_command(
                     &[shutdown, "-h", flag, "+0", "hypervisor initiated shutdown"],
                     None,
                     "shutdown",
-                )
-                .map(|_| ());
+                )?;
+                self.expect_stop(reboot_cmd);
+                return Ok(());
             }
         }
         crate::log!(
@@ -218,4 +299,26 @@ fn sysfs_word(mode: SuspendMode) -> Option<&'static str> {
 
 fn sysfs_supports(word: &str) -> bool {
     std::fs::read_to_string(SYS_POWER_STATE).is_ok_and(|s| s.split_whitespace().any(|w| w == word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_inits_are_shells() {
+        assert!(init_is_a_shell(b"/bin/sh\0/init\0"));
+        assert!(init_is_a_shell(b"-sh\0"));
+        assert!(init_is_a_shell(b"/bin/busybox\0sh\0/init\0"));
+        assert!(!init_is_a_shell(b"/init\0"));
+        assert!(!init_is_a_shell(b"/sbin/init\0splash\0"));
+        assert!(!init_is_a_shell(
+            b"/usr/lib/systemd/systemd\0--switched-root\0"
+        ));
+        assert!(!init_is_a_shell(b""));
+        // Nothing is pending until a helper succeeded, and servicing then does nothing.
+        let mut p = LinuxPower::default();
+        assert_eq!(p.deadline(), None);
+        p.service();
+    }
 }
