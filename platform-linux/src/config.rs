@@ -381,7 +381,14 @@ pub fn io_text(e: &io::Error) -> String {
     }
 }
 
+/// `strerror(code)`, in glibc's words whatever the C library (see [`crate::strerror`]).
+#[cfg(not(target_env = "gnu"))]
+pub fn strerror(code: i32) -> String {
+    crate::strerror::strerror(code)
+}
+
 /// `strerror(code)`.
+#[cfg(target_env = "gnu")]
 pub fn strerror(code: i32) -> String {
     let s = io::Error::from_raw_os_error(code).to_string();
     match s.find(" (os error ") {

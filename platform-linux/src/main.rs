@@ -29,6 +29,7 @@ mod log;
 mod run;
 mod signals;
 mod state;
+mod strerror;
 #[allow(unsafe_code)]
 mod sys;
 mod transport;

@@ -43,8 +43,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::paths::{target_dir, workspace_root};
-
 /// The modules the guest needs beyond what Debian's kernel has built in: virtio over PCI and
 /// over MMIO (QEMU `microvm`, found through ACPI: Debian's kernel lacks
 /// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`), vsock over virtio, the console (virtio-serial), the
@@ -351,41 +349,13 @@ pub fn build_initramfs(spec: &InitramfsSpec) -> Result<PathBuf, String> {
     Ok(spec.output.clone())
 }
 
-/// Builds the static agent with cargo (the command the brief documents) and returns the binary.
-/// `$QGA_STATIC_BIN` short-cuts this with an already built binary.
+/// Builds the static agent as shipped ([`crate::host_agent::our_static_release_binary`]) and
+/// returns the binary. `$QGA_STATIC_BIN` short-cuts this with an already built binary.
 pub fn build_static_qga() -> Result<PathBuf, String> {
     if let Ok(bin) = std::env::var("QGA_STATIC_BIN") {
         return Ok(PathBuf::from(bin));
     }
-    let workspace = workspace_root();
-    let target_dir = target_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&workspace)
-        .env(
-            "RUSTFLAGS",
-            "-C target-feature=+crt-static -C relocation-model=static",
-        )
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "platform-linux",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ])
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("building the static agent failed: {status}"));
-    }
-    let bin = target_dir.join("x86_64-unknown-linux-gnu/release/qga");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!("cargo built nothing at {}", bin.display()))
-    }
+    crate::host_agent::our_static_release_binary()
 }
 
 /// Adds the directories above `path` (relative) to the archive.

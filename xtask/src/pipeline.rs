@@ -205,22 +205,31 @@ pub fn have_nextest() -> bool {
 
 /// `cargo xtask setup`: installs what the project needs; does nothing that is already done.
 pub fn setup() -> Result<(), String> {
-    // The bare-metal target.
+    // The bare-metal target, and the shipped qga's (the initramfs of the Linux guest suites
+    // and the benchmark build it).
     let targets = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .map_err(|e| format!("rustup is missing: {e}"))?;
-    if !String::from_utf8_lossy(&targets.stdout).contains("x86_64-unknown-none") {
-        println!("setup: rustup target add x86_64-unknown-none");
+    let installed = String::from_utf8_lossy(&targets.stdout).into_owned();
+    for (target, needed_by) in [
+        ("x86_64-unknown-none", "the bare-metal image"),
+        (
+            ::tests::host_agent::SHIP_TARGET,
+            "the static qga (Linux guest suites, benchmark)",
+        ),
+    ] {
+        if installed.lines().any(|l| l.trim() == target) {
+            continue;
+        }
+        println!("setup: rustup target add {target}");
         // Not fatal here: the stages that need the target say so themselves, and the rest of
         // the check still runs.
         if let Err(e) = run_limited(
-            command("rustup", &["target", "add", "x86_64-unknown-none"]),
+            command("rustup", &["target", "add", target]),
             Duration::from_secs(600),
         ) {
-            println!(
-                "setup: warning: {e}; the bare-metal image needs the x86_64-unknown-none target"
-            );
+            println!("setup: warning: {e}; {needed_by} needs the {target} target");
         }
     }
     let components = Command::new("rustup")

@@ -1,8 +1,11 @@
 //! `guest-get-users` and `guest-set-user-password` on Linux.
 //!
 //! Sessions come from the utmp file (`/var/run/utmp`), which is what glibc's `getutxent`
-//! reads; reading the records directly (with the C library's own `struct utmpx` layout) keeps
-//! the backend free of libc's global utmp cursor and lets tests use a fixture file. As
+//! reads; reading the records directly keeps the backend free of libc's global utmp cursor
+//! and lets tests use a fixture file. The records are read at glibc's x86_64 offsets, not
+//! through `libc::utmpx`: the file is written by the distribution's glibc programs whatever
+//! C library `qga` is linked with, and musl's `struct utmpx` (the shipped static build) is 400
+//! bytes with a 64-bit `ut_tv`, where glibc's is 384 with a 32-bit one. As
 //! upstream: one entry per user name among `USER_PROCESS` records, in first-seen order, with
 //! the earliest login time.
 //!
@@ -76,21 +79,38 @@ impl Users for LinuxUsers {
     }
 }
 
-/// The user sessions in utmp data: `(user, earliest login time)` per user, first-seen order.
+/// glibc's x86_64 `struct utmp` / `struct utmpx` (`<bits/utmp.h>`): record size and the
+/// offsets of the fields read here.
+pub(crate) mod utmp {
+    /// Bytes per record.
+    pub const SIZE: usize = 384;
+    /// `ut_type`, a 16-bit integer.
+    pub const TYPE: usize = 0;
+    /// `ut_user`, 32 bytes, NUL-padded.
+    pub const USER: usize = 44;
+    /// `ut_tv.tv_sec`, a 32-bit integer (`__WORDSIZE_TIME64_COMPAT32`).
+    pub const TV_SEC: usize = 340;
+    /// `ut_tv.tv_usec`, a 32-bit integer.
+    pub const TV_USEC: usize = 344;
+    /// `USER_PROCESS`.
+    pub const USER_PROCESS: i16 = 7;
+}
+
+/// The user sessions in utmp data: `(user, earliest login time)` per user, first-seen order;
+/// a trailing partial record is ignored.
 pub(crate) fn sessions(data: &[u8]) -> Vec<(String, f64)> {
+    let i16_at = |r: &[u8], at: usize| i16::from_ne_bytes([r[at], r[at + 1]]);
+    let i32_at = |r: &[u8], at: usize| i32::from_ne_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
     let mut list: Vec<(String, f64)> = Vec::new();
-    for u in crate::sys::glibc::utmpx_records(data) {
-        if u.ut_type != libc::USER_PROCESS {
+    for r in data.chunks_exact(utmp::SIZE) {
+        if i16_at(r, utmp::TYPE) != utmp::USER_PROCESS {
             continue;
         }
-        let name: Vec<u8> = u
-            .ut_user
-            .iter()
-            .map(|&c| c as u8)
-            .take_while(|&b| b != 0)
-            .collect();
-        let name = String::from_utf8_lossy(&name).into_owned();
-        let t = u.ut_tv.tv_sec as f64 + u.ut_tv.tv_usec as f64 / 1_000_000.0;
+        let user = &r[utmp::USER..utmp::USER + 32];
+        let end = user.iter().position(|&b| b == 0).unwrap_or(user.len());
+        let name = String::from_utf8_lossy(&user[..end]).into_owned();
+        let t =
+            f64::from(i32_at(r, utmp::TV_SEC)) + f64::from(i32_at(r, utmp::TV_USEC)) / 1_000_000.0;
         match list.iter_mut().find(|(n, _)| *n == name) {
             Some((_, first)) => {
                 if t < *first {
@@ -109,39 +129,39 @@ mod tests {
     use crate::commands::system::tempdir;
     use crate::commands::system::testing::emitted;
 
-    /// A utmp record as the C library writes it: the fields at their offsets in
-    /// `struct utmpx`, every other byte zero.
-    fn record(kind: libc::c_short, user: &str, sec: i64, usec: i64) -> Vec<u8> {
-        use std::mem::offset_of;
-        let mut b = vec![0u8; size_of::<libc::utmpx>()];
+    /// A utmp record as glibc writes it: the fields at their offsets, every other byte zero.
+    fn record(kind: i16, user: &str, sec: i32, usec: i32) -> Vec<u8> {
+        let mut b = vec![0u8; utmp::SIZE];
         let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
-        put(offset_of!(libc::utmpx, ut_type), &kind.to_ne_bytes());
-        let name = &user.as_bytes()[..user.len().min(31)];
-        put(offset_of!(libc::utmpx, ut_user), name);
-        let tv = libc::__timeval {
-            tv_sec: sec as _,
-            tv_usec: usec as _,
-        };
-        put(
-            offset_of!(libc::utmpx, ut_tv.tv_sec),
-            &tv.tv_sec.to_ne_bytes(),
-        );
-        put(
-            offset_of!(libc::utmpx, ut_tv.tv_usec),
-            &tv.tv_usec.to_ne_bytes(),
-        );
+        put(utmp::TYPE, &kind.to_ne_bytes());
+        put(utmp::USER, &user.as_bytes()[..user.len().min(31)]);
+        put(utmp::TV_SEC, &sec.to_ne_bytes());
+        put(utmp::TV_USEC, &usec.to_ne_bytes());
         b
+    }
+
+    /// The offsets are glibc's own (checked against its `struct utmpx` where the build has it).
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn offsets_are_glibcs() {
+        use std::mem::offset_of;
+        assert_eq!(size_of::<libc::utmpx>(), utmp::SIZE);
+        assert_eq!(offset_of!(libc::utmpx, ut_type), utmp::TYPE);
+        assert_eq!(offset_of!(libc::utmpx, ut_user), utmp::USER);
+        assert_eq!(offset_of!(libc::utmpx, ut_tv.tv_sec), utmp::TV_SEC);
+        assert_eq!(offset_of!(libc::utmpx, ut_tv.tv_usec), utmp::TV_USEC);
+        assert_eq!(libc::USER_PROCESS, utmp::USER_PROCESS);
     }
 
     #[test]
     fn sessions_first_seen_earliest_login() {
         let mut data = Vec::new();
-        data.extend(record(libc::BOOT_TIME, "reboot", 10, 0));
-        data.extend(record(libc::USER_PROCESS, "bob", 1700000100, 500000));
-        data.extend(record(libc::USER_PROCESS, "alice", 1700000200, 0));
-        data.extend(record(libc::DEAD_PROCESS, "carol", 1, 0));
-        data.extend(record(libc::USER_PROCESS, "bob", 1700000050, 250000));
-        data.extend(record(libc::USER_PROCESS, "bob", 1700000300, 0));
+        data.extend(record(2, "reboot", 10, 0));
+        data.extend(record(utmp::USER_PROCESS, "bob", 1700000100, 500000));
+        data.extend(record(utmp::USER_PROCESS, "alice", 1700000200, 0));
+        data.extend(record(8, "carol", 1, 0));
+        data.extend(record(utmp::USER_PROCESS, "bob", 1700000050, 250000));
+        data.extend(record(utmp::USER_PROCESS, "bob", 1700000300, 0));
         data.extend_from_slice(&[1, 2, 3]); // a torn record at the end is ignored
         assert_eq!(
             sessions(&data),

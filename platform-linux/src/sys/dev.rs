@@ -92,7 +92,7 @@ pub fn nvme_smart_log(fd: BorrowedFd<'_>) -> Option<[u8; 512]> {
     };
     // SAFETY: `cmd` is a valid nvme_admin_cmd whose `addr` points at `log`, which is
     // `data_len` bytes long and outlives the call; the kernel writes only into `log` and `cmd`.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), NVME_IOCTL_ADMIN_CMD, &raw mut cmd) };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), NVME_IOCTL_ADMIN_CMD as _, &raw mut cmd) };
     if rc != 0 {
         return None;
     }

@@ -1,5 +1,6 @@
 //! C library services with no system call behind them: the user database (`getpwnam_r`),
-//! utmp records, the local time zone (`localtime_r`) and the load average (`getloadavg`).
+//! the local time zone (`localtime_r`) and the load average (`getloadavg`, read as glibc reads
+//! it where the C library is another).
 //! rustix wraps system calls only, so these go through libc, as upstream's GLib does.
 
 use std::ffi::CStr;
@@ -62,16 +63,6 @@ pub fn getpwnam(name: &str) -> Result<UserEntry, i32> {
     }
 }
 
-/// The whole `struct utmpx` records in `data` (the contents of a utmp file), in order; a
-/// trailing partial record is ignored.
-pub fn utmpx_records(data: &[u8]) -> impl Iterator<Item = libc::utmpx> + '_ {
-    data.chunks_exact(size_of::<libc::utmpx>()).map(|chunk| {
-        // SAFETY: `chunk` has exactly the size of a utmpx, which is plain data (integers and
-        // byte arrays) valid for any bit pattern; read_unaligned copes with any alignment.
-        unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<libc::utmpx>()) }
-    })
-}
-
 /// The current local zone abbreviation and UTC offset in seconds, from `tzset` and
 /// `localtime_r` (which honour `TZ` and `/etc/localtime`, falling back to UTC, as GLib's local
 /// time zone does); `None` when localtime_r fails.
@@ -104,7 +95,34 @@ pub fn local_zone() -> Option<(String, i64)> {
     Some((zone, tm.tm_gmtoff))
 }
 
+/// `getloadavg` as glibc does it on builds with another C library: the first three fields of
+/// `/proc/loadavg` (musl's `getloadavg` uses `sysinfo`, whose finer fixed point gives other
+/// values than glibc's two decimals, e.g. 0.4296875 for 0.43).
+#[cfg(not(target_env = "gnu"))]
+pub fn load_average() -> io::Result<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg")?;
+    parse_loadavg(&text).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// The three load averages at the start of `/proc/loadavg`'s text.
+#[cfg_attr(target_env = "gnu", allow(dead_code))]
+fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
+    let mut f = text.split_ascii_whitespace().map(|t| t.parse::<f64>().ok());
+    Some([f.next()??, f.next()??, f.next()??])
+}
+
+#[cfg(test)]
+#[test]
+fn loadavg_text() {
+    assert_eq!(
+        parse_loadavg("0.43 1.05 12.00 2/301 4242\n"),
+        Some([0.43, 1.05, 12.0])
+    );
+    assert_eq!(parse_loadavg("0.43 x"), None);
+}
+
 /// `getloadavg`: the 1, 5 and 15 minute load averages.
+#[cfg(target_env = "gnu")]
 pub fn load_average() -> io::Result<[f64; 3]> {
     let mut avg = [0f64; 3];
     // SAFETY: `avg` holds the 3 doubles asked for.

@@ -111,7 +111,13 @@ pub fn hw_addr(name: &str) -> Option<[u8; 6]> {
     }
     // SAFETY: `ifr` is a valid, NUL-terminated ifreq for SIOCGIFHWADDR, which writes only into
     // it; `sock` is open for the call.
-    let rc = unsafe { libc::ioctl(sock.as_fd().as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut ifr) };
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_fd().as_raw_fd(),
+            libc::SIOCGIFHWADDR as _,
+            &raw mut ifr,
+        )
+    };
     drop(sock);
     if rc != 0 {
         return None;
@@ -126,35 +132,62 @@ pub fn hw_addr(name: &str) -> Option<[u8; 6]> {
     Some(mac)
 }
 
-/// `inet_ntop(AF_INET6)`: glibc's text, which differs from Rust's `Ipv6Addr` display for
-/// IPv4-compatible addresses (`::0.2.0.3`, where Rust writes `::2:3`).
+/// `inet_ntop(AF_INET6)` as glibc writes it (its `resolv/inet_ntop.c`), in safe code so that
+/// every C library gives upstream's text: it differs from Rust's `Ipv6Addr` display, and from
+/// musl's `inet_ntop`, for IPv4-compatible addresses (`::0.2.0.3`, where both write `::2:3`).
 pub fn inet_ntop6(bytes: &[u8; 16]) -> String {
-    unsafe extern "C" {
-        /// POSIX `inet_ntop` (not bound by the libc crate).
-        fn inet_ntop(
-            af: libc::c_int,
-            src: *const libc::c_void,
-            dst: *mut libc::c_char,
-            size: libc::socklen_t,
-        ) -> *const libc::c_char;
+    use std::fmt::Write as _;
+    let words: [u16; 8] =
+        std::array::from_fn(|i| u16::from_be_bytes([bytes[2 * i], bytes[2 * i + 1]]));
+    // The first longest run of zero words, if at least two long.
+    // (first word, length) of the best run so far and of the current one.
+    let mut best: Option<(usize, usize)> = None;
+    let mut cur: Option<(usize, usize)> = None;
+    for (i, &w) in words.iter().enumerate() {
+        if w == 0 {
+            cur = Some(cur.map_or((i, 1), |(b, l)| (b, l + 1)));
+        } else if let Some(c) = cur.take()
+            && best.is_none_or(|b| c.1 > b.1)
+        {
+            best = Some(c);
+        }
     }
-    // INET6_ADDRSTRLEN.
-    let mut buf = [0u8; 46];
-    // SAFETY: `bytes` is a 16-byte in6_addr and `buf` is INET6_ADDRSTRLEN bytes, the size
-    // inet_ntop is told; it writes a NUL-terminated string into `buf` only.
-    let r = unsafe {
-        inet_ntop(
-            libc::AF_INET6,
-            bytes.as_ptr().cast(),
-            buf.as_mut_ptr().cast(),
-            buf.len() as libc::socklen_t,
-        )
-    };
-    if r.is_null() {
-        return Ipv6Addr::from(*bytes).to_string();
+    if let Some(c) = cur
+        && best.is_none_or(|b| c.1 > b.1)
+    {
+        best = Some(c);
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    let best = best.filter(|b| b.1 >= 2);
+    let mut out = String::with_capacity(46);
+    for (i, &w) in words.iter().enumerate() {
+        if let Some((base, len)) = best
+            && (base..base + len).contains(&i)
+        {
+            if i == base {
+                out.push(':');
+            }
+            continue;
+        }
+        if i != 0 {
+            out.push(':');
+        }
+        if i == 6
+            && let Some((0, len)) = best
+            && (len == 6 || (len == 5 && words[5] == 0xffff))
+        {
+            let _ = write!(
+                out,
+                "{}.{}.{}.{}",
+                bytes[12], bytes[13], bytes[14], bytes[15]
+            );
+            break;
+        }
+        let _ = write!(out, "{w:x}");
+    }
+    if best.is_some_and(|(base, len)| base + len == 8) {
+        out.push(':');
+    }
+    out
 }
 
 /// `bind(2)` a vsock socket to `cid`:`port`.
@@ -176,4 +209,79 @@ pub fn bind_vsock(fd: BorrowedFd<'_>, cid: u32, port: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod ntop_tests {
+    /// The safe `inet_ntop6` writes what glibc's `inet_ntop` writes (checked on glibc builds,
+    /// over the special shapes and many pseudo-random sparse addresses).
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn inet_ntop6_is_glibcs() {
+        unsafe extern "C" {
+            fn inet_ntop(
+                af: libc::c_int,
+                src: *const libc::c_void,
+                dst: *mut libc::c_char,
+                size: libc::socklen_t,
+            ) -> *const libc::c_char;
+        }
+        let glibc = |bytes: &[u8; 16]| {
+            let mut buf = [0u8; 46];
+            // SAFETY: `bytes` is a 16-byte in6_addr and `buf` is INET6_ADDRSTRLEN bytes, the
+            // size inet_ntop is told; it writes a NUL-terminated string into `buf` only.
+            let r = unsafe {
+                inet_ntop(
+                    libc::AF_INET6,
+                    bytes.as_ptr().cast(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len() as libc::socklen_t,
+                )
+            };
+            assert!(!r.is_null());
+            let end = buf.iter().position(|&b| b == 0).unwrap();
+            String::from_utf8(buf[..end].to_vec()).unwrap()
+        };
+        let mut cases: Vec<[u8; 16]> = Vec::new();
+        // Every pattern of zero / non-zero words, with 1, 0xffff or 0x0203 as the non-zero value.
+        for mask in 0u32..256 {
+            for v in [1u16, 0xffff, 0x0203] {
+                let mut b = [0u8; 16];
+                for w in 0..8 {
+                    if mask & (1 << w) != 0 {
+                        b[2 * w..2 * w + 2].copy_from_slice(&v.to_be_bytes());
+                    }
+                }
+                cases.push(b);
+            }
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2000 {
+            let mut b = [0u8; 16];
+            for w in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(3) {
+                    b[2 * w..2 * w + 2].copy_from_slice(&((x >> 16) as u16).to_be_bytes());
+                }
+            }
+            cases.push(b);
+        }
+        for b in cases {
+            assert_eq!(super::inet_ntop6(&b), glibc(&b), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn inet_ntop6_shapes() {
+        let t = |s: &str| super::inet_ntop6(&s.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(t("::2:3"), "::0.2.0.3");
+        assert_eq!(t("::ffff:1.2.3.4"), "::ffff:1.2.3.4");
+        assert_eq!(t("::1"), "::1");
+        assert_eq!(t("::"), "::");
+        assert_eq!(t("fe80::1:0:0:1"), "fe80::1:0:0:1");
+        assert_eq!(t("1:0:0:2:0:0:0:3"), "1:0:0:2::3");
+        assert_eq!(t("1::"), "1::");
+    }
 }

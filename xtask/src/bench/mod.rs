@@ -246,8 +246,9 @@ fn startup_ms(kind: AgentKind, bin: &Path) -> Result<f64, String> {
     Ok(ms)
 }
 
-/// `ldd` and sizes: (total bytes of the binary and its shared libraries, description).
-fn size_report(bin: &Path) -> (u64, String) {
+/// `ldd` and sizes: (bytes of the executable alone, total bytes of the executable and its
+/// shared libraries, description).
+fn size_report(bin: &Path) -> (u64, u64, String) {
     let own = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
     let mut total = own;
     let mut text = format!("{} {} bytes", bin.display(), own);
@@ -274,7 +275,7 @@ fn size_report(bin: &Path) -> (u64, String) {
         }
         _ => text.push_str(" (statically linked: no shared libraries)"),
     }
-    (total, text)
+    (own, total, text)
 }
 
 /// Sequential pings per round and agent (also for the kernel floor).
@@ -542,13 +543,17 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
     for i in 0..2 {
         b.clients[i] = Some(reconnect(&b.running[i])?);
     }
-    let mut m_idle = Metric::new("idle RSS (VmRSS after start)", "KiB", false);
+    // Right after start, with this one client connected (issue 17's figure).
+    let mut m_idle = Metric::new("idle RSS (VmRSS after start, 1 client)", "KiB", false);
+    let mut m_idle_anon = Metric::new("idle RssAnon (after start, 1 client)", "KiB", false);
     for (i, a) in b.running.iter().enumerate() {
-        m_idle.samples[i].push(
-            status_kb_f64(a.pid(), "VmRSS")
-                .map(Figure::Value)
-                .unwrap_or(Figure::NotAvailable("no /proc".into())),
-        );
+        for (m, field) in [(&mut m_idle, "VmRSS"), (&mut m_idle_anon, "RssAnon")] {
+            m.samples[i].push(
+                status_kb_f64(a.pid(), field)
+                    .map(Figure::Value)
+                    .unwrap_or(Figure::NotAvailable("no /proc".into())),
+            );
+        }
     }
 
     let mut m_lat = Metric::new("guest-ping round trip, sequential", "µs", false);
@@ -657,10 +662,12 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
         m_peak_common.samples[i].push(b.peak(i, true));
         m_peak_all.samples[i].push(b.peak(i, false));
     }
-    let mut m_size = Metric::new("binary + shared libraries", "bytes", false);
+    let mut m_exe = Metric::new("executable (as shipped)", "bytes", false);
+    let mut m_size = Metric::new("executable + shared libraries", "bytes", false);
     let mut size_text = Vec::new();
     for (i, bin) in b.bins.iter().enumerate() {
-        let (total, text) = size_report(bin);
+        let (own, total, text) = size_report(bin);
+        m_exe.samples[i].push(Figure::Value(own as f64));
         m_size.samples[i].push(Figure::Value(total as f64));
         size_text.push(text);
     }
@@ -688,7 +695,16 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
     metrics.extend(m_read_cpu);
     metrics.extend(m_write);
     metrics.extend(m_write_cpu);
-    metrics.extend([m_start, m_idle, m_end, m_peak_common, m_peak_all, m_size]);
+    metrics.extend([
+        m_start,
+        m_idle,
+        m_idle_anon,
+        m_end,
+        m_peak_common,
+        m_peak_all,
+        m_exe,
+        m_size,
+    ]);
     println!();
     print_table(&metrics);
     println!(
