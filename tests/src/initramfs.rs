@@ -87,6 +87,18 @@ pub const TEST_USER: &str = "tester";
 pub const TEST_UID: u32 = 1000;
 /// The test user's home.
 pub const TEST_HOME: &str = "/home/tester";
+/// A shell command that replaces the test user's `~/.ssh` with a fresh 0700 directory, runs
+/// `what` in it (the attack: a link, a FIFO…) and gives everything to the user (`chown -h`), as
+/// the user could have made it alone.
+pub fn plant_in_ssh(what: &str) -> String {
+    format!(
+        "rm -rf {TEST_HOME}/.ssh && mkdir -m 700 {TEST_HOME}/.ssh && {what} && chown -h -R 1000:1000 {TEST_HOME}/.ssh"
+    )
+}
+/// Gives root an `authorized_keys` the hostile-user tests must leave untouched.
+pub const ROOT_KEYS_SETUP: &str = "mkdir -p /root/.ssh && chmod 700 /root/.ssh && echo 'ssh-ed25519 AAAA root@host' > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys";
+/// Mode, owner, size and SHA-256 of the files outside the user's that the attacks aim at.
+pub const OUTSIDE_FINGERPRINT: &str = "stat -c '%a %u %g %s' /etc/shadow /root/.ssh /root/.ssh/authorized_keys; sha256sum /etc/shadow /root/.ssh/authorized_keys";
 /// Where the ext4 test disk is mounted.
 pub const DATA_MOUNT: &str = "/mnt/data";
 /// The fsfreeze hook's log.

@@ -1288,24 +1288,11 @@ fn hostile_user_cannot_turn_the_agent_against_the_guest() {
         let home = initramfs::TEST_HOME;
         let keys = format!("{home}/.ssh/authorized_keys");
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostile test@hostile";
-        let fingerprint = |a: &mut Client| {
-            sh(
-                a,
-                "stat -c '%a %u %g %s' /etc/shadow /root/.ssh /root/.ssh/authorized_keys; sha256sum /etc/shadow /root/.ssh/authorized_keys",
-            )
-        };
-        sh(
-            &mut a,
-            "mkdir -p /root/.ssh && chmod 700 /root/.ssh && echo 'ssh-ed25519 AAAA root@host' > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
-        );
+        let fingerprint = |a: &mut Client| sh(a, initramfs::OUTSIDE_FINGERPRINT);
+        sh(&mut a, initramfs::ROOT_KEYS_SETUP);
         let before = fingerprint(&mut a);
         let plant = |a: &mut Client, what: &str| {
-            sh(
-                a,
-                &format!(
-                    "rm -rf {home}/.ssh && mkdir -m 700 {home}/.ssh && {what} && chown -h -R 1000:1000 {home}/.ssh"
-                ),
-            );
+            sh(a, &initramfs::plant_in_ssh(what));
         };
         let add = |a: &mut Client| {
             a.execute(
