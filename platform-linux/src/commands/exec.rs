@@ -70,13 +70,12 @@ impl Stream {
         }
     }
 
-    /// Read what is there now, keeping at most MAX_OUTPUT bytes.
-    fn drain(&mut self) {
+    /// Read what is there now through `scratch`, keeping at most MAX_OUTPUT bytes.
+    fn drain(&mut self, scratch: &mut [u8]) {
         let Some(fd) = &self.fd else { return };
         let mut budget = READ_BUDGET;
-        let mut scratch = [0u8; 64 * 1024];
         while budget > 0 {
-            match rustix::io::read(fd, &mut scratch) {
+            match rustix::io::read(fd, &mut *scratch) {
                 Ok(0) => {
                     self.fd = None;
                     return;
@@ -159,7 +158,15 @@ pub struct LinuxExec {
     reported: Option<Proc>,
     /// How long an unread final status is kept ([`RESULT_TTL`]; shorter in tests).
     result_ttl: std::time::Duration,
+    /// The read buffer for children's output ([`SCRATCH_SIZE`]), allocated when a first child
+    /// runs: as a local array it made the service loop's stack frame 64 KiB, and stack probes
+    /// touch every page of a frame on entry, so an agent that never ran a program held 64 KiB
+    /// more resident memory (issue 17).
+    scratch: Option<Box<[u8]>>,
 }
+
+/// Bytes read from a child's pipe at a time.
+const SCRATCH_SIZE: usize = 64 * 1024;
 
 impl Default for LinuxExec {
     fn default() -> Self {
@@ -167,6 +174,7 @@ impl Default for LinuxExec {
             procs: BTreeMap::new(),
             reported: None,
             result_ttl: RESULT_TTL,
+            scratch: None,
         }
     }
 }
@@ -239,10 +247,13 @@ impl LinuxExec {
         if *IS_INIT.get_or_init(|| std::process::id() == 1) {
             self.reap_all();
         }
+        // Disjoint fields: the buffer is borrowed while the processes are.
+        let scratch = &mut self.scratch;
         for p in self.procs.values_mut() {
             p.feed_input();
+            let scratch = scratch.get_or_insert_with(|| vec![0u8; SCRATCH_SIZE].into_boxed_slice());
             for s in [&mut p.out, &mut p.err].into_iter().flatten() {
-                s.drain();
+                s.drain(scratch);
             }
             if p.status.is_none()
                 && let Ok(Some((_, st))) =
