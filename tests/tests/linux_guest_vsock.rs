@@ -437,6 +437,68 @@ fn hostile_user_attacks(
             },
         ));
     }
+    // Undo what attack 2 may have done, so that the next rows start from the same state.
+    root_sh(
+        guest,
+        &format!(
+            "rm -rf {home}/.ssh; {}; chown 0:0 /root/.ssh /root/.ssh/authorized_keys",
+            tests::initramfs::ROOT_KEYS_SETUP
+        ),
+    );
+    // 3. ~/.ssh swapped back and forth between a real directory and a link to /root/.ssh
+    // while the host adds keys in a loop (the window between a path check and its use).
+    if !out.iter().any(|(_, o)| o.hung) {
+        plant("true");
+        root_sh(
+            guest,
+            &format!(
+                "rm -f /run/stop-swap; cd {home} && (while [ ! -e /run/stop-swap ]; do \
+                 mv .ssh .ssh.real; ln -s /root/.ssh .ssh; chown -h 1000:1000 .ssh; \
+                 rm -f .ssh; mv .ssh.real .ssh; done) >/dev/null 2>&1 & echo $! > /run/swap.pid"
+            ),
+        );
+        let (mut ok, mut refused, mut hung) = (0, 0, false);
+        for _ in 0..40 {
+            match add(agent) {
+                Ok(_) => ok += 1,
+                Err(ClientError::Agent { .. }) => refused += 1,
+                Err(_) => {
+                    hung = true;
+                    break;
+                }
+            }
+        }
+        root_sh(
+            guest,
+            "touch /run/stop-swap; while kill -0 $(cat /run/swap.pid) 2>/dev/null; do sleep 0.1; done; rm -f /run/stop-swap",
+        );
+        if hung {
+            root_sh(guest, freeze_agent);
+        }
+        let root_dir = root_sh(guest, "ls -A /root/.ssh");
+        let said = format!("{ok} adds answered, {refused} refused");
+        out.push((
+            "`~/.ssh` swapped with a link to `/root/.ssh` while the host adds keys 40 times",
+            Outcome {
+                safe: if root_sh(guest, outside) == before && root_dir == "authorized_keys\n" {
+                    Ok(said)
+                } else {
+                    Err(format!(
+                        "{said}; /root/.ssh changed: {}",
+                        root_dir.trim().replace('\n', " ")
+                    ))
+                },
+                hung,
+            },
+        ));
+        root_sh(
+            guest,
+            &format!(
+                "{}; chown 0:0 /root/.ssh /root/.ssh/authorized_keys",
+                tests::initramfs::ROOT_KEYS_SETUP
+            ),
+        );
+    }
     // 3. A freeze hook whose background child keeps stdout open.
     if !out.iter().any(|(_, o)| o.hung) {
         root_sh(
@@ -529,7 +591,7 @@ fn hostile_user_suite(guest: &mut LinuxGuest, name: &str) {
     }
     assert_eq!(
         ours_results.len(),
-        4,
+        5,
         "{name}: every attack ran against qga"
     );
     for (attack, o) in &ours_results {
