@@ -136,18 +136,63 @@ impl PersistentState {
     }
 }
 
-/// Refuse a state directory that group or others may write to.
+/// Refuse a state directory that someone else could plant files or links in: the directory
+/// (a link to it is followed) must be owned by the agent's user or root and not writable by
+/// group or others; a link at the given path must be ours or root's too (`/var/run` → `/run`
+/// is); and every directory above the resolved one must be ours or root's and writable by
+/// group or others only with the sticky bit (`/tmp`).
 fn check_statedir(statedir: &Path) -> Result<(), String> {
     let Ok(m) = fs::metadata(statedir) else {
         // A missing directory fails later with upstream's text.
         return Ok(());
     };
-    let mode = m.mode() & 0o7777;
-    if m.is_dir() && mode & 0o022 != 0 {
-        return Err(format!(
-            "state directory {} is writable by group or others (mode {mode:o}): refusing to keep the agent's state there",
+    if !m.is_dir() {
+        return Ok(()); // fails later with upstream's text
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let trusted = |uid: u32| uid == 0 || uid == me;
+    let refuse = |what: String| {
+        Err(format!(
+            "state directory {}: {what}: refusing to keep the agent's state there",
             statedir.display()
-        ));
+        ))
+    };
+    let mode = m.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return refuse(format!("writable by group or others (mode {mode:o})"));
+    }
+    if !trusted(m.uid()) {
+        return refuse(format!("owned by uid {}", m.uid()));
+    }
+    if let Ok(l) = fs::symlink_metadata(statedir)
+        && l.file_type().is_symlink()
+        && !trusted(l.uid())
+    {
+        return refuse(format!("a symbolic link owned by uid {}", l.uid()));
+    }
+    let real = fs::canonicalize(statedir).map_err(|e| {
+        format!(
+            "unable to resolve state directory {}: {}",
+            statedir.display(),
+            crate::config::io_text(&e)
+        )
+    })?;
+    for dir in real.ancestors().skip(1) {
+        let Ok(a) = fs::metadata(dir) else { continue };
+        let mode = a.mode() & 0o7777;
+        if !trusted(a.uid()) {
+            return refuse(format!(
+                "{} above it is owned by uid {}",
+                dir.display(),
+                a.uid()
+            ));
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return refuse(format!(
+                "{} above it is writable by group or others (mode {mode:o})",
+                dir.display()
+            ));
+        }
     }
     Ok(())
 }
@@ -266,11 +311,37 @@ mod tests {
         assert_eq!(
             PersistentState::load(&w, false).unwrap_err(),
             format!(
-                "state directory {} is writable by group or others (mode 1777): refusing to keep the agent's state there",
+                "state directory {}: writable by group or others (mode 1777): refusing to keep the agent's state there",
                 w.display()
             )
         );
         assert!(!w.join("qga.state").exists());
+        fs::set_permissions(&w, fs::Permissions::from_mode(0o755)).unwrap();
+        if rustix::process::geteuid().is_root() {
+            // Another user's directory, a link of another user's, a directory below another
+            // user's: all refused.
+            let chown = |p: &Path| std::os::unix::fs::lchown(p, Some(4242), Some(4242)).unwrap();
+            let other = w.join("other");
+            fs::create_dir(&other).unwrap();
+            chown(&other);
+            let e = PersistentState::load(&other, false).unwrap_err();
+            assert!(
+                e.ends_with(": owned by uid 4242: refusing to keep the agent's state there"),
+                "{e}"
+            );
+            let link = w.join("link");
+            let mine = w.join("mine");
+            fs::create_dir(&mine).unwrap();
+            std::os::unix::fs::symlink(&mine, &link).unwrap();
+            PersistentState::load(&link, false).unwrap();
+            chown(&link);
+            let e = PersistentState::load(&link, false).unwrap_err();
+            assert!(e.contains("a symbolic link owned by uid 4242"), "{e}");
+            let below = other.join("below");
+            fs::create_dir(&below).unwrap();
+            let e = PersistentState::load(&below, false).unwrap_err();
+            assert!(e.contains("above it is owned by uid 4242"), "{e}");
+        }
         fs::remove_dir_all(&w).unwrap();
         // A state path under a regular file cannot be created.
         let f = std::env::temp_dir().join(format!("qga-state-file-{}", std::process::id()));

@@ -1377,6 +1377,22 @@ fn hostile_user_cannot_turn_the_agent_against_the_guest() {
         );
         sh(&mut a, &format!("rm -rf {home}/.ssh"));
 
+        // 7. A state directory that is the user's link to /etc: the agent refuses to start
+        // (before, it kept its state files in /etc).
+        let out = sh(
+            &mut a,
+            &format!(
+                "rm -rf {home}/state /run/hostile.log; ln -s /etc {home}/state && chown -h 1000:1000 {home}/state; \
+                 /usr/bin/qga -m unix-listen -p /run/hostile.sock -t {home}/state -l /run/hostile.log; \
+                 echo \"exit $?\"; ls /etc | grep -c qga.state; grep -c 'a symbolic link owned by uid 1000' /run/hostile.log; \
+                 rm -f {home}/state; true"
+            ),
+        );
+        assert_eq!(
+            out, "exit 1\n0\n1\n",
+            "the agent with a linked state directory"
+        );
+
         // 6. A freeze hook that leaves a background child holding its stdout: the agent
         // answers (the old runner waited for the child, 300 s) and the filesystems end thawed.
         sh(
