@@ -45,13 +45,6 @@ pub mod ssh_keys;
 pub mod system;
 pub mod users;
 
-// The modules' names before they were named after their families, for code written then.
-#[doc(hidden)]
-pub use self::{
-    clock as time, cpus as cpu, disks as disk, files as file, filesystems as fs, ssh_keys as ssh,
-    users as user,
-};
-
 pub use crate::out::{Base64, Element, Emitter, ItemSink, Member, WriteWith};
 pub use args::{FromArg, List, StrList};
 pub use platform::{Platform, supported};

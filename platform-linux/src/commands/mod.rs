@@ -43,37 +43,37 @@ pub struct LinuxPlatform {
 }
 
 impl Platform for LinuxPlatform {
-    fn clock(&mut self) -> Option<&mut dyn core::time::Clock> {
+    fn clock(&mut self) -> Option<&mut dyn core::clock::Clock> {
         Some(&mut self.clock)
     }
     fn power(&mut self) -> Option<&mut dyn core::power::Power> {
         Some(&mut self.power)
     }
-    fn files(&mut self) -> Option<&mut dyn core::file::Files> {
+    fn files(&mut self) -> Option<&mut dyn core::files::Files> {
         Some(&mut self.files)
     }
-    fn filesystems(&mut self) -> Option<&mut dyn core::fs::Filesystems> {
+    fn filesystems(&mut self) -> Option<&mut dyn core::filesystems::Filesystems> {
         Some(&mut self.filesystems)
     }
     fn exec(&mut self) -> Option<&mut dyn core::exec::Exec> {
         Some(&mut self.exec)
     }
-    fn disks(&mut self) -> Option<&mut dyn core::disk::Disks> {
+    fn disks(&mut self) -> Option<&mut dyn core::disks::Disks> {
         Some(&mut self.disks)
     }
     fn network(&mut self) -> Option<&mut dyn core::network::Network> {
         Some(&mut self.network)
     }
-    fn cpus(&mut self) -> Option<&mut dyn core::cpu::Cpus> {
+    fn cpus(&mut self) -> Option<&mut dyn core::cpus::Cpus> {
         Some(&mut self.cpus)
     }
     fn memory(&mut self) -> Option<&mut dyn core::memory::Memory> {
         Some(&mut self.memory)
     }
-    fn users(&mut self) -> Option<&mut dyn core::user::Users> {
+    fn users(&mut self) -> Option<&mut dyn core::users::Users> {
         Some(&mut self.users)
     }
-    fn ssh_keys(&mut self) -> Option<&mut dyn core::ssh::SshKeys> {
+    fn ssh_keys(&mut self) -> Option<&mut dyn core::ssh_keys::SshKeys> {
         Some(&mut self.ssh_keys)
     }
     fn system(&mut self) -> Option<&mut dyn core::system::System> {

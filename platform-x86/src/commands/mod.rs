@@ -47,28 +47,28 @@ pub struct Machine<'a> {
 }
 
 impl Platform for Machine<'_> {
-    fn clock(&mut self) -> Option<&mut dyn fam::time::Clock> {
+    fn clock(&mut self) -> Option<&mut dyn fam::clock::Clock> {
         Some(&mut self.clock)
     }
     fn power(&mut self) -> Option<&mut dyn fam::power::Power> {
         Some(&mut self.power)
     }
-    fn files(&mut self) -> Option<&mut dyn fam::file::Files> {
+    fn files(&mut self) -> Option<&mut dyn fam::files::Files> {
         Some(self.files)
     }
-    fn disks(&mut self) -> Option<&mut dyn fam::disk::Disks> {
+    fn disks(&mut self) -> Option<&mut dyn fam::disks::Disks> {
         Some(&mut self.disks)
     }
     fn network(&mut self) -> Option<&mut dyn fam::network::Network> {
         Some(&mut self.network)
     }
-    fn cpus(&mut self) -> Option<&mut dyn fam::cpu::Cpus> {
+    fn cpus(&mut self) -> Option<&mut dyn fam::cpus::Cpus> {
         Some(&mut self.cpus)
     }
     fn memory(&mut self) -> Option<&mut dyn fam::memory::Memory> {
         Some(&mut self.memory)
     }
-    fn users(&mut self) -> Option<&mut dyn fam::user::Users> {
+    fn users(&mut self) -> Option<&mut dyn fam::users::Users> {
         Some(&mut self.users)
     }
     fn exec(&mut self) -> Option<&mut dyn fam::exec::Exec> {
