@@ -201,9 +201,12 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
     };
 
     let mut platform = commands::LinuxPlatform::default();
-    platform.files = commands::file::LinuxFiles::new(pstate);
-    platform.filesystems =
-        commands::fs::LinuxFilesystems::new(statedir, config.fsfreeze_hook.clone(), frozen);
+    platform.files = commands::files::LinuxFiles::new(pstate);
+    platform.filesystems = commands::filesystems::LinuxFilesystems::new(
+        statedir,
+        config.fsfreeze_hook.clone(),
+        frozen,
+    );
     platform.filesystems.deferred_log = deferred_log;
     if config.daemonize && frozen {
         platform.filesystems.deferred_pidfile = Some(config.pidfile.clone());

@@ -3,7 +3,7 @@
 //! Order matters for boot-to-first-answer time: the start info is copied first (the loader's
 //! copy is in unreserved RAM), the log UART comes up so every later step can report, the TSC
 //! is calibrated over 10 ms of PIT, ACPI is read, and the agent starts. Nothing waits for the
-//! RTC to tick ([`crate::commands::time`] re-anchors later).
+//! RTC to tick ([`crate::commands::clock`] re-anchors later).
 //!
 //! All large state lives in `static`s taken exactly once ([`crate::state`]). The agent loop
 //! polls the transport and, once it has been quiet for a moment, halts until the next timer
@@ -132,16 +132,16 @@ pub fn run_with(programs: commands::exec::Programs) -> ! {
     let empty = acpi::Info::empty();
     let acpi = acpi.unwrap_or(&empty);
     let mut machine = Machine {
-        clock: commands::time::RtcClock::start(acpi.fadt.and_then(|f| f.century)),
+        clock: commands::clock::RtcClock::start(acpi.fadt.and_then(|f| f.century)),
         power: commands::power::AcpiPower::new(acpi.fadt, acpi.s5),
         files,
-        cpus: commands::cpu::MadtCpus::new(acpi.cpus(), acpi.madt),
+        cpus: commands::cpus::MadtCpus::new(acpi.cpus(), acpi.madt),
         memory: commands::memory::MapMemory::new(boot.map(|b| b.regions()).unwrap_or(&[])),
         system: commands::system::ConfiguredSystem::new(config),
         exec: procs,
-        users: commands::user::NoUsers,
+        users: commands::users::NoUsers,
         network: commands::network::NoNetwork,
-        disks: commands::disk::NoDisks,
+        disks: commands::disks::NoDisks,
     };
     let mut agent = bufs.agent();
     apply_block_list(&mut agent, config.block);

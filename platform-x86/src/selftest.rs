@@ -61,7 +61,7 @@ impl Sink {
 }
 
 /// A platform with only the clock, for the engine check.
-struct ClockOnly<'a>(&'a mut crate::commands::time::RtcClock);
+struct ClockOnly<'a>(&'a mut crate::commands::clock::RtcClock);
 
 impl Platform for ClockOnly<'_> {
     fn clock(&mut self) -> Option<&mut dyn agent_core::commands::clock::Clock> {
@@ -146,7 +146,7 @@ pub fn run(config: &Config<'_>) -> bool {
     }
 
     if let Some(bufs) = state::AGENT_BUFFERS.take() {
-        let mut clock = crate::commands::time::RtcClock::start(fadt.and_then(|f| f.century));
+        let mut clock = crate::commands::clock::RtcClock::start(fadt.and_then(|f| f.century));
         let mut platform = ClockOnly(&mut clock);
         let mut agent = bufs.agent();
         let mut sink = Sink {

@@ -10,7 +10,7 @@
 
 use agent_core::{Chunk, Frame, Nesting, StaticBuffers, Tx};
 
-use crate::commands::{exec, file};
+use crate::commands::{exec, files};
 use crate::hw::acpi;
 use crate::pvh::BootInfo;
 use crate::sync::TakeOnce;
@@ -23,7 +23,7 @@ pub type Buffers = StaticBuffers<Frame<{ 64 * 1024 }>, Chunk<4096>, Tx<4096>, Ne
 /// The engine's buffers.
 pub static AGENT_BUFFERS: TakeOnce<Buffers> = TakeOnce::new(Buffers::new());
 /// The RAM file store.
-pub static FILE_STORE: TakeOnce<file::RamFiles> = TakeOnce::new(file::RamFiles::new());
+pub static FILE_STORE: TakeOnce<files::RamFiles> = TakeOnce::new(files::RamFiles::new());
 /// The process table.
 pub static PROCESSES: TakeOnce<exec::Processes> =
     TakeOnce::new(exec::Processes::new(exec::Programs::new()));

@@ -26,8 +26,8 @@
 //! never collects a list and a list's length is not bounded by memory.
 //!
 //! Each module here is named after its family: `Family::Clock`, the `Clock` trait, the
-//! `Platform::clock` accessor and `commands::clock` are one name (the platform crates' files
-//! still use the older short names: `platform-linux/src/commands/file.rs` serves `files`).
+//! `Platform::clock` accessor and `commands::clock` are one name, and so are the platform
+//! crates' files (`platform-linux/src/commands/clock.rs`, `platform-x86/src/commands/clock.rs`).
 
 pub mod args;
 pub mod clock;

@@ -1,5 +1,6 @@
 //! The Linux implementations of the command families, one file per family, named as in
-//! `agent_core::commands` (`file.rs` serves `guest-file-*`, and so on).
+//! `agent_core::commands` (`files.rs` serves `guest-file-*`, `ssh_keys.rs` the ssh key commands,
+//! and so on).
 //!
 //! [`LinuxPlatform`] owns one backend per family and hands them to the engine; a family that is
 //! not wired answers upstream's unsupported error and shows `"enabled": false`.
@@ -7,39 +8,39 @@
 use agent_core::Platform;
 use agent_core::commands as core;
 
-pub mod cpu;
-pub mod disk;
+pub mod clock;
+pub mod cpus;
+pub mod disks;
 pub mod exec;
-pub mod file;
-pub mod fs;
+pub mod files;
+pub mod filesystems;
 pub mod memory;
 pub mod network;
 pub mod power;
-pub mod ssh;
+pub mod ssh_keys;
 pub mod system;
-pub mod time;
-pub mod user;
+pub mod users;
 
 /// Every Linux backend.
 #[derive(Default)]
 pub struct LinuxPlatform {
     /// `guest-get-time`, `guest-set-time`.
-    pub clock: time::LinuxClock,
+    pub clock: clock::LinuxClock,
     /// `guest-shutdown`, `guest-suspend-*`.
     pub power: power::LinuxPower,
     /// `guest-file-*` (set up by `main` with the state directory).
-    pub files: file::LinuxFiles,
+    pub files: files::LinuxFiles,
     /// `guest-fsfreeze-*`, `guest-fstrim` (set up by `main`).
-    pub filesystems: fs::LinuxFilesystems,
+    pub filesystems: filesystems::LinuxFilesystems,
     /// `guest-exec*` (serviced by `main`'s event loop).
     pub exec: exec::LinuxExec,
     system: system::LinuxSystem,
-    ssh_keys: ssh::LinuxSshKeys,
-    users: user::LinuxUsers,
-    disks: disk::LinuxDisks,
+    ssh_keys: ssh_keys::LinuxSshKeys,
+    users: users::LinuxUsers,
+    disks: disks::LinuxDisks,
     network: network::LinuxNetwork,
     memory: memory::LinuxMemory,
-    cpus: cpu::LinuxCpus,
+    cpus: cpus::LinuxCpus,
 }
 
 impl Platform for LinuxPlatform {

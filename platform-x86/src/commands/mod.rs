@@ -1,23 +1,23 @@
-//! The backends of the bare-metal image, one file per `agent_core::commands` family, and the
-//! [`Machine`] that hands them to the engine.
+//! The backends of the bare-metal image, one file per `agent_core::commands` family and named
+//! after it, and the [`Machine`] that hands them to the engine.
 //!
-//! Served: time ([`time`]), shutdown and reboot ([`power`]), the RAM file store ([`file`](mod@file)),
-//! vCPUs ([`cpu`]), memory blocks ([`memory`]), host name, time zone and OS info ([`system`]),
-//! built-in programs ([`exec`]); users, network and disks answer empty lists ([`user`],
-//! [`network`], [`disk`]). Everything else (fsfreeze, fstrim, suspend, set-vcpus, set-memory-
+//! Served: time ([`clock`]), shutdown and reboot ([`power`]), the RAM file store ([`files`]),
+//! vCPUs ([`cpus`]), memory blocks ([`memory`]), host name, time zone and OS info ([`system`]),
+//! built-in programs ([`exec`]); users, network and disks answer empty lists ([`users`],
+//! [`network`], [`disks`]). Everything else (fsfreeze, fstrim, suspend, set-vcpus, set-memory-
 //! blocks, cpustats, load, passwords, ssh keys, devices) is unsupported and shows
 //! `enabled: false` in `guest-info`.
 
-pub mod cpu;
-pub mod disk;
+pub mod clock;
+pub mod cpus;
+pub mod disks;
 pub mod exec;
-pub mod file;
+pub mod files;
 pub mod memory;
 pub mod network;
 pub mod power;
 pub mod system;
-pub mod time;
-pub mod user;
+pub mod users;
 
 use agent_core::Platform;
 use agent_core::commands as fam;
@@ -25,13 +25,13 @@ use agent_core::commands as fam;
 /// Every backend, borrowed for the life of the agent.
 pub struct Machine<'a> {
     /// The wall clock.
-    pub clock: time::RtcClock,
+    pub clock: clock::RtcClock,
     /// ACPI power control.
     pub power: power::AcpiPower,
     /// The RAM file store.
-    pub files: &'a mut file::RamFiles,
+    pub files: &'a mut files::RamFiles,
     /// The processors.
-    pub cpus: cpu::MadtCpus<'a>,
+    pub cpus: cpus::MadtCpus<'a>,
     /// Memory blocks.
     pub memory: memory::MapMemory<'a>,
     /// Host name, time zone, OS info.
@@ -39,11 +39,11 @@ pub struct Machine<'a> {
     /// Built-in programs.
     pub exec: &'a mut exec::Processes,
     /// No users.
-    pub users: user::NoUsers,
+    pub users: users::NoUsers,
     /// No network.
     pub network: network::NoNetwork,
     /// No disks.
-    pub disks: disk::NoDisks,
+    pub disks: disks::NoDisks,
 }
 
 impl Platform for Machine<'_> {

@@ -1,6 +1,6 @@
 //! `guest-get-fsinfo`, `guest-get-disks` and `guest-get-diskstats`: no block driver and no
 //! mounted filesystem, so all three lists are empty (the RAM file store of
-//! [`super::file`] is not a block device). KubeVirt polls fsinfo and expects an answer.
+//! [`super::files`] is not a block device). KubeVirt polls fsinfo and expects an answer.
 
 use agent_core::Result;
 use agent_core::commands::Emitter;
