@@ -113,11 +113,13 @@ enum Command {
     },
     /// Our qga against Debian's qemu-ga, side by side (median of rounds): CPU, latency,
     /// throughput, startup, memory, size, and the kernel floor of a sequential ping, then both
-    /// over vsock in a Linux guest; `bench core`: the protocol engine alone (agent-core's
-    /// bench_core example); `bench vsock`: the vsock figures alone
+    /// over vsock in a Linux guest, then the bare-metal image over vsock against virtio-console;
+    /// `bench core`: the protocol engine alone (agent-core's bench_core example); `bench
+    /// vsock`: the Linux vsock figures alone; `bench baremetal`: the bare-metal figures alone
     Bench {
-        /// `core` for the protocol engine alone, `vsock` for the vsock figures alone
-        #[arg(value_parser = ["core", "vsock"])]
+        /// `core` for the protocol engine alone, `vsock` for the Linux vsock figures alone,
+        /// `baremetal` for the bare-metal vsock/virtio-console figures alone
+        #[arg(value_parser = ["core", "vsock", "baremetal"])]
         what: Option<String>,
         /// Rounds (the median is printed)
         #[arg(long, default_value_t = 3, value_name = "N")]
@@ -278,6 +280,9 @@ fn cmd_bench(what: Option<&str>, rounds: usize) -> Result<(), String> {
             .args(what)
             .args(["--rounds", &rounds.to_string()]);
         return pipeline::run_limited(c, Duration::from_secs(3600));
+    }
+    if what == Some("baremetal") {
+        return xtask::bench::run_baremetal(rounds.max(1));
     }
     if what == Some("vsock") {
         let ours = match std::env::var_os(::tests::host_agent::QGA_BIN_ENV) {

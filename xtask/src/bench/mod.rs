@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+mod baremetal;
 mod vsock;
 
+pub use baremetal::run as run_baremetal;
 pub use vsock::run as run_vsock;
 
 use crate::procfs::{cpu_seconds, cpu_seconds_of_task, status_kb};
@@ -732,7 +734,8 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
         println!("  {t}");
     }
     println!();
-    vsock::run(rounds, &ours)
+    vsock::run(rounds, &ours)?;
+    baremetal::run(rounds)
 }
 
 /// The side-by-side table: median per agent, ratio, which is better.
