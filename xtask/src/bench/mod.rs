@@ -112,6 +112,20 @@ fn status_kb_f64(pid: u32, field: &str) -> Option<f64> {
     status_kb(pid, field).map(|v| v as f64)
 }
 
+/// `len` incompressible-looking, deterministic bytes (xorshift from `seed`), so a transfer
+/// cannot be shortened by compression and a wrong byte is found by its digest.
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
@@ -504,18 +518,7 @@ pub fn run(opts: &BenchOptions) -> Result<(), String> {
 
     const SIZES: [(usize, &str); 2] = [(1 << 20, "1 MiB"), (48 << 20, "48 MiB")];
     let total_file = 96usize << 20;
-    let payload: Vec<u8> = {
-        // Incompressible-looking, deterministic.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        (0..total_file)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    };
+    let payload = payload(total_file, 0x9E37_79B9_7F4A_7C15);
     let digest = sha256(&payload);
     // The client's read buffer, written once so its pages are resident before any timing
     // (the same buffer serves both agents).

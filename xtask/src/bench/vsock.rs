@@ -15,7 +15,7 @@ use std::time::Instant;
 use qga_client::ClientError;
 use serde_json::json;
 
-use super::{Figure, Metric, ping_pipelined, ping_sequential, print_table, sha256, short};
+use super::{Figure, Metric, payload, ping_pipelined, ping_sequential, print_table, sha256, short};
 use ::tests::host_agent::{upstream_binary, upstream_missing};
 use ::tests::linux_guest::{GuestImages, GuestOptions, LinuxGuest};
 use ::tests::qemu::VirtioTransport;
@@ -52,17 +52,7 @@ pub fn run(rounds: usize, ours: &std::path::Path) -> Result<(), String> {
         );
         guests.push(guest);
     }
-    let payload: Vec<u8> = {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        (0..FILE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    };
+    let payload = payload(FILE, 0x2545_F491_4F6C_DD1D);
     let digest = sha256(&payload);
     let mut m_lat = Metric::new("vsock: guest-ping round trip, sequential", "µs", false);
     let mut m_pipe = Metric::new(
