@@ -1,4 +1,4 @@
-//! The harness of the project's suites: process guards for QEMU and host agents, the
+//! The harness of the project's suites: process guards for QEMU and host agents, a private libvirt, the
 //! bare-metal VM helper, the vsock daemon, the Linux guest and its initramfs builder, and the workspace paths.
 //!
 //! A library rather than code inside test files, so that every suite (and `cargo xtask`'s
@@ -10,6 +10,7 @@ pub mod baremetal;
 pub mod client_cli;
 pub mod host_agent;
 pub mod initramfs;
+pub mod libvirt;
 pub mod linux_guest;
 pub mod paths;
 pub mod qemu;

@@ -28,6 +28,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "cpio",
     "e2fsprogs",
     "kmod",
+    // The libvirt suite's private libvirtd and virtlogd (tests/src/libvirt.rs), and virsh.
+    "libvirt-daemon-driver-qemu",
+    "libvirt-daemon",
+    "libvirt-clients",
 ];
 
 /// Name prefixes of the test files that boot QEMU guests: they form their own stage, run one
