@@ -901,4 +901,114 @@ mod tests {
         // Frozen overrides everything, as upstream.
         assert!(c.policy().enabled(Command::GuestPing, true));
     }
+
+    /// The Debian package's manual page (`packaging/qga.8`).
+    const MAN_PAGE: &str = include_str!("../packaging/qga.8");
+
+    /// The lines of section `name` of the manual page, `\-` read as `-`.
+    fn man_section(name: &str) -> Vec<String> {
+        let mut lines = MAN_PAGE.lines().map(|l| l.replace("\\-", "-"));
+        let start = format!(".SH {name}");
+        lines
+            .by_ref()
+            .find(|l| *l == start)
+            .unwrap_or_else(|| panic!("qga.8 has no {start}"));
+        lines.take_while(|l| !l.starts_with(".SH ")).collect()
+    }
+
+    /// `(letter, long name)` of each `-x, --long` pair that starts a line of `lines`, after
+    /// `prefix`.
+    fn option_pairs<'a>(lines: impl Iterator<Item = &'a str>, prefix: &str) -> Vec<(char, String)> {
+        let mut out: Vec<(char, String)> = lines
+            .filter_map(|l| {
+                let rest = l.strip_prefix(prefix)?.strip_prefix('-')?;
+                let letter = rest.chars().next()?;
+                let long = &rest[rest.find("--")? + 2..];
+                let end = long
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
+                    .unwrap_or(long.len());
+                Some((letter, long[..end].to_string()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn manual_page_lists_exactly_the_options() {
+        let man_lines = man_section("OPTIONS");
+        let man = option_pairs(man_lines.iter().map(String::as_str), ".BR ");
+        let mut table: Vec<(char, String)> = LONG
+            .iter()
+            .map(|(name, _, letter)| (*letter, name.to_string()))
+            .collect();
+        table.sort();
+        assert_eq!(
+            man, table,
+            "qga.8 OPTIONS against the parser's long options"
+        );
+        // Every short option has its long one, except -s (Windows' service option, accepted
+        // and ignored, as upstream's Linux build does, and in neither text).
+        let mut shorts: Vec<char> = SHORT
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| *c != 's')
+            .collect();
+        shorts.sort();
+        let mut paired: Vec<char> = man.iter().map(|(c, _)| *c).collect();
+        paired.sort();
+        assert_eq!(shorts, paired, "short options without a manual entry");
+        // And the --help text lists the same pairs.
+        let help = usage("qga");
+        assert_eq!(
+            option_pairs(help.lines(), "  "),
+            man,
+            "--help against qga.8"
+        );
+        // An option's argument is optional in the page exactly when it is for getopt.
+        for (name, has, _) in LONG {
+            let optional = format!("--{name} [=");
+            let shown = man_lines.iter().any(|l| l.contains(&optional));
+            assert_eq!(shown, *has == HasArg::Optional, "--{name}");
+        }
+    }
+
+    #[test]
+    fn manual_page_lists_exactly_the_config_keys() {
+        let mut man: Vec<String> = man_section("CONFIGURATION FILE")
+            .iter()
+            .filter_map(|l| {
+                let key = l.strip_prefix(".BR ")?.split(' ').next()?;
+                l.contains(" =").then(|| key.to_string())
+            })
+            .collect();
+        man.sort();
+        // The keys `-D` writes for a configuration with every setting present.
+        let env = FakeEnv::default();
+        let c = config(&env, &["-l/l", "-F", "-d"]);
+        let mut dumped: Vec<String> = dump(&c)
+            .lines()
+            .filter_map(|l| Some(l.split_once('=')?.0.to_string()))
+            .collect();
+        dumped.sort();
+        assert_eq!(man, dumped, "qga.8 CONFIGURATION FILE against -D");
+        // Each documented key is read from the file: setting it changes the configuration.
+        let base = config(&env, &[]);
+        for key in &man {
+            let value = match key.as_str() {
+                "daemon" | "verbose" | "retry-path" => "true",
+                "method" => "isa-serial",
+                _ => "/x",
+            };
+            let mut env = FakeEnv {
+                conf: Some("/cfg".into()),
+                ..Default::default()
+            };
+            env.files.insert(
+                "/cfg".into(),
+                format!("[general]\n{key}={value}\n").into_bytes(),
+            );
+            assert_ne!(config(&env, &[]), base, "{key} is not read from the file");
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! `cargo xtask soak` runs, at their quick sizes.
 
 pub mod bench;
+pub mod dist;
 pub mod pipeline;
 pub mod procfs;
 pub mod size;

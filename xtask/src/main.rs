@@ -125,6 +125,14 @@ enum Command {
         #[arg(long, default_value_t = 3, value_name = "N")]
         rounds: usize,
     },
+    /// Build what a user deploys into one folder: the static `qga`, the bare-metal image
+    /// `qga-x86` and the Debian package `qga_<version>_amd64.deb` (replaces qemu-guest-agent);
+    /// prints each file with its size and SHA-256
+    Dist {
+        /// The folder (default: target/dist)
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Code and memory figures: the core-only engine's sections (x86_64-unknown-none, opt-level
     /// z), the bare-metal image's sections and free room, the stack high-water mark
     Size,
@@ -208,6 +216,7 @@ fn main() -> ExitCode {
         Command::Soak { names, quick } => xtask::soak::cli(&names, quick),
         Command::Bench { what, rounds } => cmd_bench(what.as_deref(), rounds),
         Command::Size => xtask::size::report().map(|r| print!("{r}")),
+        Command::Dist { out } => cmd_dist(out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,6 +241,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Soak { .. } => "soak",
         Command::Bench { .. } => "bench",
         Command::Size => "size",
+        Command::Dist { .. } => "dist",
     }
 }
 
@@ -292,6 +302,21 @@ fn cmd_bench(what: Option<&str>, rounds: usize) -> Result<(), String> {
         return xtask::bench::run_vsock(rounds.max(1), &ours);
     }
     xtask::bench::run(&xtask::bench::BenchOptions { rounds })
+}
+
+fn cmd_dist(out: Option<PathBuf>) -> Result<(), String> {
+    let out = match out {
+        Some(d) if d.is_relative() => std::env::current_dir()
+            .map_err(|e| format!("current dir: {e}"))?
+            .join(d),
+        Some(d) => d,
+        None => xtask::dist::default_out(),
+    };
+    println!("building the static qga, the bare-metal image and the Debian package…");
+    for a in xtask::dist::dist(&out)? {
+        println!("{}", a.line());
+    }
+    Ok(())
 }
 
 fn cmd_initramfs(dir: Option<PathBuf>) -> Result<(), String> {

@@ -32,6 +32,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "libvirt-daemon-driver-qemu",
     "libvirt-daemon",
     "libvirt-clients",
+    // `cargo xtask dist`'s package check (xtask/tests/dist.rs); dpkg-deb itself is in dpkg.
+    "lintian",
 ];
 
 /// Name prefixes of the test files that boot QEMU guests: they form their own stage, run one
