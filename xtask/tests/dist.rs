@@ -1,8 +1,9 @@
 //! `cargo xtask dist`, run as a user runs it, and what it made taken apart: the printed sizes
 //! and hashes, the static agent, the Debian package's control fields, file list, modes,
 //! owners and times, the unit and the udev rule (against Debian's own where the host has
-//! qemu-guest-agent installed), the maintainer scripts, lintian, and a second build of the
-//! package coming out byte for byte the same.
+//! qemu-guest-agent installed), the maintainer scripts, lintian, a second build of the
+//! package coming out byte for byte the same; and the fsfreeze hook run beside Debian's on the
+//! same hook directory.
 //!
 //! The package is only ever unpacked into temporary directories here: installing it would
 //! replace this host's qemu-guest-agent. Installing it into a systemd guest is the Debian
@@ -396,4 +397,130 @@ fn dist_builds_the_static_agent_the_image_and_a_lintian_clean_deb_replacing_qemu
         listed[2].sha256,
         "a second build of the package differs"
     );
+}
+
+/// Runs the hook `hook` (copied into a fresh `qemu/` folder beside a `fsfreeze-hook.d/` of
+/// test scripts) with `arg`, in a private mount namespace with a tmpfs on `/var/log` so that
+/// its log goes nowhere near the host's; returns (exit status, what the scripts recorded, the
+/// log without its dates).
+fn run_hook(hook: &str, arg: &str) -> (String, String, String) {
+    let tmp = tempfile::Builder::new()
+        .prefix("qga-hook-test-")
+        .tempdir()
+        .expect("tempdir");
+    let base = tmp.path();
+    let d = base.join("qemu/fsfreeze-hook.d");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let record = base.join("record");
+    let script = |name: &str, body: &str, mode: u32| {
+        let p = d.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> {}\n{body}",
+                record.display()
+            ),
+        )
+        .expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    script("10-first", "", 0o755);
+    script("20-fails", "echo to-the-log; exit 3\n", 0o755);
+    script("30-not-executable", "", 0o644);
+    for skipped in [
+        "40-backup~",
+        "50-x.dpkg-old",
+        "60-x.dpkg-dist",
+        "70-x.rpmsave",
+        "80-x.bak",
+    ] {
+        script(skipped, "", 0o755);
+    }
+    script("90-last", "", 0o755);
+    let hook_path = base.join("qemu/fsfreeze-hook");
+    std::fs::write(&hook_path, hook).expect("write hook");
+    std::fs::set_permissions(&hook_path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = Command::new("timeout")
+        .args([
+            "30",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+        ])
+        .arg(
+            "mount -t tmpfs qga-hook-test /var/log || exit 99; \"$0\" \"$1\"; echo \"status $?\"; \
+             cat /var/log/qga-fsfreeze-hook.log",
+        )
+        .arg(&hook_path)
+        .arg(arg)
+        .output()
+        .expect("run unshare");
+    let stdout = text(&out);
+    assert!(
+        out.status.success() && stdout.starts_with("status "),
+        "the hook could not be run in a private mount namespace ({}): {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, log) = stdout.split_once('\n').unwrap_or((&stdout, ""));
+    // "<date>: execute …" → "execute …", with the temporary folder's name taken out.
+    let log: String = log
+        .lines()
+        .map(|l| {
+            let l = l.replace(&base.display().to_string(), "BASE");
+            match l.split_once(": ") {
+                Some((_, rest)) if l.contains(": execute ") || l.contains(" finished with ") => {
+                    format!("{rest}\n")
+                }
+                _ => format!("{l}\n"),
+            }
+        })
+        .collect();
+    let recorded = std::fs::read_to_string(&record).unwrap_or_default();
+    (status.to_string(), recorded, log)
+}
+
+#[test]
+fn the_fsfreeze_hook_runs_the_hook_directory_as_debians_does() {
+    for arg in ["freeze", "thaw"] {
+        let (status, recorded, log) = run_hook(dist::FSFREEZE_HOOK, arg);
+        assert_eq!(
+            status, "status 0",
+            "the hook exits 0 even when a script fails"
+        );
+        assert_eq!(
+            recorded,
+            format!("10-first {arg}\n20-fails {arg}\n90-last {arg}\n"),
+            "executables in name order, backups and non-executables skipped"
+        );
+        assert_eq!(
+            log,
+            format!(
+                "execute BASE/qemu/fsfreeze-hook.d/10-first {arg}\n\
+                 BASE/qemu/fsfreeze-hook.d/10-first finished with status=0\n\
+                 execute BASE/qemu/fsfreeze-hook.d/20-fails {arg}\n\
+                 to-the-log\n\
+                 BASE/qemu/fsfreeze-hook.d/20-fails finished with status=3\n\
+                 execute BASE/qemu/fsfreeze-hook.d/90-last {arg}\n\
+                 BASE/qemu/fsfreeze-hook.d/90-last finished with status=0\n"
+            )
+        );
+        // Debian's hook, run the same way, does the same.
+        let debian = Path::new("/etc/qemu/fsfreeze-hook");
+        match std::fs::read_to_string(debian) {
+            Ok(theirs) => assert_eq!(
+                run_hook(&theirs, arg),
+                (status, recorded, log),
+                "against Debian's {}",
+                debian.display()
+            ),
+            Err(e) => ::tests::require::missing(
+                ::tests::require::Dependency::QemuGa,
+                &format!("Debian's hook {} is not readable ({e})", debian.display()),
+            ),
+        }
+    }
 }
