@@ -43,14 +43,59 @@ const SIMD_BLOCK: usize = if cfg!(test) { 64 } else { 1024 };
 /// digit that also marks padding, and drops an incomplete final group. Returns the decoded
 /// length (the bytes now at `start..`).
 pub(crate) fn decode_in_place(buf: &mut [u8], start: usize, len: usize) -> Option<usize> {
+    let out = decode_part(buf, start, len, &mut Decoder::default())?;
+    Some(out.len())
+}
+
+/// A base64 decoding that may stop after any character and go on with the next part of the
+/// string: it carries the digits of an incomplete group and the last two characters (GLib's
+/// padding rule looks at them across newlines), so the parts decode to exactly the bytes the
+/// whole string decodes to. A `guest-file-write` streamed into the file decodes its `buf-b64`
+/// this way, one window at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Decoder {
+    v: u32,
+    i: u8,
+    last: [u8; 2],
+}
+
+/// Bytes before a part that [`Decoder::decode_in_place`] may write over: a group carried
+/// over from the previous part can complete after one character and give three bytes.
+pub(crate) const HEADROOM: usize = 2;
+
+impl Decoder {
+    /// Decode the next part of the string, at `start..start+len` of `buf`, in place, as
+    /// [`decode_in_place`] does; the bytes of a group completed by this part come out, an
+    /// incomplete group waits for the next part (and is dropped if none comes, as GLib drops
+    /// it). The bytes may begin up to [`HEADROOM`] bytes before `start` (`start` must leave
+    /// that much room); returns where they are. `None` if the part holds an invalid character.
+    pub(crate) fn decode_in_place(
+        &mut self,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+    ) -> Option<core::ops::Range<usize>> {
+        decode_part(buf, start, len, self)
+    }
+}
+
+fn decode_part(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    st: &mut Decoder,
+) -> Option<core::ops::Range<usize>> {
     use base64::Engine as _;
     let end = start.checked_add(len)?;
     buf.get(start..end)?;
-    let mut w = start;
+    // Output never overtakes input: a carried group of `i` digits completes after at least
+    // `4 - i` characters with at most 3 bytes, so starting `i - 1` bytes early is enough.
+    let out = start.checked_sub(st.i.saturating_sub(1) as usize)?;
+    let mut w = out;
     let mut r = start;
-    let mut v: u32 = 0;
-    let mut i = 0;
-    let mut last = [0u8; 2];
+    let mut v: u32 = st.v;
+    let mut i = st.i;
+    let mut last = st.last;
     // With `simd`: no fast-path attempt before here (set past a block that failed the check,
     // so a payload with newlines costs one failed check per block, not one per group).
     #[cfg(feature = "simd")]
@@ -133,5 +178,6 @@ pub(crate) fn decode_in_place(buf: &mut [u8], start: usize, len: usize) -> Optio
             i = 0;
         }
     }
-    Some(w - start)
+    *st = Decoder { v, i, last };
+    Some(out..w)
 }

@@ -35,11 +35,13 @@
 use core::fmt;
 
 use crate::commands::args::{self, args_value};
+use crate::commands::files::WriteStream;
 use crate::commands::platform::Platform;
 use crate::commands::{
     self, clock, cpus, disks, exec, files, filesystems, memory, network, power, ssh_keys, system,
     users,
 };
+use crate::json::framer::StringSink;
 use crate::json::tape::Kind;
 use crate::json::{Event, Framer, Value};
 use crate::out::{Out, Transmit, TxError};
@@ -256,6 +258,22 @@ pub struct Agent<'b> {
     bufs: Buffers<'b>,
     policy: Policy,
     framer: Framer,
+    /// The `guest-file-write` being written while it arrives, if any.
+    stream: Option<WriteStream>,
+    /// Set by [`Agent::stream_writes`]: only then is the streaming code linked in.
+    streaming: Option<Streaming>,
+}
+
+/// [`stream_begin`]'s signature.
+type StreamBegin = fn(&Policy, &mut dyn Platform, &[u8], usize, usize) -> Option<WriteStream>;
+
+/// The code that writes a `guest-file-write` while it arrives, reached through pointers that
+/// only [`Agent::stream_writes`] sets, so an image that never streams does not link it (the
+/// base64 decoder alone is 2.5 KB on bare metal).
+#[derive(Clone, Copy)]
+struct Streaming {
+    begin: StreamBegin,
+    part: fn(&mut WriteStream, &mut [u8], usize, Option<&mut dyn files::Files>),
 }
 
 impl<'b> Agent<'b> {
@@ -272,7 +290,32 @@ impl<'b> Agent<'b> {
             bufs,
             policy: Policy::default(),
             framer: Framer::new(),
+            stream: None,
+            streaming: None,
         }
+    }
+
+    /// Write a large `guest-file-write` to the file while it arrives: once its `buf-b64` text
+    /// passes `window` bytes, it is decoded and written a window at a time, so the request
+    /// touches about `window` bytes of the frame buffer however large it is (0, the default:
+    /// every request is held whole). The frame buffer's length stays the request size limit.
+    ///
+    /// Only when it cannot change a successful answer: the request's `execute` is
+    /// `guest-file-write` (enabled), its `handle` (open, in a [`files::Files`] family that
+    /// [`writes_in_parts`](files::Files::writes_in_parts)) came before `buf-b64` in
+    /// `arguments`, every member so far is valid and no error is pending. Anything else is
+    /// held whole, as before. A streamed request that succeeds gets the answer the whole
+    /// request would get. One that turns out to be an error after data reached the file
+    /// (an invalid character or a malformed JSON string further into `buf-b64`, a `count`
+    /// after `buf-b64` that differs from the data's length, an error in the rest of the
+    /// request, a request over the size limit, a failed write) gets upstream's error
+    /// followed by ` (N bytes were already written to the file)`.
+    pub fn stream_writes(&mut self, window: usize) {
+        self.framer.set_window(window);
+        self.streaming = (window != 0).then_some(Streaming {
+            begin: stream_begin,
+            part: WriteStream::part,
+        });
     }
 
     /// The command filter.
@@ -288,6 +331,7 @@ impl<'b> Agent<'b> {
     /// Forget any partial request and the lexer state: call when a new client connects.
     pub fn reset(&mut self) {
         self.framer.reset();
+        self.stream = None;
     }
 
     /// Whether no request is partly received.
@@ -349,6 +393,8 @@ impl<'b> Agent<'b> {
             bufs,
             policy,
             framer,
+            stream,
+            streaming,
         } = self;
         let Buffers {
             frame,
@@ -363,17 +409,33 @@ impl<'b> Agent<'b> {
         let mut out = Out::new(txbuf, tx);
         let mut rest = input;
         while !rest.is_empty() {
-            let (used, ev) = framer.feed(rest, frame, nesting, chunk);
+            let (used, ev) = match streaming {
+                Some(code) => {
+                    let mut sink = WriteSink {
+                        policy,
+                        platform: &mut *platform,
+                        stream: &mut *stream,
+                        code: *code,
+                    };
+                    framer.feed_with(rest, frame, nesting, chunk, &mut sink)
+                }
+                None => framer.feed(rest, frame, nesting, chunk),
+            };
             rest = rest.get(used..).unwrap_or(&[]);
             if let Some(ev) = ev {
                 out.mark();
+                let streamed = stream.take();
                 match ev {
                     Event::Error(e) => {
                         let mut r = Reply::new(&mut out, None, Command::GuestPing, nesting);
+                        r.written = streamed.as_ref().map_or(0, WriteStream::written);
                         r.error(frame, "GenericError", |o| e.write_desc(frame, o));
                     }
                     Event::Value => {
-                        let ctx = Dispatch { policy };
+                        let ctx = Dispatch {
+                            policy,
+                            stream: streamed.as_ref(),
+                        };
                         ctx.dispatch(frame, chunk, nesting, platform, &mut out);
                     }
                 }
@@ -386,6 +448,7 @@ impl<'b> Agent<'b> {
         out.flush();
         if out.failed() {
             framer.reset();
+            *stream = None;
             Err(TxError)
         } else {
             Ok(())
@@ -393,9 +456,73 @@ impl<'b> Agent<'b> {
     }
 }
 
+// The framer leaves the base64 decoder the room it needs before each part.
+const _: () = assert!(crate::json::framer::PART_HEADROOM >= crate::b64::HEADROOM);
+
+/// Where the framer offers a long string: a `guest-file-write`'s `buf-b64`, when the request
+/// so far allows writing it as it arrives (see [`Agent::stream_writes`]).
+struct WriteSink<'s> {
+    policy: &'s Policy,
+    platform: &'s mut dyn Platform,
+    stream: &'s mut Option<WriteStream>,
+    code: Streaming,
+}
+
+impl StringSink for WriteSink<'_> {
+    fn begin(&mut self, tape: &[u8], object: usize, key: usize) -> bool {
+        *self.stream = (self.code.begin)(self.policy, &mut *self.platform, tape, object, key);
+        self.stream.is_some()
+    }
+
+    fn part(&mut self, buf: &mut [u8], at: usize) {
+        if let Some(s) = self.stream.as_mut() {
+            (self.code.part)(s, buf, at, self.platform.files());
+        }
+    }
+}
+
+/// Whether the request so far lets its `buf-b64` (the string after the key at `key` in the
+/// object at `object`) be written as it arrives: the envelope so far is `execute`
+/// guest-file-write, `arguments` (the open object) and perhaps `id`, the command is enabled,
+/// and the arguments so far are valid ([`files::stream_args`]); so dispatch can only fail on
+/// what comes after the text.
+fn stream_begin(
+    policy: &Policy,
+    platform: &mut dyn Platform,
+    tape: &[u8],
+    object: usize,
+    key: usize,
+) -> Option<WriteStream> {
+    let cmd = Command::GuestFileWrite;
+    let mut execute = false;
+    let mut arguments = false;
+    for (k, v) in Value::at(tape, 0).members() {
+        match k {
+            "arguments" if v.pos() == object => arguments = true,
+            "execute" if v.as_str() == Some(cmd.name()) => execute = true,
+            "id" => {}
+            _ => return None,
+        }
+    }
+    if !(execute && arguments) {
+        return None;
+    }
+    let ws = files::stream_args(tape, object, key)?;
+    let frozen = platform
+        .filesystems()
+        .is_some_and(|f| f.status() == crate::commands::filesystems::FsfreezeStatus::Frozen);
+    if !policy.enabled(cmd, frozen) {
+        return None;
+    }
+    let b = platform.files()?;
+    (b.supports(cmd) && b.writes_in_parts() && b.has_handle(ws.handle())).then_some(ws)
+}
+
 /// What one request needs besides its buffers.
 struct Dispatch<'p> {
     policy: &'p Policy,
+    /// The request's `buf-b64` was written while it arrived.
+    stream: Option<&'p WriteStream>,
 }
 
 enum EnvelopeError<'t> {
@@ -461,6 +588,7 @@ impl Dispatch<'_> {
             }
         }
         let mut r = Reply::new(out, id, Command::GuestPing, nest);
+        r.written = self.stream.map_or(0, WriteStream::written);
         if let Some((_, _, f)) = worst {
             match f {
                 EnvelopeError::ExecuteNotString => {
@@ -503,7 +631,15 @@ impl Dispatch<'_> {
         }
         let policy = self.policy;
         run_command(
-            cmd, &mut r, frame, arguments, chunk, platform, policy, frozen,
+            cmd,
+            &mut r,
+            frame,
+            arguments,
+            chunk,
+            platform,
+            policy,
+            frozen,
+            self.stream,
         );
     }
 }
@@ -541,6 +677,7 @@ fn run_command(
     platform: &mut dyn Platform,
     policy: &Policy,
     frozen: bool,
+    stream: Option<&WriteStream>,
 ) {
     let refuse = |r: &mut Reply<'_, '_>, tape: &[u8]| {
         args::admit(
@@ -563,7 +700,7 @@ fn run_command(
         Family::Core => commands::core::run(cmd, r, frame, args, platform, policy, frozen),
         Family::Clock => route!(clock, |b| clock::run(cmd, r, frame, args, b)),
         Family::Power => route!(power, |b| power::run(cmd, r, frame, args, b)),
-        Family::Files => route!(files, |b| files::run(cmd, r, frame, args, chunk, b)),
+        Family::Files => route!(files, |b| files::run(cmd, r, frame, args, chunk, b, stream)),
         Family::Filesystems => route!(filesystems, |b| filesystems::run(cmd, r, frame, args, b)),
         Family::Disks => route!(disks, |b| disks::run(cmd, r, frame, args, b)),
         Family::Network => route!(network, |b| network::run(cmd, r, frame, args, b)),

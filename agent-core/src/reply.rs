@@ -21,6 +21,8 @@ pub(crate) struct Reply<'c, 'a> {
     nest: &'c mut [NestSlot],
     /// Prefix the success response with 0xFF (`guest-sync-delimited`).
     pub(crate) delimit: bool,
+    /// Bytes of a streamed `guest-file-write` already in the file: an error says so.
+    pub(crate) written: u64,
 }
 
 impl<'c, 'a> Reply<'c, 'a> {
@@ -36,6 +38,7 @@ impl<'c, 'a> Reply<'c, 'a> {
             cmd,
             nest,
             delimit: false,
+            written: 0,
         }
     }
 
@@ -82,6 +85,11 @@ impl<'c, 'a> Reply<'c, 'a> {
         self.out.raw(class.as_bytes());
         self.out.raw(b"\", \"desc\": \"");
         desc(self.out);
+        if self.written > 0 {
+            self.out.raw(b" (");
+            self.out.uint(self.written);
+            self.out.raw(b" bytes were already written to the file)");
+        }
         self.out.raw(b"\"}}\n");
     }
 

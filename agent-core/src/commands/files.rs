@@ -144,6 +144,7 @@ pub(crate) fn run(
     args: Option<usize>,
     chunk: &mut [u8],
     b: &mut dyn Files,
+    stream: Option<&WriteStream>,
 ) {
     match cmd {
         Command::GuestFileOpen => {
@@ -197,7 +198,7 @@ pub(crate) fn run(
             }
         }
         Command::GuestFileRead => read(r, frame, args, chunk, b),
-        _ => write(r, frame, args, b),
+        _ => write(r, frame, args, b, stream),
     }
 }
 
@@ -275,8 +276,16 @@ fn read(
     r.finish_ok(tape);
 }
 
-/// `guest-file-write`: `buf-b64` is decoded in place in the frame buffer.
-fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: &mut dyn Files) {
+/// `guest-file-write`: `buf-b64` is decoded in place in the frame buffer, or was written to
+/// the file as it arrived (`stream`): then the same checks run in the same order on what the
+/// stream recorded, and the reply says how many bytes reached the file if it is an error.
+fn write(
+    r: &mut Reply<'_, '_>,
+    frame: &mut [u8],
+    args: Option<usize>,
+    b: &mut dyn Files,
+    stream: Option<&WriteStream>,
+) {
     let (handle, count, range) = {
         let tape: &[u8] = frame;
         let Some(a) = take::<FileWriteArgs<'_>>(r, tape, args) else {
@@ -290,6 +299,9 @@ fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: &mut d
     if !b.has_handle(handle) {
         return r.fail(frame, &Error::NoHandle(handle), "");
     }
+    if let Some(s) = stream {
+        return s.finish(r, frame, count, b);
+    }
     let (start, len) = range.unwrap_or((0, 0));
     let Some(n) = crate::b64::decode_in_place(frame, start, len) else {
         return r.generic(frame, "Base64 data contains invalid characters");
@@ -301,6 +313,156 @@ fn write(r: &mut Reply<'_, '_>, frame: &mut [u8], args: Option<usize>, b: &mut d
     };
     let res = b.write(handle, frame.get(start..start + count).unwrap_or(&[]));
     r.result(frame, res, "failed to write to file");
+}
+
+/// A `guest-file-write` whose `buf-b64` is written to the file while it arrives (see
+/// [`crate::Agent::stream_writes`]): what reached the file, and what the checks that upstream
+/// runs on the whole string will need once the request is complete.
+#[derive(Debug)]
+pub(crate) struct WriteStream {
+    handle: i64,
+    /// A `count` that came before `buf-b64`: no more is written.
+    cap: Option<usize>,
+    b64: crate::b64::Decoder,
+    /// Bytes decoded so far (written or not).
+    decoded: usize,
+    /// Bytes handed to the backend so far.
+    sent: usize,
+    /// What the backend reported writing, and its last `eof`.
+    written: u64,
+    eof: bool,
+    /// The backend was called at least once.
+    called: bool,
+    /// Nothing more is written: the base64 text is bad, a write failed or came up short.
+    stopped: bool,
+    bad_base64: bool,
+    error: Option<Error>,
+}
+
+impl WriteStream {
+    /// Bytes that reached the file.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The handle written to.
+    pub(crate) fn handle(&self) -> i64 {
+        self.handle
+    }
+
+    /// Decode the next part of the text (`buf[at..]`, with headroom before it) in place and
+    /// write what it gives.
+    pub(crate) fn part(&mut self, buf: &mut [u8], at: usize, b: Option<&mut dyn Files>) {
+        if self.bad_base64 {
+            return;
+        }
+        let len = buf.len().saturating_sub(at);
+        let Some(range) = self.b64.decode_in_place(buf, at, len) else {
+            self.bad_base64 = true;
+            self.stopped = true;
+            return;
+        };
+        let text = buf.get(range).unwrap_or(&[]);
+        let n = text.len();
+        self.decoded += n;
+        let room = match self.cap {
+            Some(c) => c.saturating_sub(self.sent).min(n),
+            None => n,
+        };
+        if self.stopped || room == 0 {
+            return;
+        }
+        let Some(b) = b else {
+            self.stopped = true;
+            self.error = Some(Error::Unsupported);
+            return;
+        };
+        self.sent += room;
+        self.called = true;
+        match b.write(self.handle, text.get(..room).unwrap_or(&[])) {
+            Ok(w) => {
+                self.written += w.count.max(0) as u64;
+                self.eof = w.eof;
+                if (w.count.max(0) as u64) < room as u64 {
+                    self.stopped = true;
+                }
+            }
+            Err(e) => {
+                self.error = Some(e);
+                self.stopped = true;
+            }
+        }
+    }
+
+    /// Answer the request as [`write`] answers a buffered one, after the argument checks.
+    fn finish(&self, r: &mut Reply<'_, '_>, tape: &[u8], count: Option<i64>, b: &mut dyn Files) {
+        if self.bad_base64 {
+            return r.generic(tape, "Base64 data contains invalid characters");
+        }
+        let n = self.decoded;
+        let want = match count {
+            None => n,
+            Some(c) if c < 0 || c as u64 > n as u64 => return invalid_count(r, tape, c),
+            Some(c) => c as usize,
+        };
+        // What was written already: all of it, or up to a `count` seen before the text.
+        let wrote = self.cap.map_or(n, |c| c.min(n));
+        if wrote != want {
+            // A `count` after `buf-b64`, smaller than the text: too late to write less.
+            return invalid_count(r, tape, count.unwrap_or(0));
+        }
+        if let Some(e) = &self.error {
+            return r.fail(tape, e, "failed to write to file");
+        }
+        if !self.called {
+            let res = b.write(self.handle, &[]);
+            return r.result(tape, res, "failed to write to file");
+        }
+        r.ok_value(
+            tape,
+            &GuestFileWrite {
+                count: self.written as i64,
+                eof: self.eof,
+            },
+        );
+    }
+}
+
+/// Whether the `guest-file-write` arguments so far (the members of the object at `object`
+/// before the key at `key`) allow streaming the `buf-b64` whose key is at `key`: the handle
+/// is known, every member so far is valid, so what is checked at the end can only fail on
+/// what comes after the text. A new [`WriteStream`] if so.
+pub(crate) fn stream_args(tape: &[u8], object: usize, key: usize) -> Option<WriteStream> {
+    let mut handle = None;
+    let mut cap = None;
+    let mut text = false;
+    for (k, v) in Value::at(tape, object).members() {
+        if v.pos() >= tape.len() {
+            text = k == "buf-b64" && v.pos() > key;
+            break;
+        }
+        match k {
+            "handle" => handle = Some(v.as_i64()?),
+            "count" => cap = Some(usize::try_from(v.as_i64()?).ok()?),
+            _ => return None,
+        }
+    }
+    if !text {
+        return None;
+    }
+    Some(WriteStream {
+        handle: handle?,
+        cap,
+        b64: crate::b64::Decoder::default(),
+        decoded: 0,
+        sent: 0,
+        written: 0,
+        eof: false,
+        called: false,
+        stopped: false,
+        bad_base64: false,
+        error: None,
+    })
 }
 
 /// Open files, by handle.
@@ -333,6 +495,17 @@ pub trait Files {
     /// was written and whether the file is at end-of-file. An OS error becomes
     /// `failed to write to file: <text>`.
     fn write(&mut self, handle: i64, data: &[u8]) -> Result<GuestFileWrite>;
+
+    /// Whether a `guest-file-write` may reach [`Files::write`] in parts: consecutive calls
+    /// with consecutive pieces of the data must have the effect of one call with all of it
+    /// (an OS file's `write(2)` at the current position does), and a piece may be written
+    /// before the request is known to be well-formed. When it is `true` and the engine streams
+    /// writes ([`crate::Agent::stream_writes`]), a large `buf-b64` is decoded and written a
+    /// window at a time instead of being held whole in the frame buffer. The default, `false`,
+    /// keeps every write whole.
+    fn writes_in_parts(&self) -> bool {
+        false
+    }
 
     /// `guest-file-seek`. An OS error becomes `failed to seek file: <text>`.
     fn seek(&mut self, handle: i64, offset: i64, whence: Seek) -> Result<GuestFileSeek>;

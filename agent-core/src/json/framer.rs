@@ -180,6 +180,46 @@ impl Want {
     }
 }
 
+/// Where a long string value goes instead of the frame buffer, one part at a time (see
+/// [`Framer::set_window`]). The framer knows no command: the sink decides from the request so
+/// far whether it takes the string, and what the parts mean.
+pub trait StringSink {
+    /// A string value at depth 2 has grown past the window. `tape` is the request so far (the
+    /// top-level object, open; its member whose value is the object at `object`, open; that
+    /// object's complete members; the key at `key`, whose value the string is). Return `true`
+    /// to take the string in parts: the tape then keeps an empty string in its place.
+    fn begin(&mut self, tape: &[u8], object: usize, key: usize) -> bool;
+    /// The next part of a string taken by [`StringSink::begin`]: `buf[at..]`, unescaped and
+    /// UTF-8-checked as the parser checks strings. The sink may overwrite all of `buf`,
+    /// including the [`PART_HEADROOM`] bytes before the text (`at`). The parts, in order, are
+    /// the string; the last one comes when the closing quote arrives.
+    fn part(&mut self, buf: &mut [u8], at: usize);
+}
+
+/// Scratch bytes before each part handed to [`StringSink::part`].
+pub const PART_HEADROOM: usize = 2;
+
+/// A sink that takes nothing: every string stays in the frame buffer.
+impl StringSink for () {
+    fn begin(&mut self, _tape: &[u8], _object: usize, _key: usize) -> bool {
+        false
+    }
+    fn part(&mut self, _buf: &mut [u8], _at: usize) {}
+}
+
+/// What happens to the string being lexed (see [`StringSink`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    /// Kept in the frame buffer (not yet asked, or not long enough).
+    Off,
+    /// The sink declined it, or it is not a candidate: kept in the frame buffer.
+    Refused,
+    /// Handed to the sink in parts.
+    On,
+    /// Was handed over, then its text was found malformed: the rest is dropped as it arrives.
+    Failed,
+}
+
 const SLOT_DUP: u8 = 1;
 const SLOT_BIG: u8 = 2;
 
@@ -201,6 +241,21 @@ pub struct Framer {
     fresh: bool,
     /// The scratch Bloom filter was cleared for this request.
     big_filter: bool,
+    /// A string value longer than this is offered to the sink (0: never).
+    window: usize,
+    /// The current string token's fate.
+    stream: Stream,
+    /// Bytes the request would occupy in the frame buffer beyond what it does: the raw bytes
+    /// of a streamed string already handed over, then the string's place on the tape. The
+    /// size limit counts them, so a streamed request is "too large" exactly when it would be
+    /// if it were kept whole.
+    shift: usize,
+    /// `shift` when the streamed string began.
+    shift_base: usize,
+    /// Unescaped bytes of the streamed string handed over so far.
+    streamed: usize,
+    /// Tape position of the last key written.
+    key_pos: usize,
 }
 
 impl Default for Framer {
@@ -234,12 +289,28 @@ impl Framer {
             oversized: false,
             fresh: false,
             big_filter: false,
+            window: 0,
+            stream: Stream::Off,
+            shift: 0,
+            shift_base: 0,
+            streamed: 0,
+            key_pos: 0,
         }
+    }
+
+    /// Offer string values at depth 2 whose raw text grows past `window` bytes to the sink of
+    /// [`Framer::feed_with`], which may take them in parts of about `window` bytes (0, the
+    /// default: never). Requests keep their size limit: the frame buffer's length.
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window;
     }
 
     /// Forget everything: a partial request and the lexer state.
     pub fn reset(&mut self) {
-        *self = Framer::new();
+        *self = Framer {
+            window: self.window,
+            ..Framer::new()
+        };
     }
 
     /// Whether a request is partly received (or the lexer is inside a token or recovering).
@@ -258,6 +329,11 @@ impl Framer {
         self.oversized = false;
         self.fresh = false;
         self.big_filter = false;
+        self.stream = Stream::Off;
+        self.shift = 0;
+        self.shift_base = 0;
+        self.streamed = 0;
+        self.key_pos = 0;
     }
 
     /// Room kept before a token's raw bytes for the tape header written over them.
@@ -270,7 +346,12 @@ impl Framer {
             return;
         }
         let at = self.tape_end + Self::reserve(frame) + self.tok_len;
-        match frame.get_mut(at..at.saturating_add(bytes.len())) {
+        let end = at.saturating_add(bytes.len());
+        if end.saturating_add(self.shift) > frame.len() {
+            self.oversized = true;
+            return;
+        }
+        match frame.get_mut(at..end) {
             Some(dst) => {
                 dst.copy_from_slice(bytes);
                 self.tok_len += bytes.len();
@@ -289,6 +370,18 @@ impl Framer {
         nest: &mut [NestSlot],
         scratch: &mut [u8],
     ) -> (usize, Option<Event>) {
+        self.feed_with(input, frame, nest, scratch, &mut ())
+    }
+
+    /// [`Framer::feed`], offering long string values to `sink` (see [`Framer::set_window`]).
+    pub fn feed_with(
+        &mut self,
+        input: &[u8],
+        frame: &mut [u8],
+        nest: &mut [NestSlot],
+        scratch: &mut [u8],
+        sink: &mut dyn StringSink,
+    ) -> (usize, Option<Event>) {
         if self.fresh {
             self.begin_message();
         }
@@ -298,10 +391,17 @@ impl Framer {
             if matches!(self.lex, Lex::Dq | Lex::Sq) {
                 let quote = if self.lex == Lex::Dq { b'"' } else { b'\'' };
                 let rest = input.get(i..).unwrap_or(&[]);
-                let run = string_run(rest, quote);
+                let mut run = string_run(rest, quote);
+                if self.window != 0 && self.stream != Stream::Refused {
+                    // A window at a time, however much arrived at once.
+                    run = run.min((self.window + 1).saturating_sub(self.tok_len).max(1));
+                }
                 if run > 0 {
                     self.store(rest.get(..run).unwrap_or(&[]), frame);
                     i += run;
+                    if self.window != 0 && self.tok_len > self.window {
+                        self.stream_window(frame, nest, sink);
+                    }
                     continue;
                 }
             }
@@ -323,6 +423,9 @@ impl Framer {
                     self.store(&[b], frame);
                     i += 1;
                     self.lex = Lex::Start;
+                    if self.stream == Stream::On && !self.oversized && self.error.is_none() {
+                        self.stream_end(frame, sink);
+                    }
                     if let Some(ev) = self.token(Tok::String, frame, nest, scratch) {
                         return (i, Some(ev));
                     }
@@ -385,6 +488,9 @@ impl Framer {
         if !self.oversized && self.error.is_none() {
             self.parse(t, frame, nest, scratch);
         }
+        if self.stream == Stream::Refused {
+            self.stream = Stream::Off;
+        }
         self.tok_len = 0;
         if (self.braces > 0 || self.brackets > 0) && self.braces >= 0 && self.brackets >= 0 {
             return None;
@@ -402,6 +508,75 @@ impl Framer {
         Some(ev)
     }
 
+    /// The string being lexed has grown past the window: decide whether it streams, and if
+    /// it does, hand the sink what can be decoded of it and keep only the undecoded tail.
+    fn stream_window(&mut self, frame: &mut [u8], nest: &[NestSlot], sink: &mut dyn StringSink) {
+        if self.oversized {
+            return;
+        }
+        match self.stream {
+            Stream::Refused => return,
+            Stream::Off => {
+                let dup = nest.get(1).is_some_and(|s| s.flags & SLOT_DUP != 0);
+                let candidate =
+                    self.error.is_none() && self.depth == 2 && self.want == Want::ObjValue && !dup;
+                let object = nest.get(1).map_or(0, |s| s.start);
+                let tape = frame.get(..self.tape_end).unwrap_or(&[]);
+                if !candidate || !sink.begin(tape, object, self.key_pos) {
+                    self.stream = Stream::Refused;
+                    return;
+                }
+                self.stream = Stream::On;
+                self.shift_base = self.shift;
+                self.streamed = 0;
+            }
+            Stream::On | Stream::Failed => {}
+        }
+        // The raw token is the opening quote, then the text so far.
+        let content = self.tape_end + Self::reserve(frame) + 1;
+        let avail = self.tok_len.saturating_sub(1);
+        if self.stream == Stream::Failed {
+            self.shift += avail;
+            self.tok_len = 1;
+            return;
+        }
+        let stop = content + avail.saturating_sub(LONGEST_UNIT);
+        match decode_units(frame, content, content + avail, stop, content) {
+            Ok((used, n)) => {
+                hand_over(frame, content, n, sink);
+                self.streamed += n;
+                frame.copy_within(content + used..content + avail, content);
+                self.tok_len = 1 + avail - used;
+                self.shift += used;
+            }
+            Err(e) => {
+                // The parser's first error, as it would be at the closing quote; what arrives
+                // of the string from now on is dropped.
+                self.fail(e);
+                self.stream = Stream::Failed;
+                self.shift += avail;
+                self.tok_len = 1;
+            }
+        }
+    }
+
+    /// The streamed string's closing quote arrived: hand over the rest of its text.
+    fn stream_end(&mut self, frame: &mut [u8], sink: &mut dyn StringSink) {
+        let content = self.tape_end + Self::reserve(frame) + 1;
+        let avail = self.tok_len.saturating_sub(2);
+        let end = content + avail;
+        match decode_units(frame, content, end, end, content) {
+            Ok((_, n)) => {
+                hand_over(frame, content, n, sink);
+                self.streamed += n;
+            }
+            Err(e) => {
+                self.fail(e);
+                self.stream = Stream::Failed;
+            }
+        }
+    }
+
     fn fail(&mut self, e: ParseError) {
         if self.error.is_none() {
             self.error = Some(e);
@@ -409,6 +584,10 @@ impl Framer {
     }
 
     fn put(&mut self, frame: &mut [u8], tag: u8) -> bool {
+        if self.tape_end.saturating_add(self.shift) >= frame.len() {
+            self.oversized = true;
+            return false;
+        }
         match frame.get_mut(self.tape_end) {
             Some(slot) => {
                 *slot = tag;
@@ -550,6 +729,18 @@ impl Framer {
         let raw = self.tape_end + Self::reserve(frame);
         let len = self.tok_len;
         match t {
+            Tok::String if self.stream == Stream::On => {
+                // The text went to the sink (`stream_end`); an empty string keeps its place,
+                // and the size limit counts the bytes the whole string would have taken.
+                let n = self.streamed;
+                let pos = self.tape_end;
+                if !self.put(frame, tape::STR) || !self.put(frame, 0) {
+                    return;
+                }
+                self.shift =
+                    self.shift_base + (1 + vlen(n) + n).saturating_sub(self.tape_end - pos);
+                self.stream = Stream::Off;
+            }
             Tok::String => {
                 let content = len.saturating_sub(2);
                 let hmax = 1 + vlen(content);
@@ -572,6 +763,7 @@ impl Framer {
                 let _ = tape::write_len(frame, pos + 1, n);
                 self.tape_end = pos + h + n;
                 if matches!(self.want, Want::ObjKeyOrEnd | Want::ObjKey) {
+                    self.key_pos = pos;
                     self.key(pos, pos + h, n, frame, nest, scratch);
                     self.want = Want::ObjColon;
                     return;
@@ -656,6 +848,21 @@ impl Framer {
         } else {
             slot.flags &= !SLOT_DUP;
         }
+    }
+}
+
+/// Hand `frame[content..content + n]` to the sink with the headroom before it: the reserve
+/// (unused while a token is lexed) and the opening quote, put back afterwards.
+fn hand_over(frame: &mut [u8], content: usize, n: usize, sink: &mut dyn StringSink) {
+    let Some(from) = content.checked_sub(PART_HEADROOM) else {
+        return;
+    };
+    let quote = frame.get(content - 1).copied().unwrap_or(b'"');
+    if let Some(buf) = frame.get_mut(from..content + n) {
+        sink.part(buf, PART_HEADROOM);
+    }
+    if let Some(q) = frame.get_mut(content - 1) {
+        *q = quote;
     }
 }
 
@@ -807,10 +1014,26 @@ fn put_at(f: &mut [u8], w: &mut usize, b: u8) {
 /// surrogate pairs) decoded, raw bytes checked with `mod_utf8_codepoint`. `\u0000` and the
 /// two-byte `\xC0\x80` become a NUL byte. Returns the decoded length.
 fn decode_string(f: &mut [u8], src: usize, len: usize, dst: usize) -> Result<usize, ParseError> {
-    let end = src + len;
+    decode_units(f, src, src + len, src + len, dst).map(|(_, n)| n)
+}
+
+/// The longest unit [`decode_units`] reads at once: a surrogate pair, `\uD83D\uDE00`.
+const LONGEST_UNIT: usize = 12;
+
+/// [`decode_string`] over the raw bytes `src..end` of a string that may go on past `end`:
+/// only units that start before `stop` are decoded (with `stop <= end - LONGEST_UNIT` every
+/// such unit lies whole before `end`, so the result is what the whole string gives). Returns
+/// (raw bytes consumed, bytes written at `dst`).
+fn decode_units(
+    f: &mut [u8],
+    src: usize,
+    end: usize,
+    stop: usize,
+    dst: usize,
+) -> Result<(usize, usize), ParseError> {
     let mut r = src;
     let mut w = dst;
-    while r < end {
+    while r < stop {
         let run = plain_run(f.get(r..end).unwrap_or(&[]));
         if run > 0 {
             f.copy_within(r..r + run, w);
@@ -902,7 +1125,7 @@ fn decode_string(f: &mut [u8], src: usize, len: usize, dst: usize) -> Result<usi
             r += used;
         }
     }
-    Ok(w - dst)
+    Ok((r - src, w - dst))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ mod fixtures;
 mod platform;
 mod sizes;
 mod split;
+mod stream;
 
 use crate::engine::{Agent, Buffers, NestSlot};
 use crate::schema::Command;
@@ -18,6 +19,8 @@ pub(crate) struct Cfg {
     pub nest: usize,
     pub block: Vec<Command>,
     pub allow: Vec<Command>,
+    /// `Agent::stream_writes` (0: off).
+    pub window: usize,
 }
 
 impl Default for Cfg {
@@ -29,6 +32,7 @@ impl Default for Cfg {
             nest: 1024,
             block: vec![],
             allow: vec![],
+            window: 0,
         }
     }
 }
@@ -65,6 +69,7 @@ impl Store {
         for &c in &cfg.allow {
             a.policy_mut().allow(c);
         }
+        a.stream_writes(cfg.window);
         a
     }
 }

@@ -26,6 +26,11 @@ pub(crate) struct MemFiles {
     /// Make the n-th read (1-based) fail.
     pub fail_read_at: Option<usize>,
     pub reads: usize,
+    /// `Files::writes_in_parts`.
+    pub in_parts: bool,
+    /// A write that would make a file longer than this fails with ENOSPC and writes nothing.
+    pub quota: Option<usize>,
+    pub writes: usize,
 }
 
 impl Files for MemFiles {
@@ -68,8 +73,15 @@ impl Files for MemFiles {
         *pos += n;
         Ok(n)
     }
+    fn writes_in_parts(&self) -> bool {
+        self.in_parts
+    }
     fn write(&mut self, handle: i64, data: &[u8]) -> Result<GuestFileWrite> {
+        self.writes += 1;
         let (path, pos) = self.open.get_mut(&handle).ok_or(Error::NoHandle(handle))?;
+        if self.quota.is_some_and(|q| *pos + data.len() > q) {
+            return Err(Error::os(28, "No space left on device"));
+        }
         let file = self.files.get_mut(path.as_str()).unwrap();
         if file.len() < *pos + data.len() {
             file.resize(*pos + data.len(), 0);
