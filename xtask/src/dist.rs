@@ -35,10 +35,6 @@ pub const REPLACES: &str = "qemu-guest-agent";
 pub const ARCH: &str = "amd64";
 /// The package's `Maintainer` field.
 pub const MAINTAINER: &str = "qga-rs developers <qga-rs@example.invalid>";
-/// The systemd unit, under Debian's name.
-pub const UNIT_NAME: &str = "qemu-guest-agent.service";
-/// Where the agent is installed; `/usr/sbin/qemu-ga` (what the unit runs) links to it.
-pub const AGENT_PATH: &str = "/usr/sbin/qga";
 /// The conffiles (`DEBIAN/conffiles`).
 pub const CONFFILES: &[&str] = &["/etc/qemu/fsfreeze-hook"];
 
