@@ -144,16 +144,30 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
         }
     };
     let statedir = Path::new(&config.statedir);
-    let isfrozen = state::isfrozen_path(statedir);
-    let frozen = match std::fs::metadata(&isfrozen) {
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+    // The directory is opened once, here, before the log file (whether a previous instance
+    // left filesystems frozen decides when the log is opened); it is created and checked
+    // below, once the log can say so.
+    let isfrozen = statedir.join(state::ISFROZEN_FILE);
+    let access_error = |e: &std::io::Error| {
+        critical(&format!(
+            "unable to access state file at path {}: {}",
+            isfrozen.display(),
+            config::io_text(e)
+        ));
+    };
+    let existing = match state::StateDir::open_existing(statedir) {
+        Ok(d) => Some(d),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            critical(&format!(
-                "unable to access state file at path {}: {}",
-                isfrozen.display(),
-                config::io_text(&e)
-            ));
+            access_error(&e);
+            return 1;
+        }
+    };
+    let frozen = match existing.as_ref().map(|d| d.exists(state::ISFROZEN_FILE)) {
+        None | Some(Ok(false)) => false,
+        Some(Ok(true)) => true,
+        Some(Err(e)) => {
+            access_error(&e);
             return 1;
         }
     };
@@ -191,7 +205,11 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
             return 1;
         }
     }
-    let pstate = match state::PersistentState::load(statedir, frozen) {
+    let dir = match existing {
+        Some(d) => d.check().map(|()| d),
+        None => state::StateDir::open(statedir),
+    };
+    let pstate = match dir.and_then(|d| state::PersistentState::load(d, frozen)) {
         Ok(s) => s,
         Err(e) => {
             critical(&e);
@@ -201,12 +219,12 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
     };
 
     let mut platform = commands::LinuxPlatform::default();
-    platform.files = commands::files::LinuxFiles::new(pstate);
     platform.filesystems = commands::filesystems::LinuxFilesystems::new(
-        statedir,
+        pstate.dir().clone(),
         config.fsfreeze_hook.clone(),
         frozen,
     );
+    platform.files = commands::files::LinuxFiles::new(pstate);
     platform.filesystems.deferred_log = deferred_log;
     if config.daemonize && frozen {
         platform.filesystems.deferred_pidfile = Some(config.pidfile.clone());

@@ -795,7 +795,7 @@ if [ -n "$rport" ] && [ -x /usr/bin/qemu-ga ]; then
     mkdir -p /run/qga3
     (sh -c 'echo $$ > /run/qga3.pid; exec "$@"' qemu-ga /usr/bin/qemu-ga -m vsock-listen \
         -p "4294967295:$rport" -t /run/qga3 -F/etc/qemu/fsfreeze-hook -l /run/qga3.log -v
-        say "reference vsock agent exited with status $?") &
+        say "qemu-ga on vsock exited with status $?") &
     say "reference vsock agent on port $rport"
 fi
 say "ready"

@@ -19,7 +19,7 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use qga_client::{Client, ClientError};
+use qga_client::{Address, Client, ClientError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tests::host_agent::{upstream_binary, upstream_missing};
@@ -351,232 +351,551 @@ fn root_sh(guest: &LinuxGuest, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// One attack's outcome for one agent: `Ok(note)` when the guest is safe, `Err(note)` when
-/// the attack worked; `hung` when the agent stopped answering (no later attack is run on it).
-struct Outcome {
-    safe: Result<String, String>,
-    hung: bool,
-}
+/// Where the suite keeps its own scratch files in the guest (a pid, a flag, a socket, a log):
+/// left out of the snapshots.
+const SCRATCH: &str = "/run/hostile";
 
-/// The attacks of issue 15 by the unprivileged `tester` (files planted as root and `chown -h`ed
-/// to the user, which the user could do alone), against one agent, in an order that puts the
-/// ones that can hang an agent last.
-/// `freeze_agent` is a shell snippet that stops the agent for good (SIGSTOP) once it hung, so
-/// that it cannot go on to freeze filesystems when the hook's child is killed.
-fn hostile_user_attacks(
-    guest: &LinuxGuest,
-    agent: &mut Client,
-    freeze_agent: &str,
-) -> Vec<(&'static str, Outcome)> {
-    let home = tests::initramfs::TEST_HOME;
-    let keys = format!("{home}/.ssh/authorized_keys");
-    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostile test@hostile";
-    agent.set_timeout(Duration::from_secs(15));
-    root_sh(guest, tests::initramfs::ROOT_KEYS_SETUP);
-    let outside = tests::initramfs::OUTSIDE_FINGERPRINT;
-    let before = root_sh(guest, outside);
-    let plant = |what: &str| {
-        root_sh(guest, &tests::initramfs::plant_in_ssh(what));
-    };
-    let add = |a: &mut Client| {
-        a.execute(
-            "guest-ssh-add-authorized-keys",
-            Some(json!({"username": "tester", "keys": [key]})),
-        )
-    };
-    let answer = |r: Result<serde_json::Value, ClientError>| match r {
-        Ok(_) => ("answered".to_string(), false),
-        Err(ClientError::Agent { desc, .. }) => (format!("error: {desc}"), false),
-        Err(ClientError::Timeout(_)) => ("no answer within 15 s".to_string(), true),
-        Err(e) => (format!("{e}"), true),
-    };
-    let mut out = Vec::new();
-    // 1. The keys file is a link to /etc/shadow; the host adds a key.
-    plant(&format!("ln -s /etc/shadow {keys}"));
-    let (said, hung) = answer(add(agent));
-    let leaked = root_sh(
-        guest,
-        &format!(
-            "find {home} -type f -user 1000 -exec grep -l '^root:' {{}} \\; 2>/dev/null; true"
-        ),
-    );
-    let changed = root_sh(guest, outside) != before;
-    out.push((
-        "`~/.ssh/authorized_keys` → `/etc/shadow`, host adds a key",
-        Outcome {
-            safe: if leaked.is_empty() && !changed {
-                Ok(said)
-            } else {
-                Err(format!("{said}; shadow lines in {}", leaked.trim()))
-            },
-            hung,
-        },
-    ));
-    // 2. ~/.ssh is a link to root's.
-    if !hung {
-        root_sh(
-            guest,
-            &format!(
-                "rm -rf {home}/.ssh && ln -s /root/.ssh {home}/.ssh && chown -h 1000:1000 {home}/.ssh"
-            ),
-        );
-        let (said, hung) = answer(add(agent));
-        let owner = root_sh(guest, "stat -c '%u' /root/.ssh/authorized_keys");
-        out.push((
-            "`~/.ssh` → `/root/.ssh`, host adds a key",
-            Outcome {
-                safe: if owner == "0\n" && root_sh(guest, outside) == before {
-                    Ok(said)
-                } else {
-                    Err(format!(
-                        "{said}; /root/.ssh/authorized_keys now owned by uid {}",
-                        owner.trim()
-                    ))
-                },
-                hung,
-            },
-        ));
-    }
-    // Undo what attack 2 may have done, so that the next rows start from the same state.
+/// The hostile user's shell: `script` run as `tester` (uid 1000, no privileges) with `su`,
+/// started through the virtio-serial `qga`, in the user's home.
+fn user_sh(guest: &LinuxGuest, script: &str) -> String {
+    let quoted = script.replace('\'', "'\\''");
     root_sh(
         guest,
         &format!(
-            "rm -rf {home}/.ssh; {}; chown 0:0 /root/.ssh /root/.ssh/authorized_keys",
+            "cd {} && su tester -s /bin/sh -c '{quoted}'",
+            tests::initramfs::TEST_HOME
+        ),
+    )
+}
+
+/// Finds the files owned by the hostile user, anywhere, that hold a line of `/etc/shadow`.
+const LEAK_SEARCH: &str = "find / \\( -path /proc -o -path /sys -o -path /dev \\) -prune -o -type f -user 1000 \
+     -exec grep -l '^root:' {} + 2>/dev/null; true";
+
+/// What the snapshots leave out: the kernel's trees, the hostile user's home (the user may
+/// change anything there), the agents' own state directories, logs and pid files
+/// (`/run/qga0`…`/run/qga3*`), the fsfreeze hook's log and flags (the test's fixture) and the
+/// suite's scratch directory.
+const SNAPSHOT: &str = "find / \\( -path /proc -o -path /sys -o -path /dev -o -path /home/tester \
+     -o -path '/run/qga[0-9]*' -o -path '/run/fsfreeze-hook.*' -o -path /run/hostile \\) -prune \
+     -o -exec stat -c '%n|%F|%u|%g|%a|%i|%h|%s|%Y|%Z|%N' {} +";
+
+/// Owner, mode, inode and (for regular files) links, size, mtime and ctime, or (for links) the
+/// target, of every file in the guest outside what [`SNAPSHOT`] leaves out. The ctime catches
+/// a change that was undone (a chown and a chown back, a write of the same bytes), which no
+/// one but the kernel can set.
+#[derive(PartialEq)]
+struct Snapshot(std::collections::BTreeMap<String, Vec<(&'static str, String)>>);
+
+impl Snapshot {
+    fn take(guest: &LinuxGuest) -> Snapshot {
+        let text = root_sh(guest, SNAPSHOT);
+        let mut files = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.splitn(11, '|').collect();
+            assert_eq!(f.len(), 11, "snapshot line `{line}`");
+            let keep: &[usize] = match f[1] {
+                "regular file" | "regular empty file" => &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+                "symbolic link" => &[1, 2, 3, 5, 10],
+                // A directory's size and times change with its entries, which are listed.
+                _ => &[1, 2, 3, 4, 5],
+            };
+            const NAMES: [&str; 11] = [
+                "name", "type", "uid", "gid", "mode", "inode", "links", "size", "mtime", "ctime",
+                "target",
+            ];
+            let fields = keep.iter().map(|&i| (NAMES[i], f[i].to_string())).collect();
+            files.insert(f[0].to_string(), fields);
+        }
+        assert!(
+            files.contains_key("/etc/shadow") && files.len() > 100,
+            "the snapshot lists {} files",
+            files.len()
+        );
+        Snapshot(files)
+    }
+
+    /// What differs from `before`: one entry per file, naming the fields that changed.
+    fn changes_since(&self, before: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, was) in &before.0 {
+            match self.0.get(name) {
+                None => out.push(format!("{name} removed")),
+                Some(now) if now != was => {
+                    let fields: Vec<String> = was
+                        .iter()
+                        .zip(now)
+                        .filter(|(a, b)| a != b)
+                        .map(|((k, a), (_, b))| match *k {
+                            "uid" | "gid" | "mode" | "type" => format!("{k} {a}→{b}"),
+                            _ => k.to_string(),
+                        })
+                        .collect();
+                    out.push(format!("{name} ({})", fields.join(", ")));
+                }
+                Some(_) => {}
+            }
+        }
+        for name in self.0.keys().filter(|n| !before.0.contains_key(*n)) {
+            out.push(format!("{name} created"));
+        }
+        out
+    }
+}
+
+/// The snapshot check sees a change even when it was undone: the owner of a file outside the
+/// user's is changed and changed back between two snapshots.
+fn snapshot_sees_an_undone_change(guest: &LinuxGuest, name: &str) {
+    let before = Snapshot::take(guest);
+    assert_eq!(
+        Snapshot::take(guest).changes_since(&before),
+        Vec::<String>::new()
+    );
+    root_sh(
+        guest,
+        "sleep 1; chown 1000 /etc/os-release && chown 0 /etc/os-release",
+    );
+    assert_eq!(
+        Snapshot::take(guest).changes_since(&before),
+        ["/etc/os-release (ctime)"],
+        "{name}: the snapshot check missed a planted change"
+    );
+}
+
+/// One attack's outcome for one agent.
+struct Outcome {
+    /// `Ok(note)` when the guest is safe, `Err(note)` when the attack worked.
+    safe: Result<String, String>,
+    /// The agent stopped answering, or died, and was killed and started again.
+    restarted: bool,
+    /// Files outside the user's home that changed.
+    outside: Vec<String>,
+}
+
+/// The agent under attack.
+struct Target {
+    /// Its binary in the guest.
+    binary: &'static str,
+    /// Its state directory (`-t`).
+    statedir: &'static str,
+    /// Its pid file.
+    pidfile: &'static str,
+    /// Where the host reaches it.
+    address: Address,
+    /// The shell command that starts it again, in the background, after its process was
+    /// killed; `None` for `qga`, which must never need it.
+    restart: Option<String>,
+}
+
+/// Debian's qemu-ga on vsock, as `rcS` starts it.
+fn qemu_ga_target(guest: &mut LinuxGuest) -> Target {
+    Target {
+        binary: "/usr/bin/qemu-ga",
+        statedir: "/run/qga3",
+        pidfile: "/run/qga3.pid",
+        address: guest.vsock_daemon().unwrap().address(VSOCK_REFERENCE_PORT),
+        restart: Some(format!(
+            "(sh -c 'echo $$ > /run/qga3.pid; exec \"$@\"' qemu-ga /usr/bin/qemu-ga -m vsock-listen \
+             -p 4294967295:{VSOCK_REFERENCE_PORT} -t /run/qga3 -F/etc/qemu/fsfreeze-hook \
+             -l /run/qga3.log -v) </dev/null >/dev/null 2>&1 &"
+        )),
+    }
+}
+
+fn qga_target(guest: &LinuxGuest) -> Target {
+    Target {
+        binary: "/usr/bin/qga",
+        statedir: "/run/qga2",
+        pidfile: "/run/qga2.pid",
+        address: guest.vsock_address().unwrap(),
+        restart: None,
+    }
+}
+
+/// The attacks, run one after the other against one agent.
+struct Attacks<'g> {
+    guest: &'g LinuxGuest,
+    target: Target,
+    agent: Client,
+    /// Set when `qga` stopped answering: the later rows are not run (the suite fails).
+    dead: bool,
+    out: Vec<(&'static str, Outcome)>,
+}
+
+/// How long the host waits for each answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(15);
+
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostile test@hostile";
+
+fn connect(address: &Address) -> Client {
+    let mut c = Client::connect_to_within(address, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{address:?}: {e}"));
+    c.set_timeout(ANSWER_WITHIN);
+    c.sync_delimited().unwrap();
+    c
+}
+
+/// An answer in a table cell, and whether it was one (not a time-out or a closed connection).
+fn said<T>(r: &Result<T, ClientError>) -> (String, bool) {
+    match r {
+        Ok(_) => ("answered".to_string(), true),
+        Err(ClientError::Agent { desc, .. }) => (format!("error: {desc}"), true),
+        Err(ClientError::Timeout(_)) => (
+            format!("no answer within {} s", ANSWER_WITHIN.as_secs()),
+            false,
+        ),
+        Err(e) => (format!("{e}"), false),
+    }
+}
+
+impl Attacks<'_> {
+    fn add(&mut self) -> Result<serde_json::Value, ClientError> {
+        self.agent.execute(
+            "guest-ssh-add-authorized-keys",
+            Some(json!({"username": "tester", "keys": [KEY]})),
+        )
+    }
+
+    /// Runs one attack: `attack` plants it and drives the agent, returning its note, whether
+    /// the guest is safe by the attack's own check, and whether every request was answered.
+    /// Then the agent must answer a ping; one that does not is killed and started again (by
+    /// its pid, qemu-ga only), and the filesystems are thawed; then the snapshot must equal
+    /// the one taken before, and what the attack may have changed is put back.
+    fn row(
+        &mut self,
+        attack: &'static str,
+        run: impl FnOnce(&mut Self) -> (Result<String, String>, bool),
+    ) {
+        if self.dead {
+            return;
+        }
+        let before = Snapshot::take(self.guest);
+        let (mut safe, answered) = run(self);
+        // No secret reaches the user, whatever the row.
+        let leaked = root_sh(self.guest, LEAK_SEARCH);
+        if !leaked.is_empty() {
+            safe = Err(format!(
+                "{}; shadow lines in {}",
+                safe.unwrap_or_else(|e| e),
+                leaked.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
+        }
+        let answered = answered && self.agent.ping().is_ok();
+        let mut restarted = false;
+        if !answered {
+            let pid = self.target.pidfile;
+            let what = root_sh(
+                self.guest,
+                &format!(
+                    "p=$(cat {pid}); if [ -d /proc/$p ]; then echo \"$(grep -E '^(State|VmRSS)' /proc/$p/status | tr -s '\\t\\n ' '  ')\"; \
+                     else echo 'the process had exited'; fi; dmesg | grep -q \"Killed process $p \" && echo '(killed by the OOM killer)'; true"
+                ),
+            );
+            let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
+            safe = Err(format!(
+                "{}; the agent stopped answering ({what})",
+                safe.unwrap_or_else(|e| e)
+            ));
+            match &self.target.restart {
+                Some(start) => {
+                    root_sh(
+                        self.guest,
+                        &format!(
+                            "p=$(cat {pid}); kill -KILL $p 2>/dev/null; i=0; \
+                             while [ -d /proc/$p ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+                             [ ! -d /proc/$p ] && {start}"
+                        ),
+                    );
+                    self.agent = connect(&self.target.address);
+                    restarted = true;
+                }
+                None => self.dead = true,
+            }
+        }
+        // Nothing stays frozen: an agent restarted over its frozen marker thaws on request.
+        if !self.dead
+            && self
+                .agent
+                .execute("guest-fsfreeze-status", None)
+                .is_ok_and(|s| s == "frozen")
+        {
+            let _ = self.agent.execute("guest-fsfreeze-thaw", None);
+        }
+        let outside = Snapshot::take(self.guest).changes_since(&before);
+        if !outside.is_empty() && safe.is_ok() {
+            safe = Err(safe.unwrap_or_default());
+        }
+        root_sh(
+            self.guest,
+            &format!(
+                "rm -rf {home}/.ssh {home}/state {home}/swapped {home}/stop-swap {home}/swap.pid {home}/swaps; rm -f /etc/qga.state*; \
+                 {keys}; chown 0:0 /root/.ssh /root/.ssh/authorized_keys",
+                home = tests::initramfs::TEST_HOME,
+                keys = tests::initramfs::ROOT_KEYS_SETUP
+            ),
+        );
+        self.out.push((
+            attack,
+            Outcome {
+                safe,
+                restarted,
+                outside,
+            },
+        ));
+    }
+}
+
+/// The attacks of issue 15 by the unprivileged `tester` (each planted by the user's own shell,
+/// [`user_sh`]), against one agent. Every row runs: an agent that hangs or dies on one is
+/// killed and started again for the next.
+fn hostile_user_attacks(guest: &LinuxGuest, target: Target) -> Vec<(&'static str, Outcome)> {
+    let home = tests::initramfs::TEST_HOME;
+    let keys = format!("{home}/.ssh/authorized_keys");
+    root_sh(
+        guest,
+        &format!(
+            "rm -rf {SCRATCH} && mkdir -m 700 {SCRATCH} && {}",
             tests::initramfs::ROOT_KEYS_SETUP
         ),
     );
-    // 3. ~/.ssh swapped back and forth between a real directory and a link to /root/.ssh
-    // while the host adds keys in a loop (the window between a path check and its use).
-    if !out.iter().any(|(_, o)| o.hung) {
-        plant("true");
-        root_sh(
+    let mut a = Attacks {
+        guest,
+        agent: connect(&target.address),
+        target,
+        dead: false,
+        out: Vec::new(),
+    };
+    // A fresh 0700 ~/.ssh holding `what` (a link, a FIFO…), made by the user.
+    let plant = |what: &str| {
+        user_sh(
             guest,
-            &format!(
-                "rm -f /run/stop-swap; cd {home} && (while [ ! -e /run/stop-swap ]; do \
-                 mv .ssh .ssh.real; ln -s /root/.ssh .ssh; chown -h 1000:1000 .ssh; \
-                 rm -f .ssh; mv .ssh.real .ssh; done) >/dev/null 2>&1 & echo $! > /run/swap.pid"
-            ),
+            &format!("rm -rf .ssh && mkdir -m 700 .ssh && {what}"),
         );
-        let (mut ok, mut refused, mut hung) = (0, 0, false);
-        for _ in 0..40 {
-            match add(agent) {
-                Ok(_) => ok += 1,
-                Err(ClientError::Agent { .. }) => refused += 1,
-                Err(_) => {
-                    hung = true;
-                    break;
+    };
+
+    // The keys file is a link to /etc/shadow; the host adds a key.
+    a.row(
+        "`~/.ssh/authorized_keys` → `/etc/shadow`, host adds a key",
+        |a| {
+            plant(&format!("ln -s /etc/shadow {keys}"));
+            let (note, answered) = said(&a.add());
+            (Ok(note), answered)
+        },
+    );
+    // ~/.ssh is a link to root's.
+    a.row("`~/.ssh` → `/root/.ssh`, host adds a key", |a| {
+        user_sh(guest, "rm -rf .ssh && ln -s /root/.ssh .ssh");
+        let (note, answered) = said(&a.add());
+        let owner = root_sh(guest, "stat -c '%u' /root/.ssh/authorized_keys");
+        let safe = if owner == "0\n" {
+            Ok(note)
+        } else {
+            Err(format!(
+                "{note}; /root/.ssh/authorized_keys now owned by uid {}",
+                owner.trim()
+            ))
+        };
+        (safe, answered)
+    });
+    // ~/.ssh swapped back and forth between a real directory and a link to /root/.ssh while
+    // the host adds keys in a loop (the window between a path check and its use).
+    a.row(
+        "`~/.ssh` swapped with a link to `/root/.ssh` while the host adds keys 40 times",
+        |a| {
+            plant("true");
+            user_sh(
+                guest,
+                "(n=0; while [ ! -e stop-swap ]; do mv .ssh .ssh.real; ln -s /root/.ssh .ssh; \
+                 usleep 2000; rm -f .ssh; mv .ssh.real .ssh; n=$((n+1)); echo $n > swaps; usleep 2000; \
+                 done) </dev/null >/dev/null 2>&1 & echo $! > swap.pid",
+            );
+            let (mut ok, mut refused, mut answered) = (0, 0, true);
+            for _ in 0..40 {
+                match a.add() {
+                    Ok(_) => ok += 1,
+                    Err(ClientError::Agent { .. }) => refused += 1,
+                    Err(_) => {
+                        answered = false;
+                        break;
+                    }
                 }
             }
-        }
-        root_sh(
-            guest,
-            "touch /run/stop-swap; while kill -0 $(cat /run/swap.pid) 2>/dev/null; do sleep 0.1; done; rm -f /run/stop-swap",
-        );
-        if hung {
-            root_sh(guest, freeze_agent);
-        }
-        let root_dir = root_sh(guest, "ls -A /root/.ssh");
-        let said = format!("{ok} adds answered, {refused} refused");
-        out.push((
-            "`~/.ssh` swapped with a link to `/root/.ssh` while the host adds keys 40 times",
-            Outcome {
-                safe: if root_sh(guest, outside) == before && root_dir == "authorized_keys\n" {
-                    Ok(said)
-                } else {
-                    Err(format!(
-                        "{said}; /root/.ssh changed: {}",
-                        root_dir.trim().replace('\n', " ")
-                    ))
-                },
-                hung,
-            },
-        ));
-        root_sh(
-            guest,
-            &format!(
-                "{}; chown 0:0 /root/.ssh /root/.ssh/authorized_keys",
-                tests::initramfs::ROOT_KEYS_SETUP
-            ),
-        );
-    }
-    // 3. A freeze hook whose background child keeps stdout open.
-    if !out.iter().any(|(_, o)| o.hung) {
-        root_sh(
-            guest,
-            &format!(
-                "rm -f {} {} && touch {}",
-                tests::initramfs::HOOK_FAIL_FLAG,
-                tests::initramfs::HOOK_BACKGROUND_PID,
-                tests::initramfs::HOOK_BACKGROUND_FLAG
-            ),
-        );
-        let (said, hung) = answer(agent.execute("guest-fsfreeze-freeze", None));
-        let (thaw_said, thaw_hung) = if hung {
-            (String::new(), true)
-        } else {
-            answer(agent.execute("guest-fsfreeze-thaw", None))
-        };
-        if hung || thaw_hung {
-            root_sh(guest, freeze_agent);
-        }
-        root_sh(
-            guest,
-            &format!(
-                "rm -f {}; kill $(cat {}) 2>/dev/null; true",
-                tests::initramfs::HOOK_BACKGROUND_FLAG,
-                tests::initramfs::HOOK_BACKGROUND_PID
-            ),
-        );
-        out.push((
-            "fsfreeze hook leaves a background child holding stdout",
-            Outcome {
-                safe: if hung || thaw_hung {
-                    Err(format!("freeze: {said}"))
-                } else {
-                    Ok(format!("freeze {said}, thaw {thaw_said}"))
-                },
-                hung: hung || thaw_hung,
-            },
-        ));
-    }
-    // 4. A FIFO at the keys path.
-    if !out.iter().any(|(_, o)| o.hung) {
+            root_sh(
+                guest,
+                &format!(
+                    "touch {home}/stop-swap; while kill -0 $(cat {home}/swap.pid) 2>/dev/null; do sleep 0.1; done"
+                ),
+            );
+            let swaps = root_sh(guest, &format!("cat {home}/swaps"));
+            assert!(
+                swaps.trim().parse::<u32>().is_ok_and(|n| n > 0),
+                "the user's swap loop did not run: `{swaps}`"
+            );
+            let root_dir = root_sh(guest, "ls -A /root/.ssh");
+            let note = format!(
+                "{ok} adds answered, {refused} refused, while the user swapped {} times",
+                swaps.trim()
+            );
+            let safe = if root_dir == "authorized_keys\n" {
+                Ok(note)
+            } else {
+                Err(format!(
+                    "{note}; /root/.ssh now holds {}",
+                    root_dir.trim().replace('\n', " ")
+                ))
+            };
+            (safe, answered)
+        },
+    );
+    // A freeze hook whose background child keeps stdout open.
+    a.row(
+        "fsfreeze hook leaves a background child holding stdout",
+        |a| {
+            root_sh(
+                guest,
+                &format!(
+                    "rm -f {} {} && touch {}",
+                    tests::initramfs::HOOK_FAIL_FLAG,
+                    tests::initramfs::HOOK_BACKGROUND_PID,
+                    tests::initramfs::HOOK_BACKGROUND_FLAG
+                ),
+            );
+            let (freeze, mut answered) = said(&a.agent.execute("guest-fsfreeze-freeze", None));
+            let thaw = if answered {
+                let (thaw, ok) = said(&a.agent.execute("guest-fsfreeze-thaw", None));
+                answered = ok;
+                thaw
+            } else {
+                "not asked".to_string()
+            };
+            root_sh(
+                guest,
+                &format!(
+                    "rm -f {}; kill $(cat {}) 2>/dev/null; true",
+                    tests::initramfs::HOOK_BACKGROUND_FLAG,
+                    tests::initramfs::HOOK_BACKGROUND_PID
+                ),
+            );
+            (Ok(format!("freeze {freeze}, thaw {thaw}")), answered)
+        },
+    );
+    // A FIFO at the keys path.
+    a.row("FIFO at `~/.ssh/authorized_keys`, host adds a key", |a| {
         plant(&format!("mkfifo {keys}"));
-        let (said, hung) = answer(add(agent));
-        let hung = hung || agent.execute("guest-ping", None).is_err();
-        if hung {
-            root_sh(guest, freeze_agent);
-        }
-        out.push((
-            "FIFO at `~/.ssh/authorized_keys`, host adds a key",
-            Outcome {
-                safe: if hung { Err(said) } else { Ok(said) },
-                hung,
-            },
-        ));
-    }
-    root_sh(guest, &format!("rm -rf {home}/.ssh"));
-    out
+        let (note, answered) = said(&a.add());
+        (Ok(note), answered)
+    });
+    // A link to /dev/zero at the keys path.
+    a.row(
+        "`~/.ssh/authorized_keys` → `/dev/zero`, host adds a key",
+        |a| {
+            plant(&format!("ln -s /dev/zero {keys}"));
+            let (note, answered) = said(&a.add());
+            (Ok(note), answered)
+        },
+    );
+    // A new agent started with a state directory that is the user's link to /etc.
+    a.row(
+        "state directory is the user's link to `/etc`, agent started on it",
+        |a| {
+            let out = root_sh(
+                guest,
+                &format!(
+                    "su tester -s /bin/sh -c 'ln -s /etc {home}/state'; \
+                     {bin} -m unix-listen -p {SCRATCH}/sock -t {home}/state -l {SCRATCH}/log </dev/null >/dev/null 2>&1 & p=$!; \
+                     i=0; while [ -d /proc/$p ] && [ ! -e /etc/qga.state ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+                     if [ -d /proc/$p ]; then kill -KILL $p; wait $p; echo 'started'; else wait $p; echo \"exited with status $?\"; fi; \
+                     ls /etc | grep qga.state | tr '\\n' ' '; echo; grep -o 'state directory.*' {SCRATCH}/log | head -1; true",
+                    bin = a.target.binary
+                ),
+            );
+            let mut lines = out.lines();
+            let (ran, written, refusal) = (
+                lines.next().unwrap_or_default().to_string(),
+                lines.next().unwrap_or_default().trim().to_string(),
+                lines.next().unwrap_or_default().to_string(),
+            );
+            let safe = if written.is_empty() {
+                Ok(format!("{ran}: `{refusal}`"))
+            } else {
+                Err(format!("{ran}; wrote {written} in /etc"))
+            };
+            (safe, true)
+        },
+    );
+    // The running agent's state directory replaced by a link to the user's directory. Its
+    // parent, /run, is root's and not writable by others, so only root can do this: the row
+    // shows whether the checks made at start stay true of where the agent writes.
+    a.row(
+        "running agent's state directory replaced by a link to the user's directory (only root can: `/run` is root's), host opens a file",
+        |a| {
+            let dir = a.target.statedir;
+            root_sh(
+                guest,
+                &format!(
+                    "su tester -s /bin/sh -c 'mkdir -m 700 {home}/swapped' && \
+                     mv {dir} {dir}.orig && ln -s {home}/swapped {dir}"
+                ),
+            );
+            let opened = a.agent.file_open("/etc/hostname", "r");
+            let (note, answered) = said(&opened);
+            if let Ok(h) = opened {
+                let _ = a
+                    .agent
+                    .execute("guest-file-close", Some(json!({"handle": h})));
+            }
+            let out = root_sh(
+                guest,
+                &format!(
+                    "ls -A {home}/swapped | tr '\\n' ' '; echo; \
+                     grep fd_counter {dir}.orig/qga.state; rm {dir} && mv {dir}.orig {dir}"
+                ),
+            );
+            let mut lines = out.lines();
+            let (in_user_dir, kept) = (
+                lines.next().unwrap_or_default().trim().to_string(),
+                lines.next().unwrap_or_default().to_string(),
+            );
+            let note = format!("open {note}; the original directory's {kept}");
+            let safe = if in_user_dir.is_empty() {
+                Ok(note)
+            } else {
+                Err(format!("{note}; wrote {in_user_dir} in the user's directory"))
+            };
+            (safe, answered)
+        },
+    );
+    root_sh(guest, &format!("rm -rf {home}/.ssh {SCRATCH}"));
+    a.out
 }
 
 /// The hostile-user attacks against qga (all must be safe) and, when the image has it, against
 /// Debian's qemu-ga in the same guest (recorded, not asserted: those are upstream's flaws).
 fn hostile_user_suite(guest: &mut LinuxGuest, name: &str) {
-    let mut ours = guest.vsock_agent().unwrap();
-    let ours_results = hostile_user_attacks(guest, &mut ours, "true");
+    snapshot_sees_an_undone_change(guest, name);
     let theirs_results = upstream_binary().map(|_| {
-        let address = guest.vsock_daemon().unwrap().address(VSOCK_REFERENCE_PORT);
-        let mut theirs = Client::connect_to_within(&address, Duration::from_secs(60)).unwrap();
-        theirs.set_timeout(Duration::from_secs(60));
-        theirs.sync_delimited().unwrap();
-        // qemu-ga is not used after this suite; a hung one is stopped, not killed (the
-        // console line of an exiting agent is what the SIGTERM check waits for).
-        hostile_user_attacks(guest, &mut theirs, "kill -STOP $(cat /run/qga3.pid)")
+        let target = qemu_ga_target(guest);
+        hostile_user_attacks(guest, target)
     });
+    let ours_results = hostile_user_attacks(guest, qga_target(guest));
     let cell = |o: Option<&Outcome>| match o {
-        None => "not reached (the agent hung before)".to_string(),
-        Some(Outcome { safe: Ok(n), .. }) => format!("safe ({n})"),
-        Some(Outcome { safe: Err(n), .. }) => format!("VULNERABLE ({n})"),
+        None => "not run (the agent stopped answering before)".to_string(),
+        Some(o) => {
+            let mut text = match &o.safe {
+                Ok(n) => format!("safe ({n})"),
+                Err(n) => format!("VULNERABLE ({n})"),
+            };
+            if !o.outside.is_empty() {
+                text.push_str(&format!(
+                    "; changed outside the home: {}",
+                    o.outside.join(", ")
+                ));
+            }
+            if o.restarted {
+                text.push_str("; killed and started again");
+            }
+            text
+        }
     };
     report(&format!("{name}: hostile user | attack | qemu-ga | qga"));
     for (attack, o) in &ours_results {
@@ -591,15 +910,18 @@ fn hostile_user_suite(guest: &mut LinuxGuest, name: &str) {
     }
     assert_eq!(
         ours_results.len(),
-        5,
+        8,
         "{name}: every attack ran against qga"
     );
     for (attack, o) in &ours_results {
         assert!(
-            o.safe.is_ok() && !o.hung,
+            o.safe.is_ok() && !o.restarted && o.outside.is_empty(),
             "{name}: qga: {attack}: {}",
             cell(Some(o))
         );
+    }
+    if let Some(theirs) = &theirs_results {
+        assert_eq!(theirs.len(), 8, "{name}: every attack ran against qemu-ga");
     }
     // Whatever happened, the data disk takes writes: nothing stays frozen for what follows.
     root_sh(

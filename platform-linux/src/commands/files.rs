@@ -36,7 +36,7 @@ use agent_core::{Error, Result};
 use rustix::fs::{Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
 
-use crate::state::PersistentState;
+use crate::state::{PersistentState, StateDir};
 
 /// At most this many files are open through guest-file-open at once.
 pub const MAX_HANDLES: usize = 1024;
@@ -63,8 +63,8 @@ pub struct LinuxFiles {
 
 impl Default for LinuxFiles {
     fn default() -> Self {
-        LinuxFiles::new(PersistentState::new(std::path::Path::new(
-            crate::config::STATEDIR_DEFAULT,
+        LinuxFiles::new(PersistentState::new(StateDir::unopened(
+            std::path::Path::new(crate::config::STATEDIR_DEFAULT),
         )))
     }
 }
@@ -248,7 +248,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         (
-            LinuxFiles::new(PersistentState::load(&d, false).unwrap()),
+            LinuxFiles::new(PersistentState::load(StateDir::open(&d).unwrap(), false).unwrap()),
             d,
         )
     }

@@ -21,8 +21,7 @@
 )]
 
 use std::os::fd::AsFd as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use agent_core::commands::filesystems::{Filesystems, FsfreezeStatus, GuestFilesystemTrimResult};
 use agent_core::commands::{Emitter, StrList};
@@ -30,6 +29,7 @@ use agent_core::{Error, Result};
 use rustix::fs::{Mode, OFlags};
 
 use crate::log::Level;
+use crate::state::{ISFROZEN_FILE, StateDir};
 
 /// One mounted filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +213,8 @@ fn errstr(code: i32) -> String {
 #[derive(Debug)]
 pub struct LinuxFilesystems {
     frozen: bool,
-    isfrozen: PathBuf,
+    /// The opened state directory, where `qga.state.isfrozen` is created and removed.
+    statedir: StateDir,
     hook: Option<String>,
     /// A `-l` log file not opened because the agent started frozen.
     pub deferred_log: Option<String>,
@@ -225,16 +226,20 @@ pub struct LinuxFilesystems {
 
 impl Default for LinuxFilesystems {
     fn default() -> Self {
-        LinuxFilesystems::new(Path::new(crate::config::STATEDIR_DEFAULT), None, false)
+        LinuxFilesystems::new(
+            StateDir::unopened(Path::new(crate::config::STATEDIR_DEFAULT)),
+            None,
+            false,
+        )
     }
 }
 
 impl LinuxFilesystems {
-    /// The state for `statedir`, with the `-F` hook, starting frozen or not.
-    pub fn new(statedir: &Path, hook: Option<String>, frozen: bool) -> LinuxFilesystems {
+    /// The state kept in the opened `statedir`, with the `-F` hook, starting frozen or not.
+    pub fn new(statedir: StateDir, hook: Option<String>, frozen: bool) -> LinuxFilesystems {
         LinuxFilesystems {
             frozen,
-            isfrozen: crate::state::isfrozen_path(statedir),
+            statedir,
             hook,
             deferred_log: None,
             deferred_pidfile: None,
@@ -254,18 +259,11 @@ impl LinuxFilesystems {
             return;
         }
         self.frozen = true;
-        let created = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.isfrozen);
-        if let Err(e) = created {
+        if let Err(e) = self.statedir.create_marker(ISFROZEN_FILE) {
             crate::log!(
                 Level::Warning,
                 "unable to create {}, fsfreeze may not function properly: {}",
-                self.isfrozen.display(),
+                self.statedir.file_path(ISFROZEN_FILE).display(),
                 crate::config::io_text(&e)
             );
         }
@@ -299,11 +297,11 @@ impl LinuxFilesystems {
             crate::log!(Level::Warning, "{e}");
         }
         self.frozen = false;
-        if std::fs::remove_file(&self.isfrozen).is_err() {
+        if self.statedir.remove(ISFROZEN_FILE).is_err() {
             crate::log!(
                 Level::Warning,
                 "unable to delete {}, fsfreeze may not function properly",
-                self.isfrozen.display()
+                self.statedir.file_path(ISFROZEN_FILE).display()
             );
         }
     }
@@ -457,6 +455,10 @@ impl Filesystems for LinuxFilesystems {
 mod tests {
     use super::*;
 
+    fn opened(dir: &Path) -> StateDir {
+        StateDir::open_existing(dir).unwrap()
+    }
+
     const MOUNTINFO: &str = "\
 22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
 28 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro
@@ -527,7 +529,7 @@ bad line
     fn frozen_flag_and_file() {
         let d = std::env::temp_dir().join(format!("qga-fs-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        let mut fs = LinuxFilesystems::new(&d, None, false);
+        let mut fs = LinuxFilesystems::new(opened(&d), None, false);
         assert_eq!(fs.status(), FsfreezeStatus::Thawed);
         fs.set_frozen();
         assert_eq!(fs.status(), FsfreezeStatus::Frozen);
@@ -542,7 +544,7 @@ bad line
     fn marker_is_private_and_its_failure_logged() {
         use std::os::unix::fs::PermissionsExt as _;
         let d = crate::commands::system::tempdir();
-        let mut fs = LinuxFilesystems::new(&d, None, false);
+        let mut fs = LinuxFilesystems::new(opened(&d), None, false);
         fs.set_frozen();
         let m = std::fs::metadata(d.join("qga.state.isfrozen")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
@@ -551,7 +553,12 @@ bad line
         let log = d.join("log");
         crate::log::open_file(log.to_str().unwrap()).unwrap();
         crate::log::set_verbose(true); // upstream's level for it: a warning
-        let mut fs = LinuxFilesystems::new(&d.join("missing"), None, false);
+        // A directory removed after it was opened: the marker cannot be created in it.
+        let gone = d.join("missing");
+        std::fs::create_dir(&gone).unwrap();
+        let dir = opened(&gone);
+        std::fs::remove_dir(&gone).unwrap();
+        let mut fs = LinuxFilesystems::new(dir, None, false);
         fs.set_frozen();
         fs.unset_frozen();
         let text = std::fs::read_to_string(&log).unwrap();
@@ -576,7 +583,8 @@ bad line
         .unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut fs = LinuxFilesystems::new(&d, Some(hook.to_str().unwrap().to_string()), true);
+        let mut fs =
+            LinuxFilesystems::new(opened(&d), Some(hook.to_str().unwrap().to_string()), true);
         fs.mount_files = ["/nonexistent/qga/mountinfo", "/nonexistent/qga/mounts"];
         assert_eq!(
             fs.thaw().unwrap_err(),
@@ -595,7 +603,7 @@ bad line
         let d = std::env::temp_dir().join(format!("qga-hook-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         let missing = d.join("nohook").to_str().unwrap().to_string();
-        let fs = LinuxFilesystems::new(&d, Some(missing.clone()), false);
+        let fs = LinuxFilesystems::new(opened(&d), Some(missing.clone()), false);
         assert_eq!(
             fs.run_hook("freeze").unwrap_err(),
             Error::msg(format_args!(
@@ -606,7 +614,7 @@ bad line
         std::fs::write(&hook, "#!/bin/sh\necho \"$1\" >> \"$(dirname \"$0\")/log\"\n[ \"$1\" = thaw ] && { echo no thaw; exit 2; }\nexit 0\n").unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let fs = LinuxFilesystems::new(&d, Some(hook.to_str().unwrap().to_string()), false);
+        let fs = LinuxFilesystems::new(opened(&d), Some(hook.to_str().unwrap().to_string()), false);
         fs.run_hook("freeze").unwrap();
         assert_eq!(
             fs.run_hook("thaw").unwrap_err(),
