@@ -36,7 +36,7 @@
 //! # Ok::<(), String>(())
 //! ```
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -476,7 +476,7 @@ fn tail(s: &str, max: usize) -> &str {
 /// Connects and syncs with the 0xFF handshake, retrying (new connection each time) until the
 /// agent answers or `deadline` passes: before the guest opens its end, bytes sent to the port
 /// may be lost.
-fn connect_synced(address: &Address, deadline: Instant) -> Result<Client, String> {
+pub(crate) fn connect_synced(address: &Address, deadline: Instant) -> Result<Client, String> {
     let mut last = String::from("no attempt");
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -535,14 +535,14 @@ fn make_ext4(path: &Path, mib: u64) -> Result<(), String> {
 /// Kills QEMU (and the vsock daemon) by PID and removes the guest directory if this process dies
 /// without dropping the guest (see the module docs).
 #[derive(Debug)]
-struct Watchdog {
+pub(crate) struct Watchdog {
     child: Child,
     // Held only to keep the pipe open; closing it arms the watchdog.
     _stdin: ChildStdin,
 }
 
 impl Watchdog {
-    fn start(pids: &[u32], dir: &Path) -> Result<Self, String> {
+    pub(crate) fn start(pids: &[u32], dir: &Path) -> Result<Self, String> {
         // It ignores the signals a runner sends a whole process group (`timeout`, Ctrl-C), so
         // it outlives the test process and still cleans up when the pipe closes.
         let script = "trap '' HUP INT TERM; read -r _ignored; d=$1; shift; kill -KILL \"$@\" 2>/dev/null; rm -rf -- \"$d\"";
@@ -584,15 +584,7 @@ impl Qmp {
     /// Connects, reads the greeting and negotiates capabilities.
     pub fn connect(path: &Path, within: Duration) -> Result<Self, String> {
         let deadline = Instant::now() + within;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(format!("QMP connect {}: {e}", path.display()));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
+        let stream = crate::qemu::connect_unix(path, within).map_err(|e| format!("QMP: {e}"))?;
         let mut q = Qmp {
             stream,
             pending: Vec::new(),
@@ -617,27 +609,10 @@ impl Qmp {
                 return serde_json::from_str(text.trim())
                     .map_err(|e| format!("bad QMP message {text:?}: {e}"));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !crate::qemu::read_until_deadline(&mut self.stream, &mut self.pending, deadline)
+                .map_err(|e| format!("QMP {e}"))?
+            {
                 return Err("timed out waiting for QMP".into());
-            }
-            self.stream
-                .set_read_timeout(Some(left))
-                .map_err(|e| e.to_string())?;
-            let mut buf = [0u8; 8192];
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Err("QMP connection closed".into()),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err("timed out waiting for QMP".into());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("QMP read: {e}")),
             }
         }
     }

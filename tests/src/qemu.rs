@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -188,6 +189,58 @@ pub fn wait_for_path(
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Connects to the unix socket at `path` (a QEMU server that may not be listening yet),
+/// retrying for at most `within`.
+pub fn connect_unix(path: &Path, within: Duration) -> Result<UnixStream, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("cannot connect to {}: {e}", path.display()));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Appends what `stream` has to `pending`, waiting at most until `deadline`. Returns
+/// `Ok(false)` if the deadline passed with nothing read, and an error if the peer closed the
+/// connection or the read failed.
+pub fn read_until_deadline(
+    stream: &mut UnixStream,
+    pending: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<bool, String> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 8192];
+        match stream.read(&mut buf) {
+            Ok(0) => return Err("connection closed".into()),
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                return Ok(true);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
     }
 }
 

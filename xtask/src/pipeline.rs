@@ -34,6 +34,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "libvirt-clients",
     // `cargo xtask dist`'s package check (xtask/tests/dist.rs); dpkg-deb itself is in dpkg.
     "lintian",
+    // The systemd Debian guest (tests/src/debian_guest.rs): its root filesystem, and the qcow2
+    // overlays its guests boot from.
+    "mmdebstrap",
+    "qemu-utils",
 ];
 
 /// Name prefixes of the test files that boot QEMU guests: they form their own stage, run one
