@@ -61,6 +61,36 @@ pub struct Config {
     pub allowed: Vec<String>,
     /// `-D`.
     pub dump: bool,
+    /// `--max-request-size`, `max-request-size` (ours; upstream has no such key): the
+    /// largest request in bytes, the size of the frame buffer reserved for it.
+    pub max_request: usize,
+}
+
+/// The default largest request: upstream's 64 MiB token limit, so that a `guest-file-write`
+/// of 48 MiB (64 MiB of base64) fits, plus room for the rest of the request.
+pub const MAX_REQUEST_DEFAULT: usize = 64 * 1024 * 1024 + 64 * 1024;
+/// The smallest `max-request-size`: room for any `guest-sync-delimited`
+/// (agent-core's `MIN_FRAME`), so a client can always resynchronise.
+pub const MAX_REQUEST_MIN: usize = agent_core::engine::MIN_FRAME;
+
+/// A `max-request-size` value: bytes, or a number with a `K`, `M` or `G` suffix (powers of
+/// 1024), at least [`MAX_REQUEST_MIN`].
+fn parse_size(v: &str) -> Option<usize> {
+    let v = v.trim();
+    let (num, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: usize = num.parse().ok()?;
+    let n = n.checked_mul(1usize << shift)?;
+    (MAX_REQUEST_MIN..=isize::MAX as usize)
+        .contains(&n)
+        .then_some(n)
 }
 
 /// What `main` should do.
@@ -148,7 +178,12 @@ const LONG: &[(&str, HasArg, char)] = &[
     ("allow-rpcs", HasArg::Required, 'a'),
     ("statedir", HasArg::Required, 't'),
     ("retry-path", HasArg::No, 'r'),
+    // Ours, long only (no short letter that upstream might take one day).
+    ("max-request-size", HasArg::Required, MAX_REQUEST_OPT),
 ];
+
+/// The getopt code of `--max-request-size` (no short option has it).
+const MAX_REQUEST_OPT: char = '\u{1}';
 
 /// One option as getopt returns it: its letter and its argument, or getopt's diagnostic.
 type Opt = Result<(char, Option<String>), String>;
@@ -319,6 +354,14 @@ QEMU Guest Agent {VERSION} (qga, a statically linked drop-in for qemu-ga)
                     due to an error which may be recoverable in the future
                     (virtio-serial driver re-install, serial device hot
                     plug/unplug, etc.)
+  --max-request-size=SIZE
+                    the largest request accepted, in bytes or with a K, M
+                    or G suffix (default {MAX_REQUEST_DEFAULT}, so that a
+                    48 MiB guest-file-write fits; at least {MAX_REQUEST_MIN}). A larger
+                    request gets one \"JSON token size limit exceeded\".
+                    Memory is reserved, not used: a large guest-file-write
+                    is written to its file as it arrives. Config file key:
+                    max-request-size in [general]
   -h, --help        display this help and exit
 
 SIGTERM and SIGINT always end the agent with status 0; frozen filesystems
@@ -341,6 +384,7 @@ struct Loaded {
     retry: Option<bool>,
     blocked: Vec<String>,
     allowed: Vec<String>,
+    max_request: Option<usize>,
 }
 
 fn load(env: &dyn Env, confpath: Option<&str>) -> Result<Loaded, String> {
@@ -370,6 +414,16 @@ fn load(env: &dyn Env, confpath: Option<&str>) -> Result<Loaded, String> {
         retry: b("retry-path")?,
         blocked: s("block-rpcs")?.map(|v| split_list(&v)).unwrap_or_default(),
         allowed: s("allow-rpcs")?.map(|v| split_list(&v)).unwrap_or_default(),
+        max_request: match s("max-request-size")? {
+            None => None,
+            Some(v) => Some(parse_size(&v).ok_or_else(|| {
+                fail(&format!(
+                    "Key file contains key \"max-request-size\" which has a value that cannot be \
+                     interpreted (bytes, or a number with a K, M or G suffix, at least \
+                     {MAX_REQUEST_MIN})."
+                ))
+            })?),
+        },
     })
 }
 
@@ -430,6 +484,7 @@ pub fn parse(args: &[OsString], env: &dyn Env) -> Outcome {
         blocked: loaded.blocked,
         allowed: loaded.allowed,
         dump: false,
+        max_request: loaded.max_request.unwrap_or(MAX_REQUEST_DEFAULT),
     };
     let mut method = loaded.method;
     let mut pidfile = loaded.pidfile;
@@ -463,6 +518,15 @@ pub fn parse(args: &[OsString], env: &dyn Env) -> Outcome {
             'b' => c.blocked.extend(split_list(&arg_str)),
             'a' => c.allowed.extend(split_list(&arg_str)),
             'h' => return Outcome::print(usage(&prog)),
+            MAX_REQUEST_OPT => match parse_size(&arg_str) {
+                Some(n) => c.max_request = n,
+                None => {
+                    return Outcome::fail(format!(
+                        "invalid --max-request-size '{arg_str}': bytes, or a number with a K, M \
+                         or G suffix, at least {MAX_REQUEST_MIN}\n"
+                    ));
+                }
+            },
             // -c was handled in the first pass; -s is Windows-only and ignored elsewhere.
             _ => {}
         }
@@ -516,6 +580,10 @@ pub fn dump(c: &Config) -> String {
         .boolean("retry-path", c.retry_path)
         .string("block-rpcs", &c.blocked.join(","))
         .string("allow-rpcs", &c.allowed.join(","));
+    // Ours: written only when set, so the default dump stays upstream's byte for byte.
+    if c.max_request != MAX_REQUEST_DEFAULT {
+        w.integer("max-request-size", c.max_request as i64);
+    }
     w.finish()
 }
 
@@ -742,6 +810,60 @@ mod tests {
     }
 
     #[test]
+    fn max_request_size_from_file_and_command_line() {
+        let mut env = FakeEnv::default();
+        let c = config(&env, &["-m", "unix-listen", "-p", "/s"]);
+        assert_eq!(c.max_request, MAX_REQUEST_DEFAULT);
+        assert_eq!(c.max_request, 64 * 1024 * 1024 + 64 * 1024);
+        env.files.insert(
+            "/cfg".into(),
+            b"[general]\nmethod=unix-listen\npath=/s\nmax-request-size=2M\n".to_vec(),
+        );
+        let c = config(&env, &["-c", "/cfg"]);
+        assert_eq!(c.max_request, 2 << 20);
+        // The command line wins; plain bytes and a lower-case suffix work too.
+        let c = config(&env, &["-c", "/cfg", "--max-request-size=4096"]);
+        assert_eq!(c.max_request, 4096);
+        let c = config(&env, &["-c", "/cfg", "--max-request-size", "64k"]);
+        assert_eq!(c.max_request, 64 << 10);
+        // -D writes it back only when it is not the default (so the default dump stays
+        // upstream's, checked above), in a form the file accepts.
+        let dumped = stdout(run(&env, &["-c", "/cfg", "-D"]));
+        assert!(dumped.ends_with("max-request-size=2097152\n"), "{dumped}");
+        env.files.insert("/d".into(), dumped.into_bytes());
+        assert_eq!(config(&env, &["-c", "/d"]).max_request, 2 << 20);
+        // Below the minimum, not a size, or too large: refused, naming the key or option.
+        for bad in ["100", "12Q", "-5", "", "K", "99999999999G"] {
+            env.files.insert(
+                "/bad".into(),
+                format!("[general]\nmax-request-size={bad}\n").into_bytes(),
+            );
+            let (_, err) = failure(run(&env, &["-c", "/bad"]));
+            assert!(
+                err.starts_with(
+                    "error loading configuration from path: /bad, Key file contains key \
+                     \"max-request-size\" which has a value that cannot be interpreted"
+                ),
+                "{bad}: {err}"
+            );
+            let (_, err) = failure(run(&env, &[&format!("--max-request-size={bad}")]));
+            assert!(
+                err.starts_with(&format!("invalid --max-request-size '{bad}'")),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            config(&env, &["--max-request-size=128", "-p", "/x"]).max_request,
+            128
+        );
+        let help = stdout(run(&env, &["-h"]));
+        assert!(
+            help.contains("--max-request-size=SIZE")
+                && help.contains("max-request-size in [general]")
+        );
+    }
+
+    #[test]
     fn bad_options() {
         let env = FakeEnv::default();
         let (out, err) = failure(run(&env, &["--bogus"]));
@@ -938,10 +1060,18 @@ mod tests {
     fn manual_page_lists_exactly_the_options() {
         let man_lines = man_section("OPTIONS");
         let man = option_pairs(man_lines.iter().map(String::as_str), ".BR ");
+        // `--max-request-size` is ours and long only: no pair, but in both texts.
         let mut table: Vec<(char, String)> = LONG
             .iter()
+            .filter(|(_, _, letter)| *letter != MAX_REQUEST_OPT)
             .map(|(name, _, letter)| (*letter, name.to_string()))
             .collect();
+        assert!(
+            man_lines
+                .iter()
+                .any(|l| l.starts_with(".BR --max-request-size ="))
+        );
+        assert!(usage("qga").contains("\n  --max-request-size=SIZE\n"));
         table.sort();
         assert_eq!(
             man, table,
@@ -985,7 +1115,7 @@ mod tests {
         man.sort();
         // The keys `-D` writes for a configuration with every setting present.
         let env = FakeEnv::default();
-        let c = config(&env, &["-l/l", "-F", "-d"]);
+        let c = config(&env, &["-l/l", "-F", "-d", "--max-request-size=1M"]);
         let mut dumped: Vec<String> = dump(&c)
             .lines()
             .filter_map(|l| Some(l.split_once('=')?.0.to_string()))
@@ -998,6 +1128,7 @@ mod tests {
             let value = match key.as_str() {
                 "daemon" | "verbose" | "retry-path" => "true",
                 "method" => "isa-serial",
+                "max-request-size" => "1M",
                 _ => "/x",
             };
             let mut env = FakeEnv {

@@ -48,10 +48,11 @@ use crate::log::Level;
 use crate::signals::Signals;
 use crate::transport::{Channel, Method};
 
-/// The largest request: upstream's 64 MiB token limit, so that a `guest-file-write` of 48 MiB
-/// (64 MiB of base64) fits, plus room for the rest of the request. Allocated zeroed, so only
-/// the pages a large request touches become resident.
-const FRAME_SIZE: usize = 64 * 1024 * 1024 + 64 * 1024;
+/// A `guest-file-write` whose `buf-b64` passes this many bytes is written to its file a
+/// window at a time while it arrives (`Agent::stream_writes`), so the frame buffer (as large
+/// as the largest request, `--max-request-size`, allocated zeroed) has only about this much of
+/// it touched: a 48 MiB write costs 256 KiB of it instead of 64 MiB.
+const WRITE_WINDOW: usize = 256 * 1024;
 /// The part of the frame buffer that stays resident between requests; the pages a larger
 /// request touched are given back once it has been answered, so a 48 MiB write does not leave
 /// the agent at 64 MiB of RSS.
@@ -230,7 +231,7 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
         platform.filesystems.deferred_pidfile = Some(config.pidfile.clone());
     }
 
-    let mut frame = vec![0u8; FRAME_SIZE];
+    let mut frame = vec![0u8; config.max_request];
     let mut chunk = vec![0u8; CHUNK_SIZE];
     let mut tx = vec![0u8; TX_SIZE];
     let mut nesting = vec![NestSlot::EMPTY; DEFAULT_NESTING];
@@ -247,6 +248,7 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
         }
     };
     *agent.policy_mut() = config.policy();
+    agent.stream_writes(WRITE_WINDOW);
     // At the default level (upstream logs nothing): `-b guest-exce` leaves guest-exec enabled,
     // and whoever wrote it should learn that at once. The agent still starts, as upstream.
     for name in config.unknown_names() {

@@ -459,17 +459,25 @@ fn large_transfers() {
     assert_eq!(w["count"], size);
     c.ok("guest-file-close", json!({"handle": h}));
     assert!(std::fs::read(dir.path().join("big")).unwrap() == data);
-    // The 64 MiB request's pages are given back once it has been answered.
+    // The 64 MiB request was written to the file as it arrived (`handle` before `buf-b64`):
+    // the agent never held it, so its peak stays far below the request's size.
     let pid = a.proc.0.as_ref().unwrap().id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let (rss_kib, peak_kib) = (kib("VmRSS:"), kib("VmHWM:"));
     assert!(
         rss_kib < 16 * 1024,
         "RSS after a 48 MiB write is {rss_kib} KiB"
+    );
+    assert!(
+        peak_kib < 16 * 1024,
+        "peak RSS during a 48 MiB write is {peak_kib} KiB"
     );
 
     let h = c.ok("guest-file-open", json!({"path": "big", "mode": "r"}));
@@ -486,6 +494,62 @@ fn large_transfers() {
     assert_eq!(r, json!({"count": 0, "buf-b64": "", "eof": true}));
     c.ok("guest-file-close", json!({"handle": h}));
     eprintln!("48 MiB: write {write_time:?}, read {read_time:?} (client side included)");
+}
+
+#[test]
+fn largest_request_is_configurable_and_late_errors_say_what_was_written() {
+    let dir = TempDir::new("maxreq");
+    std::fs::write(
+        dir.path().join("small.conf"),
+        "[general]\nmax-request-size=4K\n",
+    )
+    .unwrap();
+    let a = Agent::start(dir.path(), &["-c", "small.conf"]);
+    let mut c = a.connect();
+    // 4 KiB from the config file: a request of 5000 bytes gets the size error, the next one
+    // is served, and one of 3000 bytes is accepted.
+    let long =
+        |n: usize| json!({"execute": "guest-sync", "arguments": {"id": 1}, "id": "x".repeat(n)});
+    c.send(long(5000).to_string().as_bytes());
+    assert_eq!(c.line()["error"]["desc"], "JSON token size limit exceeded");
+    assert_eq!(c.ok("guest-ping", json!({})), json!({}));
+    c.send(long(3000).to_string().as_bytes());
+    assert_eq!(c.line()["return"], 1);
+    // A write over the limit is refused before anything reaches the file.
+    let h = c.ok("guest-file-open", json!({"path": "w", "mode": "w"}));
+    let data = vec![0x42u8; 1 << 20];
+    let e = c.err(
+        "guest-file-write",
+        json!({"handle": h, "buf-b64": b64(&data)}),
+    );
+    assert_eq!(e, "JSON token size limit exceeded");
+    assert_eq!(std::fs::metadata(dir.path().join("w")).unwrap().len(), 0);
+    drop(c);
+    let mut a = a;
+    assert!(a.stop().success());
+
+    // The default: a streamed write whose `count` comes after `buf-b64` and differs is an
+    // error that says how much is in the file already.
+    let a = Agent::start(dir.path(), &[]);
+    let mut c = a.connect();
+    let h = c.ok("guest-file-open", json!({"path": "late", "mode": "w"}));
+    let e = c.err(
+        "guest-file-write",
+        json!({"handle": h, "buf-b64": b64(&data), "count": 5}),
+    );
+    assert_eq!(
+        e,
+        "value '5' is invalid for argument count (1048576 bytes were already written to the file)"
+    );
+    assert_eq!(std::fs::read(dir.path().join("late")).unwrap(), data);
+    // Before it, `count` is honoured as upstream honours it.
+    let h = c.ok("guest-file-open", json!({"path": "early", "mode": "w"}));
+    let w = c.ok(
+        "guest-file-write",
+        json!({"handle": h, "count": 5, "buf-b64": b64(&data)}),
+    );
+    assert_eq!(w, json!({"count": 5, "eof": false}));
+    assert_eq!(std::fs::read(dir.path().join("early")).unwrap(), &data[..5]);
 }
 
 #[test]

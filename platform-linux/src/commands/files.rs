@@ -137,6 +137,13 @@ impl Files for LinuxFiles {
         self.open.contains_key(&handle)
     }
 
+    /// `write` is `write(2)` at the file's position until all is written: consecutive pieces
+    /// land as one write of all of them would, so a large `guest-file-write` goes to the file
+    /// as it arrives (the engine's window, main.rs's `WRITE_WINDOW`).
+    fn writes_in_parts(&self) -> bool {
+        true
+    }
+
     fn open(&mut self, path: &str, mode: &str) -> Result<i64> {
         crate::log!(
             crate::log::Level::Info,
