@@ -7,6 +7,15 @@
 //!   Here a reply is written with plain `write(2)` in a loop that resumes after partial writes
 //!   and waits in `poll(2)` on EAGAIN (and gives up only when the peer is gone or the agent is
 //!   told to stop).
+//! - A socket client that takes no byte of a reply for [`SOCKET_STALL_LIMIT`] loses its
+//!   connection, and the next client is served. The agent has one thread, so one client that
+//!   never reads would otherwise hold it for good, and on vsock that happens without any fault
+//!   of the client: `vhost-device-vsock` 0.3.0 throws away the rest of a reply whose host
+//!   client went away, without a credit update or a reset, so the guest's socket stays open
+//!   and full. upstream waits for ever there. Devices (virtio-serial, isa-serial) keep
+//!   upstream's behaviour and wait as long as the host is connected: a host that reads late
+//!   (or the chardev with no client yet) is normal there, there is no next client to serve,
+//!   and the reply is still read once the host reads.
 //! - The parser is reset on every new connection: for sockets when a client is accepted, for
 //!   virtio-serial when the host side goes away (the port then reads 0 bytes and polls
 //!   POLLHUP) or comes back. upstream carries a half-sent request over to the next client.
@@ -29,8 +38,19 @@ use crate::signals::{self, Signals};
 /// How often a device whose host side is away is probed (upstream's `G_USEC_PER_SEC / 10`).
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a reply to a socket client may go without any byte taken before the connection is
+/// dropped (see the module docs). Generous next to any client that is reading at all: under
+/// TCG a 1 MiB answer moves in well under a second.
+pub const SOCKET_STALL_LIMIT: Duration = Duration::from_secs(30);
+
 /// `SO_SNDBUF` asked for on accepted connections: more than a 1 MiB read's 1.4 MB answer.
 const SEND_BUFFER: usize = 4 << 20;
+
+/// The receive buffer of vsock connections, the credit the host may use before it must wait
+/// for the agent to read: room for a whole 1 MiB `guest-file-write` request (1.4 MB of
+/// base64), so the host's side moves it while the agent works through the start of it (the
+/// kernel's default is 256 KiB).
+const VSOCK_BUFFER: u64 = 4 << 20;
 
 /// A channel method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,10 +146,13 @@ impl Channel {
                 });
             }
             Method::VsockListen => {
-                ch.listener = Some(match activated {
+                let l = match activated {
                     Some(fd) => fd,
                     None => vsock_listen(path_str)?,
-                });
+                };
+                // Accepted connections inherit it; failing only costs speed.
+                let _ = crate::sys::net::set_vsock_buffer_size(l.as_fd(), VSOCK_BUFFER);
+                ch.listener = Some(l);
             }
         }
         if let Some(l) = &ch.listener {
@@ -184,10 +207,12 @@ impl Channel {
                         self.host_connected = true;
                         agent.reset();
                     }
+                    let device = self.listener.is_none();
                     let mut tx = FdTx {
                         fd: conn.as_fd(),
                         signals: Some(signals),
-                        device: self.listener.is_none(),
+                        device,
+                        stall_limit: (!device).then_some(SOCKET_STALL_LIMIT),
                     };
                     self.fed = self.fed.saturating_add(n);
                     if agent.feed(&buf[..n], platform, &mut tx).is_err() {
@@ -361,6 +386,9 @@ pub struct FdTx<'a> {
     /// A virtio-serial or serial device: a hang-up there means the host side is (maybe only
     /// for a moment) not connected, not that the peer is gone for good.
     pub device: bool,
+    /// How long a reply may wait with no byte taken before it is given up (the connection is
+    /// then dropped by the caller); `None` waits as long as the peer is there.
+    pub stall_limit: Option<Duration>,
 }
 
 /// How long a reply waits for a virtio-serial host to come back before it is dropped.
@@ -371,15 +399,35 @@ const DEVICE_HANGUP_PATIENCE: Duration = Duration::from_secs(10);
 impl Transmit for FdTx<'_> {
     fn send(&mut self, mut bytes: &[u8]) -> Result<(), TxError> {
         let mut hung_up_since: Option<std::time::Instant> = None;
+        let mut stalled_since: Option<std::time::Instant> = None;
         while !bytes.is_empty() {
             match rustix::io::write(self.fd, bytes) {
                 Ok(n) => {
                     bytes = bytes.get(n..).unwrap_or_default();
                     hung_up_since = None;
+                    stalled_since = None;
                 }
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => {
-                    let rev = signals::wait_fd(self.signals, self.fd, PollFlags::OUT, None)
+                    let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+                    let timeout_ms = match self.stall_limit {
+                        Some(limit) => {
+                            let left = limit.saturating_sub(since.elapsed());
+                            if left.is_zero() {
+                                crate::log!(
+                                    Level::Warning,
+                                    "the client took no byte of a reply for {} s: dropping \
+                                     the connection",
+                                    limit.as_secs_f64()
+                                );
+                                return Err(TxError);
+                            }
+                            // Round up, so the last wait does not end just short of the limit.
+                            Some(u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX))
+                        }
+                        None => None,
+                    };
+                    let rev = signals::wait_fd(self.signals, self.fd, PollFlags::OUT, timeout_ms)
                         .map_err(|_| TxError)?;
                     if rev.intersects(PollFlags::ERR | PollFlags::NVAL) {
                         return Err(TxError);
@@ -466,6 +514,7 @@ mod tests {
             fd: w.as_fd(),
             signals: None,
             device: false,
+            stall_limit: Some(Duration::from_secs(30)),
         };
         tx.send(&data).unwrap();
         assert_eq!(reader.join().unwrap(), data);
@@ -481,7 +530,52 @@ mod tests {
             fd: w.as_fd(),
             signals: None,
             device: false,
+            stall_limit: None,
         };
         assert_eq!(tx.send(b"x"), Err(TxError));
+    }
+
+    /// A socket peer that stays connected and never reads: the reply is given up once no byte
+    /// has moved for the limit, not before, and not never.
+    #[test]
+    fn a_peer_that_never_reads_is_given_up_after_the_limit() {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let limit = Duration::from_millis(300);
+        let mut tx = FdTx {
+            fd: ours.as_fd(),
+            signals: None,
+            device: false,
+            stall_limit: Some(limit),
+        };
+        let t = std::time::Instant::now();
+        assert_eq!(tx.send(&vec![0u8; 8 << 20]), Err(TxError));
+        let took = t.elapsed();
+        assert!(took >= limit, "gave up after {took:?}");
+        assert!(took < limit * 20, "gave up only after {took:?}");
+    }
+
+    /// Without a limit (devices), a reader that starts late still gets the whole reply.
+    #[test]
+    fn without_a_limit_a_late_reader_loses_nothing() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let data: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read as _;
+            std::thread::sleep(Duration::from_millis(500));
+            let mut got = Vec::new();
+            theirs.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut tx = FdTx {
+            fd: ours.as_fd(),
+            signals: None,
+            device: true,
+            stall_limit: None,
+        };
+        tx.send(&data).unwrap();
+        drop(ours);
+        assert_eq!(reader.join().unwrap(), data);
     }
 }

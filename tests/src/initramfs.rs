@@ -26,6 +26,9 @@
 //! - With [`InitramfsSpec::reference`] set, `/usr/bin/qemu-ga` is in the image too (with its
 //!   shared libraries), and `qga.vsock_ref=PORT` starts it on vsock port PORT (state
 //!   `/run/qga3`, PID in `/run/qga3.pid`, log `/run/qga3.log`).
+//! - With [`InitramfsSpec::vsock_floor`] set, `/usr/bin/vsock-floor` is in the image, and
+//!   `qga.vsock_floor=PORT` starts it on vsock port PORT (log `/run/vsock-floor.log`): the
+//!   transport floor the vsock benchmark measures next to the agents.
 //! - It prints `qga-guest: ready` on the console (ttyS0) when the agents have been started, and
 //!   `qga-guest: <agent> agent exited with status N` if an agent ever exits.
 //! - Users: `root` (uid 0, home `/root`) and `tester` (uid/gid 1000, home `/home/tester`, owned
@@ -80,6 +83,10 @@ pub const VSOCK_PORT: u32 = 1024;
 /// The vsock port of the reference agent (`qga.vsock_ref=PORT`, see
 /// [`InitramfsSpec::reference`]).
 pub const VSOCK_REFERENCE_PORT: u32 = 1025;
+
+/// The vsock port of the floor program (`qga.vsock_floor=PORT`, see
+/// [`InitramfsSpec::vsock_floor`]).
+pub const VSOCK_FLOOR_PORT: u32 = 1026;
 
 /// The unprivileged user in the image.
 pub const TEST_USER: &str = "tester";
@@ -203,6 +210,9 @@ pub struct InitramfsSpec {
     /// libraries, started on vsock when the command line has `qga.vsock_ref=PORT`, so a suite
     /// can ask both agents the same thing in the same guest.
     pub reference: Option<PathBuf>,
+    /// The static `vsock-floor` program (tests/vsock-floor, [`build_vsock_floor`]), installed
+    /// as `/usr/bin/vsock-floor` and started when the command line has `qga.vsock_floor=PORT`.
+    pub vsock_floor: Option<PathBuf>,
 }
 
 impl InitramfsSpec {
@@ -217,6 +227,7 @@ impl InitramfsSpec {
             shell_init: false,
             output: output.into(),
             reference: None,
+            vsock_floor: None,
         })
     }
 }
@@ -314,6 +325,13 @@ pub fn build_initramfs(spec: &InitramfsSpec) -> Result<PathBuf, String> {
     if let Some(bin) = &reference {
         a.file("usr/bin/qemu-ga", 0o755, bin);
     }
+    if let Some(p) = &spec.vsock_floor {
+        let bin = fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        if !is_static_elf(&bin) {
+            return Err(format!("{} is not statically linked", p.display()));
+        }
+        a.file("usr/bin/vsock-floor", 0o755, &bin);
+    }
     for lib in &qga_libraries {
         let data = fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
         let rel = lib.to_string_lossy().trim_start_matches('/').to_string();
@@ -368,6 +386,24 @@ pub fn build_static_qga() -> Result<PathBuf, String> {
         return Ok(PathBuf::from(bin));
     }
     crate::host_agent::our_static_release_binary()
+}
+
+/// Builds the guest's `vsock-floor` program (tests/vsock-floor) as the shipped agent is built
+/// (static musl, profile `ship`), and returns the binary.
+pub fn build_vsock_floor() -> Result<PathBuf, String> {
+    use crate::host_agent::{SHIP_PROFILE, SHIP_RUSTFLAGS, SHIP_TARGET, cargo_build_bin};
+    cargo_build_bin(
+        &[
+            "--profile",
+            SHIP_PROFILE,
+            "-p",
+            "vsock-floor",
+            "--target",
+            SHIP_TARGET,
+        ],
+        "vsock-floor",
+        &[("RUSTFLAGS", SHIP_RUSTFLAGS)],
+    )
 }
 
 /// Adds the directories above `path` (relative) to the archive.
@@ -797,6 +833,16 @@ if [ -n "$rport" ] && [ -x /usr/bin/qemu-ga ]; then
         -p "4294967295:$rport" -t /run/qga3 -F/etc/qemu/fsfreeze-hook -l /run/qga3.log -v
         say "qemu-ga on vsock exited with status $?") &
     say "reference vsock agent on port $rport"
+fi
+# The transport floor for the vsock benchmark, if the image has it and the command line asks.
+fport=
+for w in $(cat /proc/cmdline); do
+    case "$w" in qga.vsock_floor=*) fport=${w#qga.vsock_floor=} ;; esac
+done
+if [ -n "$fport" ] && [ -x /usr/bin/vsock-floor ]; then
+    (/usr/bin/vsock-floor "$fport" 2>/run/vsock-floor.log
+        say "vsock-floor exited with status $?") &
+    say "vsock-floor on port $fport"
 fi
 say "ready"
 "#;

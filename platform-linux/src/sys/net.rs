@@ -211,6 +211,34 @@ pub fn bind_vsock(fd: BorrowedFd<'_>, cid: u32, port: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// `SO_VM_SOCKETS_BUFFER_SIZE` and `SO_VM_SOCKETS_BUFFER_MAX_SIZE` of `<linux/vm_sockets.h>`
+/// (the libc crate does not have them), options at level `AF_VSOCK`.
+const SO_VM_SOCKETS_BUFFER_SIZE: libc::c_int = 0;
+const SO_VM_SOCKETS_BUFFER_MAX_SIZE: libc::c_int = 2;
+
+/// Sets a vsock socket's receive buffer (the credit it offers its peer) to `bytes`, raising the
+/// maximum first (the kernel clamps the size to it, 256 KiB by default). Connections accepted
+/// on a listener inherit it.
+pub fn set_vsock_buffer_size(fd: BorrowedFd<'_>, bytes: u64) -> io::Result<()> {
+    for opt in [SO_VM_SOCKETS_BUFFER_MAX_SIZE, SO_VM_SOCKETS_BUFFER_SIZE] {
+        // SAFETY: `bytes` is a u64 (the kernel reads an unsigned long long for both options)
+        // and its exact size is passed; the borrow keeps the socket open for the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::AF_VSOCK,
+                opt,
+                (&raw const bytes).cast(),
+                size_of::<u64>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod ntop_tests {
     /// The safe `inet_ntop6` writes what glibc's `inet_ntop` writes (checked on glibc builds,

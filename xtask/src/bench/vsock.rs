@@ -9,14 +9,27 @@
 //! → agent, under TCG, so they compare the agents on one path rather than measure vsock.
 //! Payloads are checked with SHA-256 after the round trip (written, then read back), so a fast
 //! wrong answer never counts.
+//!
+//! The floor: under TCG the path, not the agent, may set the figures, and a goal stated as a
+//! ratio between two agents can then lie below what the path allows. So each guest also runs
+//! `vsock-floor` (tests/vsock-floor: blocking `read(2)`/`write(2)` with 1 MiB buffers and
+//! nothing else), reached through the same daemon and hybrid socket, and each round measures
+//! its round trip of a ping-sized message and its raw MiB/s each way, next to the agents. The
+//! agents' file figures count payload bytes while the wire carries base64 (4 bytes per 3), so
+//! an agent's payload MiB/s can reach at most 0.75 of the floor's raw MiB/s.
 
-use std::time::Instant;
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
 
 use qga_client::ClientError;
 use serde_json::json;
 
-use super::{Figure, Metric, payload, ping_pipelined, ping_sequential, print_table, sha256, short};
+use super::{
+    Figure, Metric, fmt_figure, payload, ping_pipelined, ping_sequential, print_table, sha256,
+    short,
+};
 use ::tests::host_agent::{upstream_binary, upstream_missing};
+use ::tests::initramfs::{InitramfsSpec, VSOCK_FLOOR_PORT, build_initramfs, build_vsock_floor};
 use ::tests::linux_guest::{GuestImages, GuestOptions, LinuxGuest};
 use ::tests::qemu::VirtioTransport;
 
@@ -35,13 +48,19 @@ const GUEST_FILE: &str = "/tmp/bench.bin";
 pub fn run(rounds: usize, ours: &std::path::Path) -> Result<(), String> {
     let upstream =
         upstream_binary().ok_or_else(|| format!("{} (cargo xtask setup)", upstream_missing()))?;
+    let floor_bin = build_vsock_floor()?;
     let base = ::tests::paths::target_dir().join("bench-vsock");
     let mut guests = Vec::new();
     for (i, bin) in [ours, upstream.as_path()].into_iter().enumerate() {
         let dir = base.join(["qga", "qemu-ga"][i]);
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let images = GuestImages::build_with(bin, &dir)?;
+        let mut spec = InitramfsSpec::new(bin, dir.join("initramfs-floor.cpio"))?;
+        spec.vsock_floor = Some(floor_bin.clone());
         let mut opts = GuestOptions::new(&images, true);
+        opts.initrd = build_initramfs(&spec)?;
+        opts.append
+            .push_str(&format!(" qga.vsock_floor={VSOCK_FLOOR_PORT}"));
         opts.vsock = Some(VirtioTransport::Pci);
         let guest = LinuxGuest::boot(&opts)
             .map_err(|e| format!("{}'s guest did not boot: {e}", super::KINDS[i].label()))?;
@@ -62,7 +81,12 @@ pub fn run(rounds: usize, ours: &std::path::Path) -> Result<(), String> {
     );
     let mut m_write = Metric::new("vsock: file write 16 MiB, 1 MiB chunks", "MiB/s", true);
     let mut m_read = Metric::new("vsock: file read 16 MiB, 1 MiB chunks", "MiB/s", true);
+    let mut m_cpu_ping = Metric::new("vsock: agent CPU in the guest per ping", "µs", false);
+    let mut m_cpu_write = Metric::new("vsock: agent CPU in the guest, write", "ms/MiB", false);
+    let mut m_cpu_read = Metric::new("vsock: agent CPU in the guest, read", "ms/MiB", false);
+    let mut floors: [Floor; 2] = Default::default();
     let mut buf = Vec::with_capacity(FILE + CHUNK);
+    let mut sink = vec![0u8; 1 << 20];
     for round in 0..rounds {
         println!("vsock round {}/{rounds}…", round + 1);
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -71,14 +95,27 @@ pub fn run(rounds: usize, ours: &std::path::Path) -> Result<(), String> {
                 .vsock_agent()
                 .map_err(|e| format!("{}: {e}", super::KINDS[i].label()))?;
             c.set_timeout(std::time::Duration::from_secs(300));
+            let mut cpu = AgentCpu::start(&guests[i])?;
+            // Each floor step runs just before the agent's matching step, so both see the
+            // same moment of this shared machine's load.
+            note("round trip", i, floors[i].round_trip(&guests[i]));
+            let _ = cpu.step(1.0);
             m_lat.samples[i].push(figure(ping_sequential(&mut c, PINGS)));
+            m_cpu_ping.samples[i].push(cpu.step(PINGS as f64 / 1000.0));
             m_pipe.samples[i].push(figure(ping_pipelined(&mut c, IN_FLIGHT)));
+            let mib = FILE as f64 / (1024.0 * 1024.0);
+            note("write", i, floors[i].write(&guests[i], &payload));
+            let _ = cpu.step(1.0); // the pipelined pings and the floor
             let t0 = Instant::now();
             let wrote = c.push(&payload, GUEST_FILE, CHUNK);
             let write_s = t0.elapsed().as_secs_f64();
+            m_cpu_write.samples[i].push(cpu.step(mib));
+            note("read", i, floors[i].read(&guests[i], &mut sink));
+            let _ = cpu.step(1.0);
             let t0 = Instant::now();
             let read = wrote.and_then(|()| c.pull_into(GUEST_FILE, CHUNK, &mut buf));
             let read_s = t0.elapsed().as_secs_f64();
+            m_cpu_read.samples[i].push(cpu.step(mib));
             let checked = read.and_then(|()| {
                 if sha256(&buf) == digest {
                     Ok(())
@@ -89,7 +126,6 @@ pub fn run(rounds: usize, ours: &std::path::Path) -> Result<(), String> {
                     )))
                 }
             });
-            let mib = FILE as f64 / (1024.0 * 1024.0);
             match checked {
                 Ok(()) => {
                     m_write.samples[i].push(Figure::Value(mib / write_s));
@@ -111,8 +147,210 @@ pub fn run(rounds: usize, ours: &std::path::Path) -> Result<(), String> {
     println!(
         "over vsock, each agent in a q35 Linux guest under TCG (hybrid socket of vhost-device-vsock):"
     );
-    print_table(&[m_lat, m_pipe, m_write, m_read]);
+    let agents = [
+        m_lat.summary(0),
+        m_lat.summary(1),
+        m_write.summary(0),
+        m_write.summary(1),
+        m_read.summary(0),
+        m_read.summary(1),
+    ];
+    print_table(&[
+        m_lat,
+        m_pipe,
+        m_write,
+        m_read,
+        m_cpu_ping,
+        m_cpu_write,
+        m_cpu_read,
+    ]);
+    print_floor(&floors, &agents);
     Ok(())
+}
+
+/// The vsock agent's CPU time in the guest (user and kernel, from `/proc/PID/schedstat`), so
+/// the figures say how much of a step was the agent working and how much was waiting on the
+/// path. It is read through the guest's other agent, on virtio-serial (the same binary), so
+/// reading it costs the measured agent nothing.
+struct AgentCpu {
+    serial: qga_client::Client,
+    last: Result<f64, String>,
+}
+
+impl AgentCpu {
+    fn start(guest: &LinuxGuest) -> Result<Self, String> {
+        let mut serial = guest.agent()?;
+        let last = agent_cpu_ms(&mut serial);
+        Ok(AgentCpu { serial, last })
+    }
+
+    /// CPU ms since the last reading, divided by `per` (the step's units, so that µs per ping
+    /// or ms per MiB come out).
+    fn step(&mut self, per: f64) -> Figure {
+        let now = agent_cpu_ms(&mut self.serial);
+        let fig = match (&self.last, &now) {
+            (Ok(a), Ok(b)) => Figure::Value((b - a) / per),
+            (Err(e), _) | (_, Err(e)) => Figure::NotAvailable(e.clone()),
+        };
+        self.last = now;
+        fig
+    }
+}
+
+/// The vsock agent's CPU time so far, ms (its PID is in `/run/qga2.pid`, tests/src/initramfs.rs).
+fn agent_cpu_ms(serial: &mut qga_client::Client) -> Result<f64, String> {
+    let out = serial
+        .run(
+            "/bin/sh",
+            &["-c", "cat /proc/$(cat /run/qga2.pid)/schedstat"],
+            Duration::from_secs(60),
+        )
+        .map_err(|e| short(&e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse::<f64>().ok())
+        .map(|ns| ns / 1e6)
+        .ok_or_else(|| format!("schedstat: {text:?}"))
+}
+
+/// The floor's samples in one guest, one per round.
+#[derive(Default)]
+struct Floor {
+    /// Mean round trip of a ping-sized message, µs.
+    rtt: Vec<f64>,
+    /// Host to guest, raw MiB/s.
+    write: Vec<f64>,
+    /// Guest to host, raw MiB/s.
+    read: Vec<f64>,
+}
+
+/// The size of `{"execute":"guest-ping"}`, what the agents' round trip sends.
+const PING_SIZE: usize = 24;
+
+impl Floor {
+    /// A connection to the guest's floor program, its mode chosen by `head`.
+    fn connect(guest: &LinuxGuest, head: &[u8]) -> Result<std::os::unix::net::UnixStream, String> {
+        let daemon_socket = match guest.vsock_address() {
+            Some(qga_client::Address::VsockUds { path, .. }) => path,
+            _ => return Err("the guest has no hybrid vsock socket".into()),
+        };
+        let c = qga_client::Client::connect_hybrid_vsock(
+            &daemon_socket,
+            VSOCK_FLOOR_PORT,
+            Duration::from_secs(60),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut s = c.stream().try_clone().map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(300)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(head).map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+
+    /// `PINGS` round trips of a ping-sized message: mean µs.
+    fn round_trip(&mut self, guest: &LinuxGuest) -> Result<(), String> {
+        let mut s = Self::connect(guest, b"e")?;
+        let msg = [b'x'; PING_SIZE];
+        let mut back = [0u8; PING_SIZE];
+        let t0 = Instant::now();
+        for _ in 0..PINGS {
+            s.write_all(&msg).map_err(|e| e.to_string())?;
+            s.read_exact(&mut back).map_err(|e| e.to_string())?;
+        }
+        self.rtt
+            .push(t0.elapsed().as_secs_f64() * 1e6 / PINGS as f64);
+        Ok(())
+    }
+
+    /// `FILE` bytes to the guest, until the guest says it has them all: MiB/s.
+    fn write(&mut self, guest: &LinuxGuest, data: &[u8]) -> Result<(), String> {
+        let mut head = vec![b's'];
+        head.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        let mut s = Self::connect(guest, &head)?;
+        let t0 = Instant::now();
+        s.write_all(data).map_err(|e| e.to_string())?;
+        let mut k = [0u8; 1];
+        s.read_exact(&mut k).map_err(|e| e.to_string())?;
+        self.write
+            .push(data.len() as f64 / (1024.0 * 1024.0) / t0.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// `FILE` bytes from the guest: MiB/s.
+    fn read(&mut self, guest: &LinuxGuest, sink: &mut [u8]) -> Result<(), String> {
+        let mut head = vec![b'r'];
+        head.extend_from_slice(&(FILE as u64).to_le_bytes());
+        let mut s = Self::connect(guest, &head)?;
+        let mut got = 0usize;
+        let t0 = Instant::now();
+        while got < FILE {
+            match s.read(sink).map_err(|e| e.to_string())? {
+                0 => return Err(format!("the floor closed after {got} of {FILE} bytes")),
+                n => got += n,
+            }
+        }
+        self.read
+            .push(FILE as f64 / (1024.0 * 1024.0) / t0.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// Says so when a floor measurement failed (the agents' figures stand without it).
+fn note(what: &str, i: usize, r: Result<(), String>) {
+    if let Err(e) = r {
+        println!(
+            "  note: the floor's {what} in {}'s guest was not measured: {e}",
+            super::KINDS[i].label()
+        );
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// The floor in each guest, and each agent as a ratio of its own guest's floor. `agents`:
+/// round trip, write and read, each for qga then qemu-ga.
+fn print_floor(floors: &[Floor; 2], agents: &[Figure; 6]) {
+    println!();
+    println!(
+        "the floor on the same path (vsock-floor in the same guest: blocking read/write, 1 MiB \
+         buffers), median of rounds; agent / floor of its own guest:"
+    );
+    println!(
+        "{:<42} {:>6} {:>12} {:>12} {:>9} {:>9}",
+        "floor metric", "unit", "qga's VM", "qemu-ga's", "qga/fl", "qemu-ga/fl"
+    );
+    let rows = [
+        ("vsock floor: round trip, 24-byte echo", "µs"),
+        ("vsock floor: host -> guest 16 MiB, raw", "MiB/s"),
+        ("vsock floor: guest -> host 16 MiB, raw", "MiB/s"),
+    ];
+    let pick = |f: &Floor, r: usize| median([&f.rtt, &f.write, &f.read][r]);
+    for (r, (name, unit)) in rows.iter().enumerate() {
+        let fl = [pick(&floors[0], r), pick(&floors[1], r)];
+        let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| fmt_figure(&Figure::Value(v)));
+        let ratio = |i: usize| match (&agents[2 * r + i], fl[i]) {
+            (Figure::Value(a), Some(f)) if f > 0.0 => format!("{:.2}", a / f),
+            _ => "n/a".to_string(),
+        };
+        println!(
+            "{:<42} {:>6} {:>12} {:>12} {:>9} {:>9}",
+            name,
+            unit,
+            cell(fl[0]),
+            cell(fl[1]),
+            ratio(0),
+            ratio(1)
+        );
+    }
+    println!(
+        "  (file figures count payload bytes and carry base64 on the wire, 4 bytes per 3: an \
+         agent's file MiB/s can reach at most 0.75 of the raw floor)"
+    );
 }
 
 fn figure(r: Result<f64, ClientError>) -> Figure {
