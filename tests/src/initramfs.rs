@@ -104,8 +104,6 @@ pub fn plant_in_ssh(what: &str) -> String {
 }
 /// Gives root an `authorized_keys` the hostile-user tests must leave untouched.
 pub const ROOT_KEYS_SETUP: &str = "mkdir -p /root/.ssh && chmod 700 /root/.ssh && echo 'ssh-ed25519 AAAA root@host' > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys";
-/// Mode, owner, size and SHA-256 of the files outside the user's that the attacks aim at.
-pub const OUTSIDE_FINGERPRINT: &str = "stat -c '%a %u %g %s' /etc/shadow /root/.ssh /root/.ssh/authorized_keys; sha256sum /etc/shadow /root/.ssh/authorized_keys";
 /// Where the ext4 test disk is mounted.
 pub const DATA_MOUNT: &str = "/mnt/data";
 /// The fsfreeze hook's log.

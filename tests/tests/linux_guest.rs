@@ -21,6 +21,7 @@ use qga_client::{Client, ClientError, ExecOutput, b64_encode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tests::client_cli;
+use tests::guest_files::{SCRATCH, SNAPSHOT_COMMAND, Snapshot};
 use tests::initramfs;
 use tests::linux_guest::{DATA_DISK_PCI_SLOT, GUEST_MAC, GuestImages, GuestOptions, LinuxGuest};
 
@@ -1288,9 +1289,13 @@ fn hostile_user_cannot_turn_the_agent_against_the_guest() {
         let home = initramfs::TEST_HOME;
         let keys = format!("{home}/.ssh/authorized_keys");
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostile test@hostile";
-        let fingerprint = |a: &mut Client| sh(a, initramfs::OUTSIDE_FINGERPRINT);
-        sh(&mut a, initramfs::ROOT_KEYS_SETUP);
-        let before = fingerprint(&mut a);
+        // Every file outside the user's home, before and after the attacks.
+        let snapshot = |a: &mut Client| Snapshot::parse(&sh(a, SNAPSHOT_COMMAND));
+        sh(
+            &mut a,
+            &format!("{}; mkdir -p {SCRATCH}", initramfs::ROOT_KEYS_SETUP),
+        );
+        let before = snapshot(&mut a);
         let plant = |a: &mut Client, what: &str| {
             sh(a, &initramfs::plant_in_ssh(what));
         };
@@ -1364,9 +1369,9 @@ fn hostile_user_cannot_turn_the_agent_against_the_guest() {
             format!("refusing '{home}/.ssh': writable by group or others (mode 770)")
         );
         assert_eq!(
-            fingerprint(&mut a),
-            before,
-            "files outside the user's changed"
+            snapshot(&mut a).changes_since(&before),
+            Vec::<String>::new(),
+            "files outside the user's home changed"
         );
         // The honest case still works, with the user's ownership.
         sh(&mut a, &format!("rm -rf {home}/.ssh"));
@@ -1382,9 +1387,9 @@ fn hostile_user_cannot_turn_the_agent_against_the_guest() {
         let out = sh(
             &mut a,
             &format!(
-                "rm -rf {home}/state /run/hostile.log; ln -s /etc {home}/state && chown -h 1000:1000 {home}/state; \
-                 /usr/bin/qga -m unix-listen -p /run/hostile.sock -t {home}/state -l /run/hostile.log; \
-                 echo \"exit $?\"; ls /etc | grep -c qga.state; grep -c 'a symbolic link owned by uid 1000' /run/hostile.log; \
+                "rm -rf {home}/state {SCRATCH}/log; ln -s /etc {home}/state && chown -h 1000:1000 {home}/state; \
+                 /usr/bin/qga -m unix-listen -p {SCRATCH}/sock -t {home}/state -l {SCRATCH}/log; \
+                 echo \"exit $?\"; ls /etc | grep -c qga.state; grep -c 'a symbolic link owned by uid 1000' {SCRATCH}/log; \
                  rm -f {home}/state; true"
             ),
         );
@@ -1421,6 +1426,12 @@ fn hostile_user_cannot_turn_the_agent_against_the_guest() {
         assert!(n.as_i64().is_some_and(|n| n >= 1), "froze {n}");
         ok(thawed, "thaw with a backgrounding hook");
         assert_eq!(ok(status, "status"), json!("thawed"));
+        assert_eq!(
+            snapshot(&mut a).changes_since(&before),
+            Vec::<String>::new(),
+            "files outside the user's home changed"
+        );
+        sh(&mut a, &format!("rm -rf {SCRATCH}"));
     });
 }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use qga_client::{Address, Client, ClientError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tests::guest_files::{SCRATCH, SNAPSHOT_COMMAND, Snapshot};
 use tests::host_agent::{upstream_binary, upstream_missing};
 use tests::initramfs::{InitramfsSpec, VSOCK_REFERENCE_PORT, build_initramfs};
 use tests::linux_guest::{GuestImages, GuestOptions, LinuxGuest};
@@ -412,10 +413,6 @@ fn root_sh(guest: &LinuxGuest, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Where the suite keeps its own scratch files in the guest (a pid, a flag, a socket, a log):
-/// left out of the snapshots.
-const SCRATCH: &str = "/run/hostile";
-
 /// The hostile user's shell: `script` run as `tester` (uid 1000, no privileges) with `su`,
 /// started through the virtio-serial `qga`, in the user's home.
 fn user_sh(guest: &LinuxGuest, script: &str) -> String {
@@ -433,91 +430,22 @@ fn user_sh(guest: &LinuxGuest, script: &str) -> String {
 const LEAK_SEARCH: &str = "find / \\( -path /proc -o -path /sys -o -path /dev \\) -prune -o -type f -user 1000 \
      -exec grep -l '^root:' {} + 2>/dev/null; true";
 
-/// What the snapshots leave out: the kernel's trees, the hostile user's home (the user may
-/// change anything there), the agents' own state directories, logs and pid files
-/// (`/run/qga0`…`/run/qga3*`), the fsfreeze hook's log and flags (the test's fixture) and the
-/// suite's scratch directory.
-const SNAPSHOT: &str = "find / \\( -path /proc -o -path /sys -o -path /dev -o -path /home/tester \
-     -o -path '/run/qga[0-9]*' -o -path '/run/fsfreeze-hook.*' -o -path /run/hostile \\) -prune \
-     -o -exec stat -c '%n|%F|%u|%g|%a|%i|%h|%s|%Y|%Z|%N' {} +";
-
-/// Owner, mode, inode and (for regular files) links, size, mtime and ctime, or (for links) the
-/// target, of every file in the guest outside what [`SNAPSHOT`] leaves out. The ctime catches
-/// a change that was undone (a chown and a chown back, a write of the same bytes), which no
-/// one but the kernel can set.
-#[derive(PartialEq)]
-struct Snapshot(std::collections::BTreeMap<String, Vec<(&'static str, String)>>);
-
-impl Snapshot {
-    fn take(guest: &LinuxGuest) -> Snapshot {
-        let text = root_sh(guest, SNAPSHOT);
-        let mut files = std::collections::BTreeMap::new();
-        for line in text.lines() {
-            let f: Vec<&str> = line.splitn(11, '|').collect();
-            assert_eq!(f.len(), 11, "snapshot line `{line}`");
-            let keep: &[usize] = match f[1] {
-                "regular file" | "regular empty file" => &[1, 2, 3, 4, 5, 6, 7, 8, 9],
-                "symbolic link" => &[1, 2, 3, 5, 10],
-                // A directory's size and times change with its entries, which are listed.
-                _ => &[1, 2, 3, 4, 5],
-            };
-            const NAMES: [&str; 11] = [
-                "name", "type", "uid", "gid", "mode", "inode", "links", "size", "mtime", "ctime",
-                "target",
-            ];
-            let fields = keep.iter().map(|&i| (NAMES[i], f[i].to_string())).collect();
-            files.insert(f[0].to_string(), fields);
-        }
-        assert!(
-            files.contains_key("/etc/shadow") && files.len() > 100,
-            "the snapshot lists {} files",
-            files.len()
-        );
-        Snapshot(files)
-    }
-
-    /// What differs from `before`: one entry per file, naming the fields that changed.
-    fn changes_since(&self, before: &Snapshot) -> Vec<String> {
-        let mut out = Vec::new();
-        for (name, was) in &before.0 {
-            match self.0.get(name) {
-                None => out.push(format!("{name} removed")),
-                Some(now) if now != was => {
-                    let fields: Vec<String> = was
-                        .iter()
-                        .zip(now)
-                        .filter(|(a, b)| a != b)
-                        .map(|((k, a), (_, b))| match *k {
-                            "uid" | "gid" | "mode" | "type" => format!("{k} {a}→{b}"),
-                            _ => k.to_string(),
-                        })
-                        .collect();
-                    out.push(format!("{name} ({})", fields.join(", ")));
-                }
-                Some(_) => {}
-            }
-        }
-        for name in self.0.keys().filter(|n| !before.0.contains_key(*n)) {
-            out.push(format!("{name} created"));
-        }
-        out
-    }
+/// A snapshot of the guest's files outside the user's (see [`tests::guest_files`]).
+fn snapshot(guest: &LinuxGuest) -> Snapshot {
+    Snapshot::parse(&root_sh(guest, SNAPSHOT_COMMAND))
 }
 
 /// The snapshot check sees a change even when it was undone: the owner of a file outside the
 /// user's is changed and changed back between two snapshots.
 fn snapshot_sees_an_undone_change(guest: &LinuxGuest, name: &str) {
-    let before = Snapshot::take(guest);
-    assert_eq!(
-        Snapshot::take(guest).changes_since(&before),
-        Vec::<String>::new()
-    );
+    let before = snapshot(guest);
+    assert_eq!(snapshot(guest).changes_since(&before), Vec::<String>::new());
     root_sh(
         guest,
         "sleep 1; chown 1000 /etc/os-release && chown 0 /etc/os-release",
     );
     assert_eq!(
-        Snapshot::take(guest).changes_since(&before),
+        snapshot(guest).changes_since(&before),
         ["/etc/os-release (ctime)"],
         "{name}: the snapshot check missed a planted change"
     );
@@ -630,7 +558,7 @@ impl Attacks<'_> {
         if self.dead {
             return;
         }
-        let before = Snapshot::take(self.guest);
+        let before = snapshot(self.guest);
         let (mut safe, answered) = run(self);
         // No secret reaches the user, whatever the row.
         let leaked = root_sh(self.guest, LEAK_SEARCH);
@@ -682,7 +610,7 @@ impl Attacks<'_> {
         {
             let _ = self.agent.execute("guest-fsfreeze-thaw", None);
         }
-        let outside = Snapshot::take(self.guest).changes_since(&before);
+        let outside = snapshot(self.guest).changes_since(&before);
         if !outside.is_empty() && safe.is_ok() {
             safe = Err(safe.unwrap_or_default());
         }
