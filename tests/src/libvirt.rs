@@ -21,9 +21,9 @@
 //! - virtlogd and libvirtd are children of the test process, not daemons, stopped by PID
 //!   (SIGTERM, then SIGKILL) when [`Libvirt`] drops, also on panic. QEMU is started by libvirtd
 //!   and outlives it by design, so every domain is destroyed first. If the test process dies
-//!   without dropping (SIGKILL from a runner's time limit), a watchdog in its own process group
-//!   (so a group kill does not take it too) notices its pipe closing and kills the daemons and
-//!   every QEMU the run started, by PID.
+//!   without dropping (SIGKILL from a runner's time limit), the guests' watchdog
+//!   ([`crate::linux_guest`]: in its own process group, so a group kill does not take it too)
+//!   notices its pipe closing and kills the daemons and every QEMU the run started, by PID.
 //! - Domains are transient (`virsh create`): nothing is left in libvirt's configuration.
 //!   Under TCG (this machine's `/dev/kvm` hangs), `q35`, direct kernel boot, the disk as
 //!   virtio-blk with `discard='unmap'`, a user-mode NIC with a fixed MAC, the guest agent's
@@ -34,14 +34,15 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::linux_guest::Watchdog;
 use crate::qemu::{ProcessGuard, log_tail};
 
 /// The file whose exclusive lock a run of the suite holds while its daemons run.
@@ -232,7 +233,9 @@ pub const VIRSH_LIMIT: Duration = Duration::from_secs(120);
 /// A running private libvirt: virtlogd and libvirtd, stopped by PID when dropped (domains first).
 #[derive(Debug)]
 pub struct Libvirt {
-    watchdog: Option<Watchdog>,
+    // The PIDs it guards (the daemons, then each domain's QEMU) and the watchdog over them,
+    // replaced by a new one with the longer list each time a PID is added.
+    watchdog: Mutex<(Vec<u32>, Option<Watchdog>)>,
     libvirtd: Option<ProcessGuard>,
     virtlogd: Option<ProcessGuard>,
     // Released last, after both daemons are gone.
@@ -282,9 +285,8 @@ impl Libvirt {
                 p("libvirtd-debug.log").display()
             ),
         )?;
-        let watchdog = Watchdog::start(dir.path())?;
         let mut lv = Libvirt {
-            watchdog: Some(watchdog),
+            watchdog: Mutex::new((Vec::new(), None)),
             libvirtd: None,
             virtlogd: None,
             _lock: lock,
@@ -364,16 +366,15 @@ impl Libvirt {
         }
     }
 
-    /// Adds a PID to those the watchdog kills if this process dies without dropping.
+    /// Adds a PID to those the watchdog kills (and the run directory it removes) if this
+    /// process dies without dropping: a new watchdog over the whole list starts before the old
+    /// one is stopped, so no moment is unguarded.
     fn note_pid(&self, pid: u32) -> Result<(), String> {
-        use std::io::Write as _;
-        let path = self.dir.path().join("pids");
-        let mut f = File::options()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        writeln!(f, "{pid}").map_err(|e| format!("cannot write {}: {e}", path.display()))
+        let mut guard = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0.push(pid);
+        let new = Watchdog::start(&guard.0, self.dir.path())?;
+        drop(guard.1.replace(new));
+        Ok(())
     }
 
     /// The connection URI `virsh -c` takes.
@@ -389,7 +390,7 @@ impl Libvirt {
     /// `virsh -c URI ARGS…` within `limit`, whatever its exit code.
     pub fn virsh_output(&self, args: &[&str], limit: Duration) -> Result<CommandOutput, String> {
         let mut cmd = Command::new("virsh");
-        cmd.args(["-q", "-c", &self.uri()]).args(args);
+        cmd.args(["-c", &self.uri()]).args(args);
         // virsh reads no user configuration that could change its output.
         cmd.env("HOME", self.dir.path())
             .env_remove("VIRSH_DEFAULT_CONNECT_URI");
@@ -479,7 +480,13 @@ impl Drop for Libvirt {
             }
         }
         // The watchdog goes first: it must not act on PIDs reaped below.
-        drop(self.watchdog.take());
+        drop(
+            self.watchdog
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .take(),
+        );
         if let Some(mut d) = self.libvirtd.take() {
             d.terminate(Duration::from_secs(15));
         }
@@ -801,46 +808,6 @@ pub struct GuestExec {
     pub stdout: String,
     /// Its standard error.
     pub stderr: String,
-}
-
-/// Kills the daemons and the QEMU processes named in the run directory's `pids` file, and
-/// removes the directory, if this process dies without dropping its [`Libvirt`].
-#[derive(Debug)]
-struct Watchdog {
-    child: Child,
-    // Held only to keep the pipe open; closing it arms the watchdog.
-    _stdin: ChildStdin,
-}
-
-impl Watchdog {
-    fn start(dir: &Path) -> Result<Self, String> {
-        // Its own process group, and deaf to the signals a runner sends a whole group: a runner
-        // that kills the test's group must not take the watchdog with it.
-        let script = "trap '' HUP INT TERM; read -r _ignored; d=$1; \
-                      for p in $(cat \"$d/pids\" 2>/dev/null); do kill -KILL \"$p\" 2>/dev/null; done; \
-                      rm -rf -- \"$d\"";
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", script, "qga-libvirt-watchdog"])
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start the libvirt watchdog: {e}"))?;
-        let stdin = child.stdin.take().ok_or("watchdog has no stdin")?;
-        Ok(Watchdog {
-            child,
-            _stdin: stdin,
-        })
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[cfg(test)]

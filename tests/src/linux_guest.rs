@@ -38,6 +38,7 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -543,8 +544,10 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     pub(crate) fn start(pids: &[u32], dir: &Path) -> Result<Self, String> {
-        // It ignores the signals a runner sends a whole process group (`timeout`, Ctrl-C), so
-        // it outlives the test process and still cleans up when the pipe closes.
+        // It ignores the signals a runner sends a whole process group (`timeout`, Ctrl-C), and
+        // runs in a group of its own so that a SIGKILL to the test's group (a runner's time
+        // limit) does not take it too: it outlives the test process and still cleans up when
+        // the pipe closes (also processes outside the test's group, such as a libvirt QEMU).
         let script = "trap '' HUP INT TERM; read -r _ignored; d=$1; shift; kill -KILL \"$@\" 2>/dev/null; rm -rf -- \"$d\"";
         let mut child = Command::new("/bin/sh")
             .args(["-c", script, "qga-guest-watchdog"])
@@ -553,6 +556,7 @@ impl Watchdog {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start the QEMU watchdog: {e}"))?;
         let stdin = child.stdin.take().ok_or("watchdog has no stdin")?;
