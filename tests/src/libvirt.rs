@@ -247,12 +247,13 @@ pub struct Libvirt {
 }
 
 impl Libvirt {
-    /// Sets the machine up ([`setup_host`]), takes the run lock (waiting at most `lock_wait`),
+    /// Takes the run lock (waiting at most `lock_wait`), sets the machine up ([`setup_host`]),
     /// starts virtlogd and libvirtd with private configuration, and waits (bounded) until
     /// libvirtd answers. Domains left by an earlier run that died are destroyed.
     pub fn start(lock_wait: Duration) -> Result<Self, String> {
-        setup_host()?;
+        // Set-up under the lock: two runs must not create the user at the same time.
         let lock = take_lock(lock_wait)?;
+        setup_host()?;
         if UnixStream::connect(VIRTLOGD_SOCKET).is_ok() {
             return Err(format!(
                 "a virtlogd this suite did not start answers on {VIRTLOGD_SOCKET} (a system \
