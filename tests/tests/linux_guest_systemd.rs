@@ -309,6 +309,17 @@ fn upgrade_through_agent(guest: &mut DebianGuest, label: &str, deb: &std::path::
         version.starts_with(ours),
         "{label}: after the upgrade the agent reports {version:?}, expected ours ({ours})"
     );
+    let pkgs = ours_replaced_theirs(guest, label);
+    result(
+        label,
+        "upgrade to our .deb through the agent (guest-file-write + guest-exec systemd-run dpkg -i)",
+        &format!("yes (PID {old} -> {new}, version {version}; {pkgs})"),
+    );
+}
+
+/// Asserts that dpkg has `qga` installed and `qemu-guest-agent` no longer installed (removed,
+/// its configuration files kept: `rc`); returns both states on one line.
+fn ours_replaced_theirs(guest: &mut DebianGuest, label: &str) -> String {
     let pkgs = guest
         .check(
             "dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' qga qemu-guest-agent 2>/dev/null; true",
@@ -317,13 +328,13 @@ fn upgrade_through_agent(guest: &mut DebianGuest, label: &str, deb: &std::path::
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         pkgs.lines().any(|l| l.starts_with("qga ii")),
-        "{label}: package states after the upgrade:\n{pkgs}"
+        "{label}: qga should be installed:\n{pkgs}"
     );
-    result(
-        label,
-        "upgrade to our .deb through the agent (guest-file-write + guest-exec systemd-run dpkg -i)",
-        &format!("yes (PID {old} -> {new}, version {version})"),
+    assert!(
+        !pkgs.lines().any(|l| l.starts_with("qemu-guest-agent ii")),
+        "{label}: qemu-guest-agent should be gone:\n{pkgs}"
     );
+    pkgs.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn our_version() -> String {
@@ -375,20 +386,7 @@ fn systemd_runs_our_package() {
     let mut guest = DebianGuest::boot(&image, BOOT).unwrap_or_else(|e| panic!("{e}"));
 
     // 5. The package replaced Debian's and kept the user's files.
-    let pkgs = guest
-        .check(
-            "dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' qga qemu-guest-agent 2>/dev/null; true",
-            SHORT,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        pkgs.lines().any(|l| l.starts_with("qga ii")),
-        "package states:\n{pkgs}"
-    );
-    assert!(
-        !pkgs.lines().any(|l| l.starts_with("qemu-guest-agent ii")),
-        "qemu-guest-agent should be gone:\n{pkgs}"
-    );
+    let pkgs = ours_replaced_theirs(&mut guest, "qga");
     guest
         .check(
             &format!(
