@@ -413,6 +413,13 @@ pub struct Mem {
     frozen: bool,
 }
 
+impl Mem {
+    /// The contents of every open file, by handle.
+    pub fn contents(&self) -> Vec<(i64, Vec<u8>)> {
+        self.files.iter().map(|(h, (d, _))| (*h, d.clone())).collect()
+    }
+}
+
 impl Files for Mem {
     fn has_handle(&self, handle: i64) -> bool {
         self.files.contains_key(&handle)
@@ -436,6 +443,9 @@ impl Files for Mem {
         buf[..n].copy_from_slice(&data[*pos..*pos + n]);
         *pos += n;
         Ok(n)
+    }
+    fn writes_in_parts(&self) -> bool {
+        true // appends: pieces land as one write of all of them would
     }
     fn write(&mut self, handle: i64, data: &[u8]) -> Result<GuestFileWrite> {
         let (file, _) = self.files.get_mut(&handle).ok_or(Error::NoHandle(handle))?;

@@ -362,10 +362,14 @@ fn note_added(b: &str, s: &str) -> Option<u64> {
                     Some((q, n)) => (q, format!(" ({n}")),
                     None => (yq.strip_suffix("'\"}}")?, "\"}}".to_string()),
                 };
-                // Both begin with the opening quote; the streamed one has lost the middle.
+                // Another token's quote is the same; the string's begins with its opening
+                // quote in both, and the streamed one has lost the middle.
                 let open = if xq.starts_with("\\\"") { "\\\"" } else { "'" };
-                let (xq, yq) = (xq.strip_prefix(open)?, yq.strip_prefix(open)?);
-                if !xq.ends_with(yq) {
+                let same_end = match (xq.strip_prefix(open), yq.strip_prefix(open)) {
+                    (Some(a), Some(b)) => a.ends_with(b),
+                    _ => false,
+                };
+                if xq != yq && !same_end {
                     return None;
                 }
                 if note == "\"}}" {
