@@ -257,6 +257,7 @@ pub fn prepare(agent: &DebianAgent, workdir: &Path) -> Result<DebianGuestImage, 
     };
     let disk = workdir.join(name);
     let _ = fs::remove_file(&disk);
+    need("qemu-img", "qemu-utils")?;
     let mut cmd = Command::new("qemu-img");
     cmd.args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(&backing)
@@ -404,7 +405,21 @@ pub fn base() -> Result<DebianBase, String> {
     Ok(entry(Some(started.elapsed())))
 }
 
+/// Fails with how to install it if `program` is not on `PATH`.
+fn need(program: &str, package: &str) -> Result<(), String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| d.join(program).is_file()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program}` is not installed: run `cargo xtask setup` (as root), or `apt-get install {package}`"
+        ))
+    }
+}
+
 fn build_into(tmp: &Path) -> Result<(), String> {
+    need("mmdebstrap", "mmdebstrap")?;
+    need("unshare", "util-linux")?;
     fs::create_dir_all(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let root = tmp.join("root");
     let mirrors = apt_mirrors()?;
@@ -1053,6 +1068,38 @@ mod tests {
         assert_eq!(e[0].uris, ["http://m/debian"]);
         assert_eq!(e[1].suites, ["bookworm-security"]);
         assert_eq!(e[1].components, ["main", "non-free"]);
+    }
+
+    #[test]
+    fn the_control_shell_returns_its_requests_output_and_status() {
+        use std::io::Read;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut shell = ControlShell {
+            stream: a,
+            pending: Vec::new(),
+            next_id: 7,
+        };
+        let guest = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            let n = b.read(&mut buf).unwrap();
+            // An abandoned earlier request's output and marker first; then this one's output,
+            // whose last line has no newline, and its marker in two writes.
+            b.write_all(b"old output\n\n@@qga-test-shell 6 0\nline 1\nlast")
+                .unwrap();
+            b.write_all(b"\n@@qga-test-shell 7 3\n").unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let (status, out) = shell.run("echo hi", Duration::from_secs(10)).unwrap();
+        let request = guest.join().unwrap();
+        assert_eq!(request.trim(), format!("7 {}", b64_encode(b"echo hi")));
+        assert_eq!((status, out.as_str()), (3, "line 1\nlast"));
+    }
+
+    #[test]
+    fn a_missing_tool_says_how_to_install_it() {
+        assert!(need("sh", "dash").is_ok());
+        let e = need("qga-no-such-tool", "qga-pkg").unwrap_err();
+        assert!(e.contains("apt-get install qga-pkg"), "{e}");
     }
 
     #[test]
