@@ -22,12 +22,14 @@
 //!   with `-F/etc/qemu/fsfreeze-hook`, which appends `<action> <unix time>` to
 //!   `/run/fsfreeze-hook.log` and fails (exit 1) while `/run/fsfreeze-hook.fail` exists.
 //! - With `qga.vsock=PORT` on the kernel command line, a third agent listens on vsock port PORT
-//!   (any CID; state `/run/qga2`, its PID in `/run/qga2.pid`, log `/run/qga2.log`).
+//!   (any CID; state `/run/qga2`, its PID in `/run/qga2.pid`, log `/run/qga2.log`), with `-v`
+//!   unless the command line also says `qga.vsock_quiet`.
 //! - With [`InitramfsSpec::reference`] set, `/usr/bin/qemu-ga` is in the image too (with its
 //!   shared libraries), and `qga.vsock_ref=PORT` starts it on vsock port PORT (state
 //!   `/run/qga3`, PID in `/run/qga3.pid`, log `/run/qga3.log`).
 //! - With [`InitramfsSpec::vsock_floor`] set, `/usr/bin/vsock-floor` is in the image, and
-//!   `qga.vsock_floor=PORT` starts it on vsock port PORT (log `/run/vsock-floor.log`): the
+//!   `qga.vsock_floor=PORT` starts it on vsock port PORT (PID in `/run/vsock-floor.pid`, log
+//!   `/run/vsock-floor.log`): the
 //!   transport floor the vsock benchmark measures next to the agents.
 //! - It prints `qga-guest: ready` on the console (ttyS0) when the agents have been started, and
 //!   `qga-guest: <agent> agent exited with status N` if an agent ever exits.
@@ -812,11 +814,17 @@ vport=
 for w in $(cat /proc/cmdline); do
     case "$w" in qga.vsock=*) vport=${w#qga.vsock=} ;; esac
 done
+# qga.vsock_quiet leaves out -v (debug logging): qemu-ga then logs the data of every request
+# it reads, which a benchmark must not count against it.
+vverbose=-v
+for w in $(cat /proc/cmdline); do
+    [ "$w" = qga.vsock_quiet ] && vverbose=
+done
 if [ -n "$vport" ]; then
     mkdir -p /run/qga2
     # The agent writes a pid file only when it daemonizes: the shell writes it, then execs.
     (sh -c 'echo $$ > /run/qga2.pid; exec "$@"' qga /usr/bin/qga -m vsock-listen \
-        -p "4294967295:$vport" -t /run/qga2 -F/etc/qemu/fsfreeze-hook -l /run/qga2.log -v
+        -p "4294967295:$vport" -t /run/qga2 -F/etc/qemu/fsfreeze-hook -l /run/qga2.log $vverbose
         say "vsock agent exited with status $?") &
     say "vsock agent on port $vport"
 fi
@@ -838,7 +846,8 @@ for w in $(cat /proc/cmdline); do
     case "$w" in qga.vsock_floor=*) fport=${w#qga.vsock_floor=} ;; esac
 done
 if [ -n "$fport" ] && [ -x /usr/bin/vsock-floor ]; then
-    (/usr/bin/vsock-floor "$fport" 2>/run/vsock-floor.log
+    (sh -c 'echo $$ > /run/vsock-floor.pid; exec /usr/bin/vsock-floor "$1" 2>/run/vsock-floor.log' \
+        vsock-floor "$fport"
         say "vsock-floor exited with status $?") &
     say "vsock-floor on port $fport"
 fi
