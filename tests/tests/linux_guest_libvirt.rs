@@ -308,9 +308,32 @@ fn domhostname(dom: &Domain<'_>) -> Result<(), String> {
     )
 }
 
+/// The address the domifaddr check gives the guest's NIC (the guest has no DHCP client).
+const GUEST_IPV4: &str = "10.0.2.15/24";
+
 fn domifaddr(dom: &Domain<'_>) -> Result<(), String> {
+    // An address on the NIC, set in the guest, so there is more to list than loopback.
+    dom.sh(&format!(
+        "ip link set eth0 up && ip addr replace {GUEST_IPV4} dev eth0"
+    ))?;
     let out = dom.virsh("domifaddr", &["--source", "agent"])?;
-    // The guest's interfaces and their MACs, from sysfs.
+    // virsh's rows: name, MAC, protocol, address/prefix; an interface's further addresses come
+    // on rows whose name and MAC are "-".
+    let mut listed: Vec<(String, String, String)> = Vec::new();
+    let mut current = (String::new(), String::new());
+    for line in out.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 2 || cols[0] == "Name" || cols[0].starts_with("---") {
+            continue;
+        }
+        if cols[0] != "-" {
+            current = (cols[0].to_string(), cols[1].to_string());
+        }
+        if let Some(addr) = cols.get(3) {
+            listed.push((current.0.clone(), current.1.clone(), addr.to_string()));
+        }
+    }
+    // The guest's interfaces and their MACs, from sysfs; every one is listed with its MAC.
     let guest =
         dom.sh("for i in /sys/class/net/*; do echo \"${i##*/} $(cat $i/address)\"; done")?;
     for line in guest.lines() {
@@ -318,21 +341,39 @@ fn domifaddr(dom: &Domain<'_>) -> Result<(), String> {
         let (Some(name), Some(mac)) = (w.next(), w.next()) else {
             continue;
         };
-        let listed = out.lines().any(|l| {
+        let shown = out.lines().any(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
             cols.first() == Some(&name) && cols.get(1) == Some(&mac)
         });
-        ensure(listed, || {
+        ensure(shown, || {
             format!("domifaddr does not list {name} {mac} (guest has it):\n{out}")
         })?;
     }
     ensure(guest.contains(GUEST_MAC), || {
         format!("the guest has no NIC with {GUEST_MAC}: {guest}")
     })?;
+    // The IPv4 addresses: exactly the guest's (`ip -o -4 addr`: "N: NAME inet ADDR/PREFIX …").
+    let mut guest_v4: Vec<(String, String)> = dom
+        .sh("ip -o -4 addr show")?
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            Some((cols.get(1)?.to_string(), cols.get(3)?.to_string()))
+        })
+        .collect();
+    let mut listed_v4: Vec<(String, String)> = listed
+        .iter()
+        .filter(|(_, _, a)| a.contains('.'))
+        .map(|(n, _, a)| (n.clone(), a.clone()))
+        .collect();
+    guest_v4.sort();
+    listed_v4.sort();
+    ensure(guest_v4 == listed_v4, || {
+        format!("domifaddr's IPv4 addresses {listed_v4:?}, the guest's {guest_v4:?}")
+    })?;
     ensure(
-        out.lines()
-            .any(|l| l.split_whitespace().any(|c| c == "127.0.0.1/8")),
-        || format!("domifaddr lists no 127.0.0.1/8 on lo:\n{out}"),
+        listed_v4.contains(&("eth0".to_string(), GUEST_IPV4.to_string())),
+        || format!("domifaddr does not list {GUEST_IPV4} on eth0:\n{out}"),
     )
 }
 
@@ -419,9 +460,23 @@ fn guestinfo(dom: &Domain<'_>) -> Result<(), String> {
     ensure(ifs.to_string() == guest_ifs.trim(), || {
         format!("if.count {ifs}, the guest has {guest_ifs:?}")
     })?;
+    let nic = (0..ifs).find(|i| field(&f, &format!("if.{i}.hwaddr")) == Some(GUEST_MAC));
+    let Some(nic) = nic else {
+        return Err(format!(
+            "guestinfo lists no interface with {GUEST_MAC}:\n{out}"
+        ));
+    };
+    // The address the domifaddr check set (it runs first).
+    let (addr, prefix) = GUEST_IPV4.split_once('/').unwrap_or((GUEST_IPV4, ""));
+    let addrs: usize = field(&f, &format!("if.{nic}.addr.count"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     ensure(
-        (0..ifs).any(|i| field(&f, &format!("if.{i}.hwaddr")) == Some(GUEST_MAC)),
-        || format!("guestinfo lists no interface with {GUEST_MAC}:\n{out}"),
+        (0..addrs).any(|j| {
+            field(&f, &format!("if.{nic}.addr.{j}.addr")) == Some(addr)
+                && field(&f, &format!("if.{nic}.addr.{j}.prefix")) == Some(prefix)
+        }),
+        || format!("guestinfo does not list {GUEST_IPV4} on the NIC:\n{out}"),
     )
 }
 
