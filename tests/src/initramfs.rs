@@ -104,8 +104,9 @@ pub fn plant_in_ssh(what: &str) -> String {
         "rm -rf {TEST_HOME}/.ssh && mkdir -m 700 {TEST_HOME}/.ssh && {what} && chown -h -R 1000:1000 {TEST_HOME}/.ssh"
     )
 }
-/// Gives root an `authorized_keys` the hostile-user tests must leave untouched.
-pub const ROOT_KEYS_SETUP: &str = "mkdir -p /root/.ssh && chmod 700 /root/.ssh && echo 'ssh-ed25519 AAAA root@host' > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys";
+/// Gives root a fresh `/root/.ssh` holding only an `authorized_keys` the hostile-user tests must leave
+/// untouched (whatever an earlier row or agent left there is removed first).
+pub const ROOT_KEYS_SETUP: &str = "rm -rf /root/.ssh && mkdir -m 700 /root/.ssh && echo 'ssh-ed25519 AAAA root@host' > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys";
 /// Where the ext4 test disk is mounted.
 pub const DATA_MOUNT: &str = "/mnt/data";
 /// The fsfreeze hook's log.
