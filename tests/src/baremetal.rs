@@ -380,11 +380,14 @@ impl BareMetalVm {
         if opts.transport != Transport::Vsock {
             return Self::start(image, opts, None);
         }
-        // vhost-device-vsock now and then never delivers any host connection to a freshly
-        // booted image (about one boot in six with three suites at once on this machine; the
-        // image is up and listening, the daemon holds every CONNECT unanswered; not
-        // root-caused, see the vsock driver's notes). Such a boot is detected by its first
-        // connection and replaced, at most twice, saying so on stderr; a third hang fails.
+        // vhost-device-vsock 0.3.0 now and then never delivers any host connection to a freshly
+        // booted image (about one boot in ten with several VMs starting at once on this
+        // machine): a CONNECT read after QEMU handed it the guest's memory but before the
+        // receive queue is set up makes its only epoll worker thread end on an `IterateQueue`
+        // error, silently (the vsock driver's notes have the evidence). Such a boot is
+        // detected by its first connection and replaced, at most twice, saying so on stderr
+        // with the daemon's thread count (one fewer than a working daemon's); a third hang
+        // fails.
         let dir = opts.log.parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut last = String::new();
         for attempt in 1..=3 {
@@ -399,9 +402,15 @@ impl BareMetalVm {
                 Ok(_) => return Ok(vm),
                 Err(e) => {
                     last = format!("{e}; log:\n{}", vm.log());
+                    let threads = vm
+                        .daemon
+                        .as_ref()
+                        .and_then(|d| std::fs::read_dir(format!("/proc/{}/task", d.pid())).ok())
+                        .map_or(0, |t| t.count());
                     eprintln!(
                         "baremetal: boot {attempt}: no vsock connection delivered within 10 s \
-                         (vhost-device-vsock); booting again"
+                         (vhost-device-vsock has {threads} threads: its epoll worker ended, see \
+                         platform-x86's vsock driver notes); booting again"
                     );
                 }
             }

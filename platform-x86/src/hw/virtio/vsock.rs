@@ -39,18 +39,26 @@
 //! Memory is one `static` taken once (no heap); each packet is one descriptor, header and
 //! payload together (virtio 1.x lets a device take either layout).
 //!
-//! # Known issue
+//! # Known issue (the host side's)
 //!
-//! Under `vhost-device-vsock` 0.3.0 (the test set-up's host side) about one boot in six,
-//! with several VMs starting at once on a loaded machine, never receives any host
-//! connection: the image has set DRIVER_OK, posted its receive buffers and notified, and the
-//! daemon holds every `CONNECT` unanswered for as long as the VM runs. Posting the buffers
-//! after DRIVER_OK (as Linux does, kept) and re-notifying the receive queue every 10 ms
-//! (tried, dropped) did not change the rate. It goes with connecting early: reproduced
-//! outside the test harness (three VMs at once, QEMU then reporting the vhost device started
-//! with DRIVER_OK) in 1 of 36 boots when the host connected from QEMU's start on, in 0 of 36
-//! when it waited 0.5 s. Not root-caused; the test harness detects such a boot by its first
-//! connection and boots again (`tests::baremetal::BareMetalVm`).
+//! Under `vhost-device-vsock` 0.3.0 (the test set-up's host side), when several VMs start at
+//! once on a loaded machine, about one boot in ten never receives any host connection: the
+//! image has set DRIVER_OK, posted its receive buffers and notified, and the daemon holds
+//! every `CONNECT` unanswered for as long as the VM runs. Root cause, found with a daemon
+//! built with one log line added (2026-12-06): a host `CONNECT` that the daemon reads after
+//! QEMU gave it the guest's memory but before the receive queue is set up makes
+//! `process_rx_queue` fail (`queue.iter()`: `IterateQueue`); the error leaves the backend's
+//! `handle_event`, and vhost-user-backend 0.20's `VringEpollHandler::run` returns on any error
+//! (`self.handle_event(..)?`), so the daemon's one epoll worker thread ends, silently. Nothing
+//! is left to accept, answer or forward anything: every failed boot had one thread fewer in
+//! `/proc/PID/task` (4 instead of 5), and each of 6 failures in 56 boots (four VMs at a time,
+//! the host connecting from QEMU's start on) logged `worker thread ends: event 4 (the backend
+//! event) -> HandleEventBackendHandling(IterateQueue)`. That is why it goes with connecting
+//! early (1 of 36 boots when the host connected from QEMU's start, 0 of 36 when it waited
+//! 0.5 s) and why nothing the guest does (posting buffers after DRIVER_OK as Linux does, kept;
+//! re-notifying every 10 ms, tried) changes it. The test harness detects such a boot by its
+//! first connection and boots again (`tests::baremetal::BareMetalVm`); Linux guests are never
+//! hit because their harness connects seconds after the device is up.
 
 use super::queue::{Queue, RING_BYTES, Ring, TxTimeout, copy_in, copy_out, phys, wait_used};
 use super::{Error, F_VERSION_1, Transport, driver_ok, negotiate};
