@@ -37,7 +37,10 @@
 //! with `RST`, as the spec asks.
 //!
 //! Memory is one `static` taken once (no heap); each packet is one descriptor, header and
-//! payload together (virtio 1.x lets a device take either layout).
+//! payload together (virtio 1.x lets a device take either layout). A packet carries up to
+//! 4 KiB, the engine's whole transmit buffer, and up to eight are in flight: sending does not
+//! wait for the device to take a packet, only for a free buffer, so the agent encodes the
+//! next piece of a reply while the device moves the last.
 //!
 //! # Known issue (the host side's)
 //!
@@ -60,7 +63,7 @@
 //! first connection and boots again (`tests::baremetal::BareMetalVm`); Linux guests are never
 //! hit because their harness connects seconds after the device is up.
 
-use super::queue::{Queue, RING_BYTES, Ring, TxTimeout, copy_in, copy_out, phys, wait_used};
+use super::queue::{Queue, RING_BYTES, Ring, TxTimeout, copy_in, copy_out, phys};
 use super::{Error, F_VERSION_1, Transport, driver_ok, negotiate};
 use crate::hw::tsc;
 use crate::sync::TakeOnce;
@@ -251,9 +254,13 @@ pub enum Event {
 
 const RX_BUFS: usize = 8;
 const RX_BUF: usize = 4096;
-const TX_BUF: usize = 4096;
-/// The most payload one packet carries.
-const MAX_PAYLOAD: usize = TX_BUF - HDR;
+/// The most payload one packet carries: a whole transmit buffer of the engine (4 KiB), so a
+/// flush of it is one packet, not a full one and a 44-byte one.
+const MAX_PAYLOAD: usize = 4096;
+/// One transmit buffer: a header and the payload after it.
+const TX_BUF: usize = HDR + MAX_PAYLOAD;
+/// Transmit buffers in flight at once (no more than the smallest queue the drivers accept).
+const TX_SLOTS: usize = 8;
 const EVENT_BUFS: usize = 8;
 const EVENT_BUF: usize = 8;
 
@@ -261,7 +268,7 @@ const EVENT_BUF: usize = 8;
 struct Shared {
     rings: [Ring; 3],
     rx: [[u8; RX_BUF]; RX_BUFS],
-    tx: [u8; TX_BUF],
+    tx: [[u8; TX_BUF]; TX_SLOTS],
     event: [[u8; EVENT_BUF]; EVENT_BUFS],
     stash: Stash,
 }
@@ -269,7 +276,7 @@ struct Shared {
 static SHARED: TakeOnce<Shared> = TakeOnce::new(Shared {
     rings: [const { Ring([0; RING_BYTES]) }; 3],
     rx: [[0; RX_BUF]; RX_BUFS],
-    tx: [0; TX_BUF],
+    tx: [[0; TX_BUF]; TX_SLOTS],
     event: [[0; EVENT_BUF]; EVENT_BUFS],
     stash: Stash::new(),
 });
@@ -306,6 +313,8 @@ pub struct Vsock<T: Transport> {
     pending: Option<Event>,
     rx_buf: *mut u8,
     tx_buf: *mut u8,
+    /// Which transmit buffers the device has given back (bit `i`: buffer `i` is free).
+    tx_free: u8,
     ev_buf: *mut u8,
     stash: &'static mut Stash,
     counters: Counters,
@@ -336,7 +345,8 @@ impl<T: Transport> Vsock<T> {
             conn: None,
             pending: None,
             rx_buf: shared.rx.as_mut_ptr().cast(),
-            tx_buf: shared.tx.as_mut_ptr(),
+            tx_buf: shared.tx.as_mut_ptr().cast(),
+            tx_free: u8::MAX,
             ev_buf: shared.event.as_mut_ptr().cast(),
             stash: &mut shared.stash,
             counters: Counters::default(),
@@ -456,7 +466,28 @@ impl<T: Transport> Vsock<T> {
         }
     }
 
-    /// Send one packet (header and payload in one buffer) and wait for the device to take it.
+    /// A free transmit buffer, taking back what the device has finished with; when all are in
+    /// flight, waits (at most 5 s, as for one buffer before) for one to come back.
+    fn free_tx_slot(&mut self) -> Result<usize, TxTimeout> {
+        let start = tsc::rdtsc();
+        let limit = tsc::hz().saturating_mul(5);
+        loop {
+            while let Some((id, _)) = self.tx.pop() {
+                self.tx_free |= 1 << (id as usize % TX_SLOTS);
+            }
+            if self.tx_free != 0 {
+                return Ok(self.tx_free.trailing_zeros() as usize);
+            }
+            if tsc::rdtsc().wrapping_sub(start) > limit {
+                return Err(TxTimeout);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Queue one packet (header and payload in one buffer) for the device, without waiting for
+    /// it to be taken: up to [`TX_SLOTS`] packets are in flight, so the agent produces the
+    /// next while the device moves the last (the device takes them in order).
     fn packet(
         &mut self,
         op: u16,
@@ -489,14 +520,18 @@ impl<T: Transport> Vsock<T> {
             buf_alloc: STASH as u32,
             fwd_cnt,
         };
-        copy_out(&h.to_bytes(), self.tx_buf);
+        let slot = self.free_tx_slot()?;
+        // Buffer `slot` of the TX_SLOTS buffers of TX_BUF bytes that `tx_buf` starts.
+        let buf = self.tx_buf.wrapping_add(slot * TX_BUF);
+        copy_out(&h.to_bytes(), buf);
         // The payload follows the header inside the TX_BUF-byte buffer (checked above).
-        copy_out(payload, self.tx_buf.wrapping_add(HDR));
+        copy_out(payload, buf.wrapping_add(HDR));
         self.tx
-            .set_desc(0, phys(self.tx_buf), (HDR + payload.len()) as u32, false);
-        self.tx.push(0);
+            .set_desc(slot as u16, phys(buf), (HDR + payload.len()) as u32, false);
+        self.tx_free &= !(1 << slot);
+        self.tx.push(slot as u16);
         self.tx.notify(&self.t);
-        wait_used(&mut self.tx)
+        Ok(())
     }
 
     /// A transport reset event (migration): the connection is gone and the CID may have
