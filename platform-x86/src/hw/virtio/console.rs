@@ -8,15 +8,18 @@
 //! which QEMU delivers data. PORT_OPEN=0 from the host is a disconnect ([`Event::Closed`]); the
 //! agent then forgets any half-received request.
 //!
-//! Transmission is synchronous, one 4 KiB buffer at a time; a buffer the device has not
-//! consumed after 5 s (a host that stopped reading) fails the send, and the engine then drops
-//! the rest of that response (it resumes after the next port close).
+//! Transmission does not wait for the device: a send copies each 4 KiB piece into one of
+//! eight transmit buffers and offers it ([`TxSlots`]), so the engine encodes the next piece
+//! of a reply while the device moves the last, as the vsock driver does. A send waits only
+//! when all eight are in flight; if none comes back within 5 s (a host that stopped reading)
+//! the send fails, and the engine then drops the rest of that response (it resumes after the
+//! next port close, when QEMU gives back what it held).
 //!
 //! Queue memory and buffers are one `static` (no heap), taken once; the device reads and
 //! writes the buffers behind the compiler's back, so they are copied with volatile accesses.
 
 pub use super::queue::TxTimeout;
-use super::queue::{Queue, RING_BYTES, Ring, copy_in, copy_out, phys, wait_used};
+use super::queue::{Queue, RING_BYTES, Ring, TxSlots, copy_in, copy_out, phys, wait_used};
 use super::{Error, F_VERSION_1, Transport, driver_ok, negotiate};
 use crate::sync::TakeOnce;
 
@@ -91,6 +94,8 @@ const RX_BUFS: usize = 8;
 /// Receive buffer size: the most [`Console::poll`] hands back at once.
 pub const RX_BUF: usize = 512;
 const TX_BUF: usize = 4096;
+/// Transmit buffers in flight at once.
+const TX_BUFS: usize = TxSlots::COUNT;
 
 #[repr(C, align(16))]
 struct Bufs<const N: usize, const S: usize>([[u8; S]; N]);
@@ -103,7 +108,7 @@ struct Shared {
     ctrl_rx: Bufs<CTRL_BUFS, CTRL_BUF>,
     ctrl_tx: Bufs<1, CTRL_BUF>,
     data_rx: Bufs<RX_BUFS, RX_BUF>,
-    data_tx: Bufs<1, TX_BUF>,
+    data_tx: Bufs<TX_BUFS, TX_BUF>,
 }
 
 static SHARED: TakeOnce<Shared> = TakeOnce::new(Shared {
@@ -111,7 +116,7 @@ static SHARED: TakeOnce<Shared> = TakeOnce::new(Shared {
     ctrl_rx: Bufs([[0; CTRL_BUF]; CTRL_BUFS]),
     ctrl_tx: Bufs([[0; CTRL_BUF]; 1]),
     data_rx: Bufs([[0; RX_BUF]; RX_BUFS]),
-    data_tx: Bufs([[0; TX_BUF]; 1]),
+    data_tx: Bufs([[0; TX_BUF]; TX_BUFS]),
 });
 
 /// What [`Console::poll`] saw.
@@ -140,6 +145,8 @@ pub struct Console<T: Transport> {
     ctrl_tx_buf: *mut u8,
     data_rx_buf: *mut u8,
     data_tx_buf: *mut u8,
+    /// Which data transmit buffers the device has given back.
+    tx_free: TxSlots,
 }
 
 impl<T: Transport> Console<T> {
@@ -165,6 +172,7 @@ impl<T: Transport> Console<T> {
             ctrl_tx_buf: shared.ctrl_tx.0.as_mut_ptr().cast(),
             data_rx_buf: shared.data_rx.0.as_mut_ptr().cast(),
             data_tx_buf: shared.data_tx.0.as_mut_ptr().cast(),
+            tx_free: TxSlots::new(),
         };
         for i in 0..CTRL_BUFS as u16 {
             let addr = phys(c.ctrl_rx_buf) + (i as u64) * CTRL_BUF as u64;
@@ -307,19 +315,25 @@ impl<T: Transport> Console<T> {
         Event::Idle
     }
 
-    /// Send all of `bytes` on the agent port. Dropped (successfully) while no port exists.
+    /// Queue all of `bytes` on the agent port, in pieces of up to 4 KiB, without waiting for
+    /// the device to take them (only for a free buffer). Dropped (successfully) while no port
+    /// exists.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), TxTimeout> {
-        let buf = self.data_tx_buf;
         let Some((_, tx)) = self.data.as_mut() else {
             return Ok(());
         };
         for chunk in bytes.chunks(TX_BUF) {
+            let slot = self.tx_free.free(tx)?;
+            // Buffer `slot` of the TX_BUFS buffers of TX_BUF bytes that `data_tx_buf` starts.
+            let buf = self.data_tx_buf.wrapping_add(slot * TX_BUF);
             copy_out(chunk, buf);
-            tx.set_desc(0, phys(buf), chunk.len() as u32, false);
-            tx.push(0);
+            tx.set_desc(slot as u16, phys(buf), chunk.len() as u32, false);
+            self.tx_free.give(tx, slot);
             tx.notify(&self.t);
-            wait_used(tx)?;
         }
+        // QEMU usually takes a buffer during the notify itself: take it back now, leaving the
+        // used ring empty between sends.
+        self.tx_free.reclaim(tx);
         Ok(())
     }
 }
@@ -332,6 +346,7 @@ mod tests {
     fn port_queues_and_buffers() {
         use super::super::queue::MIN_QUEUE;
         assert!(MIN_QUEUE as usize >= CTRL_BUFS && MIN_QUEUE as usize >= RX_BUFS);
+        assert!(MIN_QUEUE as usize >= TX_BUFS);
         assert_eq!(port_queues(0), (0, 1));
         assert_eq!(port_queues(1), (4, 5));
         assert_eq!(port_queues(30), (62, 63));

@@ -173,6 +173,60 @@ pub fn wait_used(q: &mut Queue) -> Result<(), TxTimeout> {
     }
 }
 
+/// The transmit buffers of one queue, each either the driver's or the device's (bit `i` set:
+/// buffer and descriptor `i` are the driver's). A send takes a free buffer and offers it
+/// without waiting for the device to take it, so up to [`TxSlots::COUNT`] are in flight and
+/// the driver fills the next while the device moves the last; a buffer comes back only
+/// through the used ring, so none is written while the device may still read it.
+pub struct TxSlots(u8);
+
+impl Default for TxSlots {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TxSlots {
+    /// Buffers per queue (no more than the smallest queue the drivers accept, [`MIN_QUEUE`]).
+    pub const COUNT: usize = 8;
+
+    /// All buffers the driver's (before the queue is used).
+    pub const fn new() -> TxSlots {
+        TxSlots(u8::MAX)
+    }
+
+    /// A free buffer's index, after taking back those the device finished with on `q`; when
+    /// all are in flight, waits (bounded: 5 s, as [`wait_used`]) for one to come back.
+    pub fn free(&mut self, q: &mut Queue) -> Result<usize, TxTimeout> {
+        let start = tsc::rdtsc();
+        let limit = tsc::hz().saturating_mul(5);
+        loop {
+            self.reclaim(q);
+            if self.0 != 0 {
+                return Ok(self.0.trailing_zeros() as usize);
+            }
+            if tsc::rdtsc().wrapping_sub(start) > limit {
+                return Err(TxTimeout);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Take back, without waiting, every buffer the device has finished with on `q`.
+    pub fn reclaim(&mut self, q: &mut Queue) {
+        while let Some((id, _)) = q.pop() {
+            self.0 |= 1 << (id as usize % Self::COUNT);
+        }
+    }
+
+    /// Hand buffer `slot` (its descriptor filled) to the device: offered on `q`, not free
+    /// until the device gives it back.
+    pub fn give(&mut self, q: &mut Queue, slot: usize) {
+        self.0 &= !(1 << (slot % Self::COUNT));
+        q.push((slot % Self::COUNT) as u16);
+    }
+}
+
 /// Copy from device-written memory.
 pub(super) fn copy_in(src: *const u8, dst: &mut [u8]) {
     for (i, d) in dst.iter_mut().enumerate() {
@@ -198,5 +252,6 @@ mod tests {
         assert_eq!(ring_layout(16), (256, 296, 296 + 6 + 128));
         assert_eq!(ring_layout(8), (128, 152, 152 + 6 + 64));
         assert!(ring_layout(MAX_QUEUE).2 <= RING_BYTES);
+        assert!(TxSlots::COUNT <= MIN_QUEUE as usize && TxSlots::COUNT <= u8::BITS as usize);
     }
 }

@@ -63,7 +63,7 @@
 //! first connection and boots again (`tests::baremetal::BareMetalVm`); Linux guests are never
 //! hit because their harness connects seconds after the device is up.
 
-use super::queue::{Queue, RING_BYTES, Ring, TxTimeout, copy_in, copy_out, phys};
+use super::queue::{Queue, RING_BYTES, Ring, TxSlots, TxTimeout, copy_in, copy_out, phys};
 use super::{Error, F_VERSION_1, Transport, driver_ok, negotiate};
 use crate::hw::tsc;
 use crate::sync::TakeOnce;
@@ -259,8 +259,8 @@ const RX_BUF: usize = 4096;
 const MAX_PAYLOAD: usize = 4096;
 /// One transmit buffer: a header and the payload after it.
 const TX_BUF: usize = HDR + MAX_PAYLOAD;
-/// Transmit buffers in flight at once (no more than the smallest queue the drivers accept).
-const TX_SLOTS: usize = 8;
+/// Transmit buffers in flight at once.
+const TX_SLOTS: usize = TxSlots::COUNT;
 const EVENT_BUFS: usize = 8;
 const EVENT_BUF: usize = 8;
 
@@ -313,8 +313,8 @@ pub struct Vsock<T: Transport> {
     pending: Option<Event>,
     rx_buf: *mut u8,
     tx_buf: *mut u8,
-    /// Which transmit buffers the device has given back (bit `i`: buffer `i` is free).
-    tx_free: u8,
+    /// Which transmit buffers the device has given back.
+    tx_free: TxSlots,
     ev_buf: *mut u8,
     stash: &'static mut Stash,
     counters: Counters,
@@ -346,7 +346,7 @@ impl<T: Transport> Vsock<T> {
             pending: None,
             rx_buf: shared.rx.as_mut_ptr().cast(),
             tx_buf: shared.tx.as_mut_ptr().cast(),
-            tx_free: u8::MAX,
+            tx_free: TxSlots::new(),
             ev_buf: shared.event.as_mut_ptr().cast(),
             stash: &mut shared.stash,
             counters: Counters::default(),
@@ -466,25 +466,6 @@ impl<T: Transport> Vsock<T> {
         }
     }
 
-    /// A free transmit buffer, taking back what the device has finished with; when all are in
-    /// flight, waits (at most 5 s, as for one buffer before) for one to come back.
-    fn free_tx_slot(&mut self) -> Result<usize, TxTimeout> {
-        let start = tsc::rdtsc();
-        let limit = tsc::hz().saturating_mul(5);
-        loop {
-            while let Some((id, _)) = self.tx.pop() {
-                self.tx_free |= 1 << (id as usize % TX_SLOTS);
-            }
-            if self.tx_free != 0 {
-                return Ok(self.tx_free.trailing_zeros() as usize);
-            }
-            if tsc::rdtsc().wrapping_sub(start) > limit {
-                return Err(TxTimeout);
-            }
-            core::hint::spin_loop();
-        }
-    }
-
     /// Queue one packet (header and payload in one buffer) for the device, without waiting for
     /// it to be taken: up to [`TX_SLOTS`] packets are in flight, so the agent produces the
     /// next while the device moves the last (the device takes them in order).
@@ -520,7 +501,7 @@ impl<T: Transport> Vsock<T> {
             buf_alloc: STASH as u32,
             fwd_cnt,
         };
-        let slot = self.free_tx_slot()?;
+        let slot = self.tx_free.free(&mut self.tx)?;
         // Buffer `slot` of the TX_SLOTS buffers of TX_BUF bytes that `tx_buf` starts.
         let buf = self.tx_buf.wrapping_add(slot * TX_BUF);
         copy_out(&h.to_bytes(), buf);
@@ -528,8 +509,7 @@ impl<T: Transport> Vsock<T> {
         copy_out(payload, buf.wrapping_add(HDR));
         self.tx
             .set_desc(slot as u16, phys(buf), (HDR + payload.len()) as u32, false);
-        self.tx_free &= !(1 << slot);
-        self.tx.push(slot as u16);
+        self.tx_free.give(&mut self.tx, slot);
         self.tx.notify(&self.t);
         Ok(())
     }
