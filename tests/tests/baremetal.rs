@@ -881,35 +881,7 @@ fn vsock_one_connection_at_a_time_pipelines_and_a_slow_reader() {
 
         // A slow reader: 40 reads of 48 KiB (about 2.5 MiB of base64 answers) sent at once, then
         // nothing read for 3 s; the image waits for credit, then everything arrives whole.
-        let data: Vec<u8> = (0..48 * 1024).map(|i| (i * 7 % 251) as u8).collect();
-        c.push(&data, "/slow", 16 * 1024).expect("push");
-        let h = c.file_open("/slow", "r").expect("open");
-        let mut batch = Vec::new();
-        for i in 0..40 {
-            batch.extend_from_slice(
-                format!(
-                    r#"{{"execute":"guest-file-seek","arguments":{{"handle":{h},"offset":0,"whence":"set"}},"id":"s{i}"}}{{"execute":"guest-file-read","arguments":{{"handle":{h},"count":49152}},"id":"r{i}"}}"#
-                )
-                .as_bytes(),
-            );
-        }
-        c.send_raw(&batch).expect("batch");
-        std::thread::sleep(Duration::from_secs(3));
-        c.set_timeout(Duration::from_secs(60));
-        for i in 0..40 {
-            let s = c.read_value().expect("seek answer");
-            assert_eq!(s["id"], format!("s{i}"), "{s}");
-            let r = c
-                .read_value()
-                .unwrap_or_else(|e| panic!("{machine:?}: read {i}: {e}\n{}", vm.log()));
-            assert_eq!(r["id"], format!("r{i}"), "{machine:?}");
-            let got = r["return"]["buf-b64"].as_str().expect("buf-b64");
-            assert_eq!(
-                base64_decode(got),
-                data,
-                "{machine:?}: read {i} arrived whole"
-            );
-        }
+        let h = slow_reader_reads(&mut c, &vm, machine);
         c.file_close(h).expect("close");
         drop(c);
 
@@ -935,6 +907,47 @@ fn base64_decode(s: &str) -> Vec<u8> {
     qga_client::b64_decode(s).expect("base64")
 }
 
+/// `n` pairs of requests in one write: seek `h` to 0, then read 48 KiB (ids `s<i>`, `r<i>`).
+fn seek_and_read_batch(h: i64, n: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    for i in 0..n {
+        b.extend_from_slice(
+            format!(
+                r#"{{"execute":"guest-file-seek","arguments":{{"handle":{h},"offset":0,"whence":"set"}},"id":"s{i}"}}{{"execute":"guest-file-read","arguments":{{"handle":{h},"count":49152}},"id":"r{i}"}}"#
+            )
+            .as_bytes(),
+        );
+    }
+    b
+}
+
+/// A host that stops reading: writes a 48 KiB file, sends 40 seek-and-read pairs at once (about
+/// 2.5 MiB of base64 answers), reads nothing for 3 s, then checks that every answer arrives whole
+/// and in order. Returns the still-open handle.
+fn slow_reader_reads(c: &mut Client, vm: &BareMetalVm, machine: Machine) -> i64 {
+    let data: Vec<u8> = (0..48 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    c.push(&data, "/slow", 16 * 1024).expect("push");
+    let h = c.file_open("/slow", "r").expect("open");
+    c.send_raw(&seek_and_read_batch(h, 40)).expect("batch");
+    std::thread::sleep(Duration::from_secs(3));
+    c.set_timeout(Duration::from_secs(60));
+    for i in 0..40 {
+        let s = c.read_value().expect("seek answer");
+        assert_eq!(s["id"], format!("s{i}"), "{s}");
+        let r = c
+            .read_value()
+            .unwrap_or_else(|e| panic!("{machine:?}: read {i}: {e}\n{}", vm.log()));
+        assert_eq!(r["id"], format!("r{i}"), "{machine:?}");
+        let got = r["return"]["buf-b64"].as_str().expect("buf-b64");
+        assert_eq!(
+            base64_decode(got),
+            data,
+            "{machine:?}: read {i} arrived whole"
+        );
+    }
+    h
+}
+
 /// virtio-console with several transmit buffers in flight, on both transports: 40 reads of
 /// 48 KiB (about 2.5 MiB of base64 answers) sent at once and nothing read for 3 s, then every
 /// answer arrives whole and in order; a client that hangs up while answers are in flight
@@ -944,41 +957,10 @@ fn virtio_console_slow_reader_and_hang_up_with_replies_in_flight() {
     for machine in [Machine::Microvm, Machine::Q35] {
         let mut vm = boot(machine, Transport::Virtio, "");
         let mut c = client(&mut vm);
-        let data: Vec<u8> = (0..48 * 1024).map(|i| (i * 7 % 251) as u8).collect();
-        c.push(&data, "/slow", 16 * 1024).expect("push");
-        let h = c.file_open("/slow", "r").expect("open");
-        let batch = |n: usize| {
-            let mut b = Vec::new();
-            for i in 0..n {
-                b.extend_from_slice(
-                    format!(
-                        r#"{{"execute":"guest-file-seek","arguments":{{"handle":{h},"offset":0,"whence":"set"}},"id":"s{i}"}}{{"execute":"guest-file-read","arguments":{{"handle":{h},"count":49152}},"id":"r{i}"}}"#
-                    )
-                    .as_bytes(),
-                );
-            }
-            b
-        };
-        c.send_raw(&batch(40)).expect("batch");
-        std::thread::sleep(Duration::from_secs(3));
-        c.set_timeout(Duration::from_secs(60));
-        for i in 0..40 {
-            let s = c.read_value().expect("seek answer");
-            assert_eq!(s["id"], format!("s{i}"), "{s}");
-            let r = c
-                .read_value()
-                .unwrap_or_else(|e| panic!("{machine:?}: read {i}: {e}\n{}", vm.log()));
-            assert_eq!(r["id"], format!("r{i}"), "{machine:?}");
-            let got = r["return"]["buf-b64"].as_str().expect("buf-b64");
-            assert_eq!(
-                base64_decode(got),
-                data,
-                "{machine:?}: read {i} arrived whole"
-            );
-        }
+        let h = slow_reader_reads(&mut c, &vm, machine);
 
         // Hang up with answers in flight, then the next client is served.
-        c.send_raw(&batch(20)).expect("batch");
+        c.send_raw(&seek_and_read_batch(h, 20)).expect("batch");
         std::thread::sleep(Duration::from_millis(300));
         drop(c);
         std::thread::sleep(Duration::from_millis(500));
