@@ -508,14 +508,19 @@ fn stream_begin(
         return None;
     }
     let ws = files::stream_args(tape, object, key)?;
-    let frozen = platform
-        .filesystems()
-        .is_some_and(|f| f.status() == crate::commands::filesystems::FsfreezeStatus::Frozen);
-    if !policy.enabled(cmd, frozen) {
+    if !policy.enabled(cmd, frozen(platform)) {
         return None;
     }
     let b = platform.files()?;
     (b.supports(cmd) && b.writes_in_parts() && b.has_handle(ws.handle())).then_some(ws)
+}
+
+/// Whether the platform's filesystems are frozen (what the policy's frozen-state allow list
+/// depends on); a platform without the family never is.
+fn frozen(platform: &mut dyn Platform) -> bool {
+    platform
+        .filesystems()
+        .is_some_and(|f| f.status() == crate::commands::filesystems::FsfreezeStatus::Frozen)
 }
 
 /// What one request needs besides its buffers.
@@ -618,9 +623,7 @@ impl Dispatch<'_> {
             return;
         };
         r.cmd = cmd;
-        let frozen = platform
-            .filesystems()
-            .is_some_and(|f| f.status() == crate::commands::filesystems::FsfreezeStatus::Frozen);
+        let frozen = frozen(platform);
         if !self.policy.enabled(cmd, frozen) {
             r.error(tape, "CommandNotFound", |o| {
                 o.string_body(b"Command ");
