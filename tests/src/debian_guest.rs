@@ -56,9 +56,10 @@ use std::time::{Duration, Instant};
 
 use qga_client::{Address, Client, b64_encode};
 
-use crate::linux_guest::{Qmp, Watchdog, connect_synced};
+use crate::linux_guest::{Qmp, Watchdog, connect_synced, make_ext4};
 use crate::qemu::{
     ProcessGuard, agent_chardev, connect_unix, log_tail, qemu_base_command, read_until_deadline,
+    run_logged,
 };
 
 /// The Debian release the guest runs.
@@ -262,7 +263,7 @@ pub fn prepare(agent: &DebianAgent, workdir: &Path) -> Result<DebianGuestImage, 
     cmd.args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(&backing)
         .arg(&disk);
-    run_bounded(
+    run_logged(
         "qemu-img create",
         cmd,
         &workdir.join("qemu-img.log"),
@@ -287,7 +288,7 @@ pub fn dist_deb() -> Result<PathBuf, String> {
     cmd.current_dir(crate::paths::workspace_root())
         .args(["xtask", "dist", "--out"])
         .arg(&out);
-    run_bounded(
+    run_logged(
         "cargo xtask dist",
         cmd,
         &out.join("..").join("dist.log"),
@@ -438,7 +439,7 @@ fn build_into(tmp: &Path) -> Result<(), String> {
         .arg(&root)
         .args(&mirrors)
         .env("DEBIAN_FRONTEND", "noninteractive");
-    run_bounded(
+    run_logged(
         "mmdebstrap",
         cmd,
         &tmp.join("mmdebstrap.log"),
@@ -468,7 +469,7 @@ fn build_into(tmp: &Path) -> Result<(), String> {
     // No root password: a debugging login on the console needs none.
     let mut cmd = Command::new("chroot");
     cmd.arg(&root).args(["passwd", "-d", "root"]);
-    run_bounded(
+    run_logged(
         "passwd -d root",
         cmd,
         &tmp.join("customize.log"),
@@ -501,7 +502,13 @@ fn build_into(tmp: &Path) -> Result<(), String> {
         ),
     )
     .map_err(|e| format!("cannot write SOURCES: {e}"))?;
-    make_ext4_from(&root, &tmp.join("base.img"), &tmp.join("mke2fs.log"))
+    make_ext4(
+        &tmp.join("base.img"),
+        DISK_MIB,
+        "qgaroot",
+        Some(&root),
+        &tmp.join("mke2fs.log"),
+    )
 }
 
 fn install_qga(base: &DebianBase, deb: &Path, workdir: &Path) -> Result<PathBuf, String> {
@@ -511,7 +518,7 @@ fn install_qga(base: &DebianBase, deb: &Path, workdir: &Path) -> Result<PathBuf,
     }
     let mut cmd = Command::new("cp");
     cmd.arg("-a").arg(&base.root).arg(&root);
-    run_bounded(
+    run_logged(
         "cp -a",
         cmd,
         &workdir.join("copy.log"),
@@ -537,7 +544,7 @@ fn install_qga(base: &DebianBase, deb: &Path, workdir: &Path) -> Result<PathBuf,
                 "/var/tmp/qga.deb",
             ])
             .env("DEBIAN_FRONTEND", "noninteractive");
-        run_bounded(
+        run_logged(
             "dpkg -i (our package, in the image)",
             cmd,
             &workdir.join("dpkg-qga.log"),
@@ -545,42 +552,19 @@ fn install_qga(base: &DebianBase, deb: &Path, workdir: &Path) -> Result<PathBuf,
         )?;
         let _ = fs::remove_file(&inside);
         let img = workdir.join("debian-qga.img");
-        make_ext4_from(&root, &img, &workdir.join("mke2fs.log"))?;
+        make_ext4(
+            &img,
+            DISK_MIB,
+            "qgaroot",
+            Some(&root),
+            &workdir.join("mke2fs.log"),
+        )?;
         Ok(img)
     })();
     let removed = remove_tree(&root);
     let img = result?;
     removed?;
     Ok(img)
-}
-
-/// `mke2fs -t ext4 -d root` into a sparse file of [`DISK_MIB`], inode tables and journal
-/// initialised now (no lazy background writes in the guest to race a freeze).
-fn make_ext4_from(root: &Path, image: &Path, log: &Path) -> Result<(), String> {
-    let _ = fs::remove_file(image);
-    let f = File::create(image).map_err(|e| format!("cannot create {}: {e}", image.display()))?;
-    f.set_len(DISK_MIB * 1024 * 1024)
-        .map_err(|e| format!("cannot size {}: {e}", image.display()))?;
-    drop(f);
-    let mkfs = ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or("mke2fs is not installed (apt-get install e2fsprogs)")?;
-    let mut cmd = Command::new(mkfs);
-    cmd.args([
-        "-q",
-        "-F",
-        "-t",
-        "ext4",
-        "-L",
-        "qgaroot",
-        "-E",
-        "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
-        "-d",
-    ])
-    .arg(root)
-    .arg(image);
-    run_bounded("mke2fs", cmd, log, Duration::from_secs(300))
 }
 
 /// Deletes a tree, refusing if anything is mounted inside it (a build's leftover mount of the
@@ -602,27 +586,6 @@ fn remove_tree(path: &Path) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
-    }
-}
-
-/// Runs `cmd` with its output appended to `log`, for at most `within` (then kills it by PID).
-fn run_bounded(name: &str, cmd: Command, log: &Path, within: Duration) -> Result<(), String> {
-    let mut g = ProcessGuard::spawn(name, cmd, log)?;
-    match g.wait_timeout(within) {
-        Some(st) if st.success() => Ok(()),
-        Some(st) => Err(format!(
-            "{name} failed ({st}); its output ({}) ends:\n{}",
-            log.display(),
-            g.log_tail(4000)
-        )),
-        None => {
-            g.kill();
-            Err(format!(
-                "{name} did not finish within {within:?}; its output ({}) ends:\n{}",
-                log.display(),
-                g.log_tail(4000)
-            ))
-        }
     }
 }
 

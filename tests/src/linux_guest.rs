@@ -47,8 +47,8 @@ use serde_json::{Value, json};
 
 use crate::initramfs::{self, InitramfsSpec, Kernel};
 use crate::qemu::{
-    ProcessGuard, VirtioTransport, agent_chardev, log_tail, qemu_base_command, shared_memory_args,
-    vhost_user_vsock_args,
+    ProcessGuard, VirtioTransport, agent_chardev, log_tail, qemu_base_command, run_logged,
+    shared_memory_args, vhost_user_vsock_args,
 };
 use crate::vsock::VsockDaemon;
 use qga_client::{Address, Client};
@@ -203,7 +203,13 @@ impl LinuxGuest {
             p("console.log"),
             p("data.img"),
         );
-        make_ext4(&disk_image, opts.disk_mib)?;
+        make_ext4(
+            &disk_image,
+            opts.disk_mib,
+            "qgadata",
+            None,
+            &p("mke2fs.log"),
+        )?;
 
         let vsock = match opts.vsock {
             Some(_) => Some(VsockDaemon::start(dir.path(), VSOCK_GUEST_CID)?),
@@ -499,38 +505,43 @@ pub(crate) fn connect_synced(address: &Address, deadline: Instant) -> Result<Cli
     Err(format!("no answer on {address} ({last})"))
 }
 
-/// Creates a sparse file of `mib` MiB and formats it ext4 (inode tables and journal initialised
-/// now, so the guest does no lazy background writes that would race a freeze).
-fn make_ext4(path: &Path, mib: u64) -> Result<(), String> {
-    let f = std::fs::File::create(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+/// An ext4 file system of `mib` MiB in a sparse file at `image`, labelled `label`, holding a
+/// copy of the tree `from` if given (`mke2fs -d`: no mount needed), with inode tables and
+/// journal written now (no lazy background writes in the guest to race a freeze or a trim).
+/// mke2fs's output goes to `log`; it gets 300 s.
+pub fn make_ext4(
+    image: &Path,
+    mib: u64,
+    label: &str,
+    from: Option<&Path>,
+    log: &Path,
+) -> Result<(), String> {
+    let _ = std::fs::remove_file(image);
+    let f = std::fs::File::create(image)
+        .map_err(|e| format!("cannot create {}: {e}", image.display()))?;
     f.set_len(mib * 1024 * 1024)
-        .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot size {}: {e}", image.display()))?;
     drop(f);
-    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+    let mkfs = ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
         .into_iter()
         .find(|p| Path::new(p).exists())
-        .ok_or("mkfs.ext4 is not installed (apt-get install e2fsprogs)")?;
-    let out = Command::new(mkfs)
-        .args([
-            "-q",
-            "-F",
-            "-L",
-            "qgadata",
-            "-E",
-            "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
-        ])
-        .arg(path)
-        .output()
-        .map_err(|e| format!("cannot run {mkfs}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{mkfs} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        .ok_or("mke2fs is not installed (apt-get install e2fsprogs)")?;
+    let mut cmd = Command::new(mkfs);
+    cmd.args([
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-L",
+        label,
+        "-E",
+        "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+    ]);
+    if let Some(root) = from {
+        cmd.arg("-d").arg(root);
     }
+    cmd.arg(image);
+    run_logged("mke2fs", cmd, log, Duration::from_secs(300))
 }
 
 /// Kills QEMU (and the vsock daemon) by PID and removes the guest directory if this process dies

@@ -323,6 +323,27 @@ pub fn vhost_user_vsock_args(vhost_socket: &Path, transport: VirtioTransport) ->
     ]
 }
 
+/// Runs `cmd` with its output appended to `log`, for at most `within` (then kills it by PID).
+pub fn run_logged(name: &str, cmd: Command, log: &Path, within: Duration) -> Result<(), String> {
+    let mut g = ProcessGuard::spawn(name, cmd, log)?;
+    match g.wait_timeout(within) {
+        Some(st) if st.success() => Ok(()),
+        Some(st) => Err(format!(
+            "{name} failed ({st}); its output ({}) ends:\n{}",
+            log.display(),
+            g.log_tail(4000)
+        )),
+        None => {
+            g.kill();
+            Err(format!(
+                "{name} did not finish within {within:?}; its output ({}) ends:\n{}",
+                log.display(),
+                g.log_tail(4000)
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
