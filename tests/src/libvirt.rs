@@ -78,13 +78,11 @@ pub fn setup_host() -> Result<(), String> {
     if !rustix::process::geteuid().is_root() {
         return Err("the libvirt suite needs root (a privileged libvirtd runs QEMU)".into());
     }
-    for tool in ["libvirtd", "virtlogd", "virsh"] {
-        if which(tool).is_none() {
-            return Err(format!(
-                "{tool} is not installed: run `cargo xtask setup` (as root), or apt-get install \
-                 libvirt-daemon-driver-qemu libvirt-daemon libvirt-clients"
-            ));
-        }
+    for program in ["libvirtd", "virtlogd", "virsh"] {
+        crate::require::tool(
+            program,
+            "libvirt-daemon-driver-qemu libvirt-daemon libvirt-clients",
+        )?;
     }
     if !succeeds(Command::new("getent").args(["group", "libvirt-qemu"])) {
         say("creating the system group libvirt-qemu (libvirt's QEMU driver looks it up)");
@@ -130,13 +128,6 @@ pub fn setup_host() -> Result<(), String> {
 fn say(line: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "libvirt set-up: {line}");
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.exists())
 }
 
 fn succeeds(cmd: &mut Command) -> bool {

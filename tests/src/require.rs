@@ -76,6 +76,20 @@ pub fn missing(dep: Dependency, what: &str) {
     );
 }
 
+/// Fails, saying how to install it, if the program the harness is about to run by name is
+/// not on `PATH` (a suite's set-up error, not a skip: these tools come with the machine's
+/// set-up). `packages` are the Debian packages that bring it.
+pub fn tool(program: &str, packages: &str) -> Result<(), String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| d.join(program).is_file()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program}` is not installed: run `cargo xtask setup` (as root), or `apt-get install {packages}`"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +102,12 @@ mod tests {
         assert!(!allows("", Dependency::QemuGa));
         assert!(!allows("qemu", Dependency::QemuGa));
         assert!(!allows("qemu-ga", Dependency::Vsock));
+    }
+
+    #[test]
+    fn a_missing_tool_says_how_to_install_it() {
+        assert!(tool("sh", "dash").is_ok());
+        let e = tool("qga-no-such-tool", "qga-pkg").unwrap_err();
+        assert!(e.contains("apt-get install qga-pkg"), "{e}");
     }
 }
