@@ -470,6 +470,12 @@ struct WriteSink<'s> {
 
 impl StringSink for WriteSink<'_> {
     fn begin(&mut self, tape: &[u8], object: usize, key: usize) -> bool {
+        // One text per request is written: a later long string in the same request (a
+        // `count` given as a string, say) is held whole and must not drop the stream's record
+        // of what already reached the file.
+        if self.stream.is_some() {
+            return false;
+        }
         *self.stream = (self.code.begin)(self.policy, &mut *self.platform, tape, object, key);
         self.stream.is_some()
     }

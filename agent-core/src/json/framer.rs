@@ -488,8 +488,15 @@ impl Framer {
         if !self.oversized && self.error.is_none() {
             self.parse(t, frame, nest, scratch);
         }
-        if self.stream == Stream::Refused {
-            self.stream = Stream::Off;
+        match self.stream {
+            Stream::Refused => self.stream = Stream::Off,
+            // A streamed string that turned out bad ended: kept whole, it would be dropped
+            // here rather than put on the tape, so the size limit stops counting it.
+            Stream::Failed => {
+                self.shift = self.shift_base;
+                self.stream = Stream::Off;
+            }
+            Stream::Off | Stream::On => {}
         }
         self.tok_len = 0;
         if (self.braces > 0 || self.brackets > 0) && self.braces >= 0 && self.brackets >= 0 {
