@@ -97,24 +97,36 @@ pub fn take_activation_fd() -> Option<OwnedFd> {
 }
 
 /// Give the whole pages inside `buf`, a heap buffer (private anonymous memory), back to the
-/// kernel; they read as zeros when next touched and use no memory until then.
+/// kernel; they read as zeros when next touched and use no memory until then. The page size is
+/// the system's (4 KiB on x86_64, but 16 or 64 KiB on some arm64 and ppc64 kernels, where a
+/// range aligned to 4 KiB makes `madvise` fail with EINVAL and nothing is given back).
 pub fn release_pages(buf: &mut [u8]) {
-    let page = rustix::param::page_size();
-    let start = (buf.as_mut_ptr() as usize).next_multiple_of(page);
-    let end = (buf.as_mut_ptr() as usize + buf.len()) / page * page;
-    if end > start {
-        let first = start - buf.as_mut_ptr() as usize;
-        // SAFETY: [start, end) lies inside `buf`, which we borrow mutably, so no other reference
-        // observes the pages; MADV_DONTNEED on private anonymous memory only makes them read
-        // back as zeros, which every byte value of a `[u8]` allows.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                buf[first..].as_mut_ptr().cast(),
-                end - start,
-                rustix::mm::Advice::LinuxDontNeed,
-            )
-        };
-    }
+    let Some((first, len)) = whole_pages(buf.as_ptr() as usize, buf.len(), page_size()) else {
+        return;
+    };
+    // SAFETY: [first, first + len) lies inside `buf` (`whole_pages`), which we borrow mutably,
+    // so no other reference observes the pages; MADV_DONTNEED on private anonymous memory only
+    // makes them read back as zeros, which every byte value of a `[u8]` allows.
+    let _ = unsafe {
+        rustix::mm::madvise(
+            buf[first..].as_mut_ptr().cast(),
+            len,
+            rustix::mm::Advice::LinuxDontNeed,
+        )
+    };
+}
+
+/// The system's page size.
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// The whole `page`-sized pages inside `len` bytes at address `addr`: the offset of the first
+/// from `addr` and their total length, or `None` if there is none.
+fn whole_pages(addr: usize, len: usize, page: usize) -> Option<(usize, usize)> {
+    let start = addr.checked_next_multiple_of(page)?;
+    let end = addr.checked_add(len)? / page * page;
+    (end > start).then(|| (start - addr, end - start))
 }
 
 /// The parser's nesting table of `n` slots, each [`agent_core::engine::NestSlot::EMPTY`], in
@@ -144,6 +156,59 @@ pub fn nesting_table(n: usize) -> &'static mut [agent_core::engine::NestSlot] {
         // for platforms that hand it zeroed memory; `nesting_table_is_empty_slots` checks it).
         Ok(p) => unsafe { std::slice::from_raw_parts_mut(p.cast::<NestSlot>(), n) },
         Err(_) => vec![NestSlot::EMPTY; n].leak(),
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::{release_pages, whole_pages};
+
+    #[test]
+    fn whole_pages_follow_the_page_size() {
+        // 64 KiB pages (arm64 and ppc64 kernels): a range aligned to 4 KiB only is refused by
+        // madvise, so the range must be aligned to the page size it is given.
+        let page = 64 * 1024;
+        let addr = 0x7f00_0000_1000;
+        let (first, len) = whole_pages(addr, 1 << 20, page).unwrap();
+        assert_eq!((addr + first) % page, 0);
+        assert_eq!(len % page, 0);
+        assert!(first + len <= 1 << 20);
+        assert_eq!(first, page - 0x1000);
+        assert_eq!(len, 15 * page);
+        // Inside one page, or an empty buffer: nothing.
+        assert_eq!(whole_pages(addr, page - 0x1000, page), None);
+        assert_eq!(whole_pages(addr, 0, 4096), None);
+        // Aligned already: all of it.
+        assert_eq!(whole_pages(0x10000, 0x20000, 4096), Some((0, 0x20000)));
+        // No overflow at the top of the address space.
+        assert_eq!(whole_pages(usize::MAX - 10, 100, 4096), None);
+    }
+
+    /// The pages of a touched buffer are given back: they read as zeros and the process's
+    /// anonymous memory drops by about their size.
+    #[test]
+    fn released_pages_read_as_zeros_and_leave_memory() {
+        fn rss_anon_kib() -> u64 {
+            let s = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = s.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        }
+        let mut buf = vec![0xA5u8; 64 << 20];
+        let before = rss_anon_kib();
+        release_pages(&mut buf);
+        let after = rss_anon_kib();
+        // Other test threads allocate too: ask for most of the 64 MiB, not all of it.
+        assert!(
+            before.saturating_sub(after) > 48 * 1024,
+            "{before} -> {after} KiB"
+        );
+        let page = super::page_size();
+        let mid = buf.len() / 2 / page * page;
+        assert!(buf[mid..mid + page].iter().all(|&b| b == 0));
+        // What lies outside the whole pages is kept.
+        let (first, len) = whole_pages(buf.as_ptr() as usize, buf.len(), page).unwrap();
+        assert!(buf[..first].iter().all(|&b| b == 0xA5));
+        assert!(buf[first + len..].iter().all(|&b| b == 0xA5));
     }
 }
 
