@@ -15,6 +15,9 @@
 //!   ([`cache_key`]). A build runs into a temporary name and is renamed into place, under a file
 //!   lock, so two test processes never build it twice and never see half an image. The
 //!   cache is never modified after the rename: guests boot from a qcow2 overlay over it.
+//!   Each use sets the mtime of the entry's lock file; when a new entry is built, entries of
+//!   other keys not used for [`STALE_AFTER`] (and not locked) are deleted ([`prune_stale`]):
+//!   each is ~1.3 GB, and a changed package list would otherwise leave the old one behind.
 //! - mmdebstrap runs in its own mount namespace (`unshare -m`), so the /proc, /sys and /dev
 //!   mounts it makes inside the target vanish when it ends, however it ends; a killed build
 //!   cannot leave the host's /dev bind-mounted under a directory the next run deletes.
@@ -349,7 +352,14 @@ pub fn base() -> Result<DebianBase, String> {
         dir: dir.clone(),
         built_in,
     };
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debian")
+        .to_string();
+    let lock_path = parent.join(format!("{name}.lock"));
     if dir.join("base.img").exists() {
+        stamp_use(&lock_path);
         return Ok(entry(None));
     }
     fs::create_dir_all(&parent).map_err(|e| {
@@ -358,12 +368,6 @@ pub fn base() -> Result<DebianBase, String> {
             parent.display()
         )
     })?;
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debian")
-        .to_string();
-    let lock_path = parent.join(format!("{name}.lock"));
     let lock = File::options()
         .create(true)
         .truncate(false)
@@ -403,8 +407,74 @@ pub fn base() -> Result<DebianBase, String> {
     }
     fs::rename(&tmp, &dir)
         .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), dir.display()))?;
+    stamp_use(&lock_path);
     drop(lock);
+    for gone in prune_stale(&parent, &name, STALE_AFTER) {
+        eprintln!(
+            "debian-guest: removed the stale image cache entry {}",
+            gone.display()
+        );
+    }
     Ok(entry(Some(started.elapsed())))
+}
+
+/// How long an image cache entry of another key is kept without use.
+pub const STALE_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// Record a use of the cache entry whose lock file is `lock_path` (its mtime).
+fn stamp_use(lock_path: &Path) {
+    if let Ok(f) = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+    {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Delete the entries in the cache directory `root` other than `keep` (`debian-*`
+/// directories, with their lock files) that were last used more than `max_age` ago (the
+/// lock file's mtime, or the directory's when it has none) and whose lock is free. Returns
+/// what was removed; an entry that cannot be removed is left for a later run.
+pub fn prune_stale(root: &Path, keep: &str, max_age: Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(root) else {
+        return removed;
+    };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == keep || !name.starts_with("debian-") || name.contains('.') {
+            continue;
+        }
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let lock_path = root.join(format!("{name}.lock"));
+        let used = fs::metadata(&lock_path)
+            .or_else(|_| e.metadata())
+            .and_then(|m| m.modified());
+        let Ok(used) = used else { continue };
+        if now.duration_since(used).unwrap_or_default() < max_age {
+            continue;
+        }
+        // A build or a prune of that entry in progress holds its lock: leave it.
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path);
+        let Ok(lock) = lock else { continue };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        if remove_tree(&e.path()).is_ok() {
+            let _ = fs::remove_file(&lock_path);
+            removed.push(e.path());
+        }
+    }
+    removed
 }
 
 fn build_into(tmp: &Path) -> Result<(), String> {
@@ -1045,6 +1115,51 @@ mod tests {
         let request = guest.join().unwrap();
         assert_eq!(request.trim(), format!("7 {}", b64_encode(b"echo hi")));
         assert_eq!((status, out.as_str()), (3, "line 1\nlast"));
+    }
+
+    #[test]
+    fn stale_cache_entries_of_other_keys_are_pruned() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let old = std::time::SystemTime::now() - Duration::from_secs(10 * 24 * 3600);
+        let entry = |name: &str, lock_age: Option<std::time::SystemTime>| {
+            fs::create_dir_all(r.join(name).join("root")).unwrap();
+            fs::write(r.join(name).join("base.img"), b"x").unwrap();
+            if let Some(t) = lock_age {
+                let f = File::create(r.join(format!("{name}.lock"))).unwrap();
+                f.set_modified(t).unwrap();
+            }
+        };
+        entry("debian-bookworm-current", Some(old));
+        entry("debian-bookworm-stale", Some(old));
+        entry("debian-bookworm-recent", Some(std::time::SystemTime::now()));
+        entry("debian-bookworm-busy", Some(old));
+        // No lock file: the directory's own mtime (just now) counts.
+        entry("debian-bookworm-nolock", None);
+        fs::create_dir_all(r.join("debian-bookworm-stale.tmp-1")).unwrap();
+        fs::create_dir_all(r.join("other")).unwrap();
+        let busy = File::options()
+            .write(true)
+            .open(r.join("debian-bookworm-busy.lock"))
+            .unwrap();
+        busy.lock().unwrap();
+        let gone = prune_stale(r, "debian-bookworm-current", Duration::from_secs(3600));
+        assert_eq!(gone, vec![r.join("debian-bookworm-stale")]);
+        assert!(!r.join("debian-bookworm-stale.lock").exists());
+        for kept in [
+            "debian-bookworm-current",
+            "debian-bookworm-recent",
+            "debian-bookworm-busy",
+            "debian-bookworm-nolock",
+            "debian-bookworm-stale.tmp-1",
+            "other",
+        ] {
+            assert!(r.join(kept).exists(), "{kept}");
+        }
+        drop(busy);
+        // A use stamps the entry: a recent stamp keeps it.
+        stamp_use(&r.join("debian-bookworm-busy.lock"));
+        assert!(prune_stale(r, "debian-bookworm-current", Duration::from_secs(3600)).is_empty());
     }
 
     #[test]
