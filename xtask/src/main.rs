@@ -39,7 +39,7 @@ enum Command {
         /// Skip the setup stage
         #[arg(long)]
         no_setup: bool,
-        /// Seconds per fuzz target (12 targets: about 2 minutes at the default)
+        /// Seconds per fuzz target (13 targets: about 2 minutes at the default)
         #[arg(long, default_value_t = 10, value_name = "N")]
         fuzz_seconds: u64,
     },
@@ -85,7 +85,7 @@ enum Command {
         #[arg(long)]
         no_linux: bool,
     },
-    /// Build the fuzz targets (framing, dispatch, args_<family>) and run each for N seconds
+    /// Build the fuzz targets (framing, stream, dispatch, args_<family>) and run each for N seconds
     /// and/or N executions; prints executions, exec/s and crashes per target
     Fuzz {
         /// Seconds per target (default 60; with --runs alone: no time limit)
