@@ -68,21 +68,13 @@ impl Platform for Bench {
 }
 
 fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in data.chunks(3) {
-        let v = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(T[(v >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    use base64::Engine as _;
+    let mut enc = vec![0u8; data.len().div_ceil(3) * 4];
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut enc)
+        .unwrap();
+    enc.truncate(n);
+    String::from_utf8(enc).unwrap()
 }
 
 fn main() {

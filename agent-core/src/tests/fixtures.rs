@@ -1033,12 +1033,7 @@ fn file_read_streams_in_chunks() {
         &cfg,
         &[br#"{"execute":"guest-file-open","arguments":{"path":"/big"}}{"execute":"guest-file-read","arguments":{"handle":1000,"count":200000},"id":1}"#],
     );
-    use base64::Engine as _;
-    let mut enc = vec![0u8; data.len() * 4 / 3 + 4];
-    let n = base64::engine::general_purpose::STANDARD
-        .encode_slice(&data, &mut enc)
-        .unwrap();
-    let b64 = String::from_utf8(enc[..n].to_vec()).unwrap();
+    let b64 = super::b64(&data);
     assert_eq!(
         String::from_utf8(out).unwrap(),
         format!(
@@ -1446,15 +1441,7 @@ fn id_objects_in_qdict_order() {
 
 #[test]
 fn default_frame_holds_a_47_kib_write() {
-    use base64::Engine as _;
-    let enc = |n: usize| {
-        let data = vec![0x5Au8; n];
-        let mut b = vec![0u8; n * 4 / 3 + 4];
-        let len = base64::engine::general_purpose::STANDARD
-            .encode_slice(&data, &mut b)
-            .unwrap();
-        String::from_utf8(b[..len].to_vec()).unwrap()
-    };
+    let enc = |n: usize| super::b64(&vec![0x5Au8; n]);
     let req = |n: usize| {
         format!(
             r#"{{"execute":"guest-file-open","arguments":{{"path":"/w","mode":"w"}}}}{{"execute":"guest-file-write","arguments":{{"handle":1000,"buf-b64":"{}"}}}}"#,

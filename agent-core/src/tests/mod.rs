@@ -96,3 +96,14 @@ pub(crate) fn exchange(input: &[u8]) -> String {
     let mut p = MemPlatform::full();
     String::from_utf8_lossy(&exchange_with(&mut p, input)).into_owned()
 }
+
+/// `data` in standard base64 (the base64 crate's encoder: independent of the engine's decoder).
+pub(crate) fn b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut enc = vec![0u8; data.len().div_ceil(3) * 4];
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut enc)
+        .unwrap();
+    enc.truncate(n);
+    String::from_utf8(enc).unwrap()
+}

@@ -10,24 +10,6 @@ const OPEN: &[u8] = br#"{"execute":"guest-file-open","arguments":{"path":"/f","m
 const PING: &[u8] = br#"{"execute":"guest-ping","id":"next"}"#;
 const NOTE: &str = " bytes were already written to the file)";
 
-fn b64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in data.chunks(3) {
-        let v = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for k in 0..4 {
-            if k <= c.len() {
-                s.push(A[(v >> (18 - 6 * k) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
-
 fn platform(in_parts: bool, quota: Option<usize>) -> MemPlatform {
     let mut p = MemPlatform::full();
     let f = p.files.as_mut().unwrap();
