@@ -107,3 +107,17 @@ pub(crate) fn b64(data: &[u8]) -> String {
     enc.truncate(n);
     String::from_utf8(enc).unwrap()
 }
+
+/// `input` cut at the places `cuts` pick (any number, in any order, empty pieces allowed).
+pub(crate) fn cut<'a>(input: &'a [u8], cuts: &[proptest::sample::Index]) -> Vec<&'a [u8]> {
+    let mut idx: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+    idx.sort_unstable();
+    let mut pieces = Vec::with_capacity(idx.len() + 1);
+    let mut last = 0;
+    for i in idx {
+        pieces.push(&input[last..i]);
+        last = i;
+    }
+    pieces.push(&input[last..]);
+    pieces
+}

@@ -45,15 +45,7 @@ proptest! {
     fn any_split_gives_the_same_responses(s in stream(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
         let cfg = Cfg::default();
         let whole = run_pieces(&mut MemPlatform::full(), &cfg, &[&s]);
-        let mut idx: Vec<usize> = cuts.iter().map(|i| i.index(s.len() + 1)).collect();
-        idx.sort_unstable();
-        let mut pieces: Vec<&[u8]> = Vec::new();
-        let mut last = 0;
-        for i in idx {
-            pieces.push(&s[last..i]);
-            last = i;
-        }
-        pieces.push(&s[last..]);
+        let pieces = cut(&s, &cuts);
         let split = run_pieces(&mut MemPlatform::full(), &cfg, &pieces);
         prop_assert_eq!(String::from_utf8_lossy(&whole), String::from_utf8_lossy(&split));
     }

@@ -400,15 +400,7 @@ proptest! {
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
     ) {
         let input = [OPEN, &req[..], PING, &req[..], PING].concat();
-        let mut idx: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
-        idx.sort_unstable();
-        let mut pieces: Vec<&[u8]> = Vec::new();
-        let mut last = 0;
-        for i in idx {
-            pieces.push(&input[last..i]);
-            last = i;
-        }
-        pieces.push(&input[last..]);
+        let pieces = cut(&input, &cuts);
         let whole = Cfg { frame, ..Cfg::default() };
         let streamed = Cfg { window, ..whole.clone() };
         let (b_out, b_file, _) = run(&mut platform(true, quota), &whole, &[&input]);
