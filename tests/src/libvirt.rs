@@ -286,24 +286,10 @@ impl Libvirt {
             dir,
             start_time: Duration::ZERO,
         };
-        let mut cmd = Command::new("virtlogd");
-        cmd.arg("--config")
-            .arg(p("virtlogd.conf"))
-            .arg("--pid-file")
-            .arg(p("virtlogd.pid"));
-        let virtlogd = ProcessGuard::spawn("virtlogd", cmd, p("virtlogd.log"))?;
-        lv.note_pid(virtlogd.pid())?;
-        lv.virtlogd = Some(virtlogd);
+        lv.virtlogd = Some(lv.spawn_daemon("virtlogd")?);
         lv.wait_socket(Path::new(VIRTLOGD_SOCKET), Duration::from_secs(30))?;
 
-        let mut cmd = Command::new("libvirtd");
-        cmd.arg("--config")
-            .arg(p("libvirtd.conf"))
-            .arg("--pid-file")
-            .arg(p("libvirtd.pid"));
-        let libvirtd = ProcessGuard::spawn("libvirtd", cmd, p("libvirtd.log"))?;
-        lv.note_pid(libvirtd.pid())?;
-        lv.libvirtd = Some(libvirtd);
+        lv.libvirtd = Some(lv.spawn_daemon("libvirtd")?);
         let socket = lv.socket.clone();
         lv.wait_socket(&socket, Duration::from_secs(60))?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -324,6 +310,20 @@ impl Libvirt {
             }
         }
         Ok(lv)
+    }
+
+    /// Start daemon `name` (virtlogd or libvirtd) on its config, PID file and log in this
+    /// instance's directory, under the watchdog.
+    fn spawn_daemon(&self, name: &str) -> Result<ProcessGuard, String> {
+        let p = |suffix: &str| self.dir.path().join(format!("{name}.{suffix}"));
+        let mut cmd = Command::new(name);
+        cmd.arg("--config")
+            .arg(p("conf"))
+            .arg("--pid-file")
+            .arg(p("pid"));
+        let daemon = ProcessGuard::spawn(name, cmd, p("log"))?;
+        self.note_pid(daemon.pid())?;
+        Ok(daemon)
     }
 
     fn wait_socket(&mut self, path: &Path, within: Duration) -> Result<(), String> {
