@@ -5,6 +5,7 @@ mod platform;
 mod sizes;
 mod split;
 mod stream;
+mod stream_diff;
 
 use crate::engine::{Agent, Buffers, NestSlot};
 use crate::schema::Command;
